@@ -1,0 +1,13 @@
+/**
+ * Gcs backend: not built yet (placeholder until its issue lands).
+ *
+ * @module
+ */
+import type { Backend } from "./backend.ts";
+import type { Logger } from "../log.ts";
+import { type Settings, SettingsError } from "../settings.ts";
+
+/** Creates the gcs backend. Not available yet: always throws a settings error. */
+export function createGcsBackend(_settings: Settings, _log: Logger): Promise<Backend> {
+  return Promise.reject(new SettingsError('backend "gcs" is not available yet in ci-cache: use filesystem'));
+}

@@ -1,0 +1,40 @@
+/**
+ * Opens the backend the settings select. Backend modules are loaded on
+ * demand, so a filesystem run never loads the cloud SDKs.
+ *
+ * @module
+ */
+import type { Backend } from "./backend.ts";
+import type { Logger } from "../log.ts";
+import { SettingsError, type Settings } from "../settings.ts";
+
+/**
+ * Creates the backend for `settings.backend`, logging which one (and which
+ * authentication method) is used. Throws {@link SettingsError} for a backend
+ * that does not exist yet, and the backend's own typed errors otherwise.
+ *
+ * @example
+ * ```ts
+ * const backend = await openBackend(settings, log);
+ * ```
+ */
+export async function openBackend(settings: Settings, log: Logger): Promise<Backend> {
+  switch (settings.backend) {
+    case "filesystem":
+      return (await import("./filesystem.ts")).createFilesystemBackend(settings, log);
+    case "azure":
+      return (await import("./azure.ts")).createAzureBackend(settings, log);
+    case "s3":
+      return (await import("./s3.ts")).createS3Backend(settings, log);
+    case "gcs":
+      return (await import("./gcs.ts")).createGcsBackend(settings, log);
+    case "sftp":
+    case "harness":
+      throw new SettingsError(
+        `backend "${settings.backend}" is not available yet in ci-cache: use filesystem, s3, gcs or azure ` +
+          `(or keep the Go plugin for this step)`,
+      );
+    default:
+      throw new SettingsError(`unknown backend "${settings.backend}"`);
+  }
+}

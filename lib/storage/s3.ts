@@ -1,0 +1,13 @@
+/**
+ * S3 backend: not built yet (placeholder until its issue lands).
+ *
+ * @module
+ */
+import type { Backend } from "./backend.ts";
+import type { Logger } from "../log.ts";
+import { type Settings, SettingsError } from "../settings.ts";
+
+/** Creates the s3 backend. Not available yet: always throws a settings error. */
+export function createS3Backend(_settings: Settings, _log: Logger): Promise<Backend> {
+  return Promise.reject(new SettingsError('backend "s3" is not available yet in ci-cache: use filesystem'));
+}
