@@ -1,0 +1,103 @@
+/**
+ * Save: for each mount, walk → tar → compress → stream upload, with bounded
+ * concurrency across mounts. A missing mount is reported by name while the
+ * other mounts still save; `override=false` skips mounts whose object exists
+ * (a metadata call, never a download).
+ *
+ * @module
+ */
+import { resolve } from "node:path";
+import { pack } from "../archive/pack.ts";
+import { compressStream } from "../archive/compression.ts";
+import type { Backend } from "../storage/backend.ts";
+import { type Logger, ProgressMeter } from "../log.ts";
+import type { Settings } from "../settings.ts";
+import { expandMount, LAYOUT_VERSION, META, objectName } from "./layout.ts";
+import { logOutcome, mapBounded, type MountOutcome, reasonOf } from "./outcome.ts";
+
+/** Everything an operation needs. */
+export interface OpContext {
+  settings: Settings;
+  backend: Backend;
+  log: Logger;
+  /** The rendered cache key. */
+  key: string;
+  env: Record<string, string | undefined>;
+  cwd: string;
+}
+
+/** Mounts processed at once (each transfer has its own internal concurrency). */
+export const MOUNT_CONCURRENCY = 3;
+
+/**
+ * Saves every mount under the key and returns one outcome per mount.
+ *
+ * @example
+ * ```ts
+ * const outcomes = await saveMounts(ctx, ["node_modules"]);
+ * ```
+ */
+export function saveMounts(ctx: OpContext, mounts: readonly string[]): Promise<MountOutcome[]> {
+  return mapBounded(mounts, MOUNT_CONCURRENCY, async (mount) => {
+    const outcome = await saveMount(ctx, mount);
+    logOutcome(ctx.log, "save", outcome);
+    return outcome;
+  });
+}
+
+async function saveMount(ctx: OpContext, mount: string): Promise<MountOutcome> {
+  const { settings, backend, log } = ctx;
+  const expanded = expandMount(mount, ctx.env);
+  const object = objectName(settings.remoteRoot, ctx.key, expanded, ctx.env);
+  const path = resolve(ctx.cwd, expanded);
+  try {
+    await Deno.lstat(path);
+  } catch {
+    return {
+      mount,
+      object,
+      status: "failed",
+      reason: `mount ${mount} does not exist at ${path}: make sure the directory or file exists and is readable`,
+    };
+  }
+  try {
+    if (!settings.override) {
+      const existing = await backend.stat(object);
+      if (existing) return { mount, object, status: "skipped", reason: "object exists and override is false" };
+    }
+    const started = performance.now();
+    const archive = pack({
+      mount: expanded,
+      cwd: ctx.cwd,
+      skipSymlinks: settings.skipSymlinks,
+      preserveMetadata: settings.preserveMetadata,
+      log,
+    });
+    const meter = new ProgressMeter(log, "upload", { mount, object });
+    const body = archive.stream
+      .pipeThrough(compressStream(settings.archiveFormat as "tar" | "gzip" | "zstd", settings.compressionLevel))
+      .pipeThrough(meter.stream());
+    try {
+      await backend.put(object, body, {
+        [META.format]: settings.archiveFormat,
+        [META.version]: LAYOUT_VERSION,
+        [META.root]: archive.root,
+        [META.mount]: mount,
+      });
+    } finally {
+      meter.stop();
+    }
+    const stats = await archive.stats;
+    return {
+      mount,
+      object,
+      status: "saved",
+      rawBytes: stats.bytes,
+      storedBytes: meter.bytes,
+      files: stats.files,
+      seconds: (performance.now() - started) / 1000,
+    };
+  } catch (err) {
+    return { mount, object, status: "failed", reason: reasonOf(err) };
+  }
+}
