@@ -93,7 +93,9 @@ async function execute(
 ): Promise<number> {
   if (log.enabled("debug")) log.debug("settings", describeSettings(settings));
   if (settings.autoDetect) {
-    log.warn("auto-detect (PLUGIN_AUTO_CACHE) is not supported by ci-cache yet: using the given mounts and key");
+    log.warn(
+      "auto-detect (PLUGIN_AUTO_CACHE) is not supported by ci-cache yet: using the given mounts and key",
+    );
   }
   if (settings.mode === "save" && settings.mount.length === 0) {
     throw new SettingsError("nothing to save: set PLUGIN_MOUNT (or --mount, or give mounts as arguments)");

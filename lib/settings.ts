@@ -120,7 +120,8 @@ export const SETTINGS = [
     type: "string",
     default: "",
     group: "cache",
-    help: "Prefix for every object name (`<remote-root>/<key>/<mount>`). Empty by default, as the Harness plugin.",
+    help:
+      "Prefix for every object name (`<remote-root>/<key>/<mount>`). Empty by default, as the Harness plugin.",
   },
   {
     key: "localRoot",
@@ -416,7 +417,8 @@ export const SETTINGS = [
     type: "string",
     default: "",
     group: "s3",
-    help: "Custom endpoint: S3-compatible store, GCS emulator, or full Azure blob URL (Azurite, private endpoints).",
+    help:
+      "Custom endpoint: S3-compatible store, GCS emulator, or full Azure blob URL (Azurite, private endpoints).",
   },
   {
     key: "bucket",
@@ -1006,7 +1008,11 @@ const BOOL_FALSE = new Set(["0", "f", "F", "FALSE", "false", "False"]);
  * parseValue(SETTING_SPECS.find((s) => s.key === "override")!, "False", "PLUGIN_OVERRIDE"); // false
  * ```
  */
-export function parseValue(spec: SettingSpec, raw: string, from: string): string | number | boolean | string[] {
+export function parseValue(
+  spec: SettingSpec,
+  raw: string,
+  from: string,
+): string | number | boolean | string[] {
   switch (spec.type) {
     case "bool":
       if (BOOL_TRUE.has(raw)) return true;
@@ -1018,7 +1024,9 @@ export function parseValue(spec: SettingSpec, raw: string, from: string): string
       const n = parseGoInt(raw);
       if (n === undefined) {
         throw new SettingsError(
-          `${from}=${JSON.stringify(raw)} is not an integer: use a whole number such as 4 (0x, 0o, 0b prefixes work)`,
+          `${from}=${
+            JSON.stringify(raw)
+          } is not an integer: use a whole number such as 4 (0x, 0o, 0b prefixes work)`,
         );
       }
       return n;
@@ -1027,7 +1035,9 @@ export function parseValue(spec: SettingSpec, raw: string, from: string): string
       const ms = parseDuration(raw);
       if (ms === undefined) {
         throw new SettingsError(
-          `${from}=${JSON.stringify(raw)} is not a duration: use a number of seconds (600) or Go units (10m, 1h30m, 90s)`,
+          `${from}=${
+            JSON.stringify(raw)
+          } is not a duration: use a number of seconds (600) or Go units (10m, 1h30m, 90s)`,
         );
       }
       return ms;
@@ -1167,7 +1177,9 @@ function parseArgs(args: readonly string[]): ParsedArgs {
         name = name.slice(3);
       }
     }
-    if (!spec) throw new SettingsError(`unknown option --${name}: run ci-cache --help for the list of settings`);
+    if (!spec) {
+      throw new SettingsError(`unknown option --${name}: run ci-cache --help for the list of settings`);
+    }
     if (value === undefined) {
       if (spec.type === "bool") value = "true";
       else if (i + 1 < args.length) value = args[++i];
@@ -1244,7 +1256,9 @@ function resolveMode(command: Mode | undefined, s: Settings): Mode {
     const other = fromEnv.filter((m) => m !== command);
     if (other.length > 0) {
       throw new SettingsError(
-        `the ${command} command conflicts with ${other.map(modeSetting).join(" and ")}=true: remove one of them`,
+        `the ${command} command conflicts with ${
+          other.map(modeSetting).join(" and ")
+        }=true: remove one of them`,
       );
     }
     return command;
@@ -1277,9 +1291,13 @@ export function describeSource(s: Settings, key: string): string {
 function validate(s: Settings): void {
   const levelRanges: Record<string, [number, number]> = { gzip: [0, 9], zstd: [1, 19] };
   const range = levelRanges[s.archiveFormat];
-  if (range && s.compressionLevel !== -1 && (s.compressionLevel < range[0] || s.compressionLevel > range[1])) {
+  if (
+    range && s.compressionLevel !== -1 && (s.compressionLevel < range[0] || s.compressionLevel > range[1])
+  ) {
     throw new SettingsError(
-      `${describeSource(s, "compressionLevel")}=${s.compressionLevel} is out of range for ${s.archiveFormat}: ` +
+      `${
+        describeSource(s, "compressionLevel")
+      }=${s.compressionLevel} is out of range for ${s.archiveFormat}: ` +
         `use -1 (default) or ${range[0]}–${range[1]}`,
     );
   }

@@ -48,7 +48,9 @@ function cleanSegments(path: string, what: string): string[] {
     if (seg === "..") {
       if (out.length === 0) {
         throw new SettingsError(
-          `${what} ${JSON.stringify(path)} climbs out of its prefix with "..": use a path inside the workspace ` +
+          `${what} ${
+            JSON.stringify(path)
+          } climbs out of its prefix with "..": use a path inside the workspace ` +
             `(or an absolute path) and a key without ".."`,
         );
       }
@@ -78,7 +80,9 @@ export function mountObjectPath(mount: string, env: Record<string, string | unde
   }
   const segs = cleanSegments(m, "mount");
   if (segs.length === 0) {
-    throw new SettingsError(`mount ${JSON.stringify(mount)} names no path: give a directory or file to cache`);
+    throw new SettingsError(
+      `mount ${JSON.stringify(mount)} names no path: give a directory or file to cache`,
+    );
   }
   return segs.join("/");
 }

@@ -34,7 +34,11 @@ export interface MountOutcome {
  * const sizes = await mapBounded(["a", "b"], 2, async (m) => m.length);
  * ```
  */
-export async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+export async function mapBounded<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
   const results = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {
@@ -61,7 +65,13 @@ export function logOutcome(log: Logger, op: "save" | "restore", o: MountOutcome)
   if (o.target) fields.target = o.target;
   if (o.verified !== undefined) fields.verified = o.verified;
   if (o.reason) fields.reason = o.reason;
-  const verb = { saved: "saved", skipped: "skipped", restored: "restored", miss: "cache miss", failed: "failed" };
+  const verb = {
+    saved: "saved",
+    skipped: "skipped",
+    restored: "restored",
+    miss: "cache miss",
+    failed: "failed",
+  };
   const level = o.status === "failed" ? "error" : o.status === "miss" ? "warn" : "info";
   log[level](`${op}: ${verb[o.status]} ${o.mount}`, fields);
 }

@@ -10,7 +10,7 @@
  */
 import { dirname } from "node:path";
 import { decompressStream } from "../archive/compression.ts";
-import { CorruptArchiveError, UnsafeArchiveError, unpackToMount } from "../archive/unpack.ts";
+import { CorruptArchiveError, unpackToMount, UnsafeArchiveError } from "../archive/unpack.ts";
 import { isStorageError, type ObjectInfo } from "../storage/backend.ts";
 import { ProgressMeter } from "../log.ts";
 import { expandMount, keyPrefix, META, mountObjectPath, objectName } from "./layout.ts";
@@ -161,7 +161,9 @@ async function planFallback(
   for await (const info of ctx.backend.list(prefix)) {
     let key: string | undefined;
     if (mountPaths.length > 0) {
-      const mp = mountPaths.find((p) => info.name.endsWith(`/${p}`) && info.name.length - p.length - 1 >= prefix.length);
+      const mp = mountPaths.find((p) =>
+        info.name.endsWith(`/${p}`) && info.name.length - p.length - 1 >= prefix.length
+      );
       if (mp) key = info.name.slice(root.length, info.name.length - mp.length - 1);
     } else {
       const slash = info.name.indexOf("/", Math.max(prefix.length, root.length + 1));

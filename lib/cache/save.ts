@@ -57,13 +57,16 @@ async function saveMount(ctx: OpContext, mount: string): Promise<MountOutcome> {
       mount,
       object,
       status: "failed",
-      reason: `mount ${mount} does not exist at ${path}: make sure the directory or file exists and is readable`,
+      reason:
+        `mount ${mount} does not exist at ${path}: make sure the directory or file exists and is readable`,
     };
   }
   try {
     if (!settings.override) {
       const existing = await backend.stat(object);
-      if (existing) return { mount, object, status: "skipped", reason: "object exists and override is false" };
+      if (existing) {
+        return { mount, object, status: "skipped", reason: "object exists and override is false" };
+      }
     }
     const started = performance.now();
     const archive = pack({
@@ -75,7 +78,9 @@ async function saveMount(ctx: OpContext, mount: string): Promise<MountOutcome> {
     });
     const meter = new ProgressMeter(log, "upload", { mount, object });
     const body = archive.stream
-      .pipeThrough(compressStream(settings.archiveFormat as "tar" | "gzip" | "zstd", settings.compressionLevel))
+      .pipeThrough(
+        compressStream(settings.archiveFormat as "tar" | "gzip" | "zstd", settings.compressionLevel),
+      )
       .pipeThrough(meter.stream());
     try {
       await backend.put(object, body, {

@@ -1,0 +1,20 @@
+import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
+import { END, START, updateReadme } from "../scripts/settings_doc.ts";
+import { SETTING_SPECS } from "../lib/settings.ts";
+
+const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+
+Deno.test("readme: the settings tables match lib/settings.ts (run scripts/settings_doc.ts to update)", () => {
+  assert(readme.includes(START) && readme.includes(END), "settings markers present");
+  assertEquals(updateReadme(readme), readme);
+  for (const spec of SETTING_SPECS) {
+    assertStringIncludes(readme, `\`--${spec.flag}\``);
+    for (const e of spec.env) assertStringIncludes(readme, `\`${e}\``);
+  }
+});
+
+Deno.test("readme: names the commands a newcomer needs", () => {
+  for (const text of ["deno task demo", "deno task test", "deno task bench", "npm install -g deno@2.9.6"]) {
+    assertStringIncludes(readme, text);
+  }
+});
