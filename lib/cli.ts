@@ -126,6 +126,8 @@ async function execute(
         return await runRestore(ctx);
       case "flush":
         return await runFlush(ctx);
+      default:
+        throw new SettingsError(`unknown mode ${settings.mode}`);
     }
   } finally {
     await backend.close?.();

@@ -106,7 +106,7 @@ function safeObjectName(ctx: OpContext, mount: string): string {
 /** Explicit mounts: stat `<key>/<mount>` for each. No mounts: list under the key. */
 async function planExact(ctx: OpContext, mounts: readonly string[]): Promise<Planned[]> {
   if (mounts.length > 0) {
-    const planned = await mapBounded(mounts, 8, async (mount) => {
+    const planned = await mapBounded(mounts, 8, async (mount): Promise<Planned | undefined> => {
       const object = objectName(ctx.settings.remoteRoot, ctx.key, expandMount(mount, ctx.env), ctx.env);
       const info = await ctx.backend.stat(object);
       return info ? { mount, object, info } : undefined;

@@ -1,0 +1,152 @@
+import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import {
+  compressStream,
+  CorruptArchiveError,
+  decompressStream,
+  detectFormat,
+} from "../lib/archive/compression.ts";
+import { bytes, collect, sh, streamOf, tempDir } from "./fixtures/archive/helpers.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+async function roundTrip(data: Uint8Array, format: "tar" | "gzip" | "zstd", level: number) {
+  const packed = await collect(streamOf(data).pipeThrough(compressStream(format, level)));
+  const { stream, format: detected } = decompressStream();
+  const back = await collect(streamOf(packed, 100_000).pipeThrough(stream));
+  return { packed, back, detected: await detected };
+}
+
+// 9 MiB: three parallel blocks (4 MiB each), so frame/member boundaries are crossed.
+const sample = new Uint8Array(9 * 1024 * 1024 + 17);
+sample.set(bytes(3 * 1024 * 1024, 5), 0);
+for (let i = 3 * 1024 * 1024; i < sample.length; i++) sample[i] = (i >> 7) & 0xff;
+
+for (
+  const [format, level] of [["tar", -1], ["gzip", -1], ["gzip", 1], ["gzip", 9], ["zstd", -1], ["zstd", 1], [
+    "zstd",
+    19,
+  ]] as const
+) {
+  Deno.test({
+    ...opts,
+    name: `compression: ${format} level ${level} round trips and is detected`,
+    fn: async () => {
+      const { packed, back, detected } = await roundTrip(sample, format, level);
+      assertEquals(detected, format);
+      assertEquals(back.length, sample.length);
+      assert(back.every((b, i) => b === sample[i]), "identical bytes");
+      if (format !== "tar") assert(packed.length < sample.length, "compressed");
+    },
+  });
+}
+
+Deno.test({
+  ...opts,
+  name: "compression: multi-frame zstd / multi-member gzip output is read by the zstd and gzip tools",
+  fn: async () => {
+    const { dir, cleanup } = await tempDir("compression");
+    try {
+      await Deno.writeFile(`${dir}/plain`, sample);
+      for (const format of ["zstd", "gzip"] as const) {
+        await Deno.writeFile(
+          `${dir}/c`,
+          await collect(streamOf(sample).pipeThrough(compressStream(format, -1))),
+        );
+        const r = await sh(`${format === "zstd" ? "zstd -q -dc" : "gzip -dc"} c | cmp - plain`, dir);
+        assertEquals(r.code, 0, r.stderr);
+      }
+      const l = await sh("zstd -q -c -3 plain > c && zstd -lv c", dir);
+      assertEquals(l.code, 0);
+      // and the other way: the tools' output decompresses with ours
+      for (const cmd of ["zstd -q -c -T0 plain", "gzip -c plain"]) {
+        const made = await sh(`${cmd} > tool-out`, dir);
+        assertEquals(made.code, 0);
+        const { stream } = decompressStream();
+        const back = await collect(streamOf(await Deno.readFile(`${dir}/tool-out`)).pipeThrough(stream));
+        assertEquals(back.length, sample.length, cmd);
+      }
+    } finally {
+      await cleanup();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "compression: empty input gives a valid empty stream in every format",
+  fn: async () => {
+    for (const format of ["tar", "gzip", "zstd"] as const) {
+      const { back } = await roundTrip(new Uint8Array(0), format, -1);
+      assertEquals(back.length, 0, format);
+    }
+  },
+});
+
+Deno.test("compression: detectFormat reads the magic bytes", () => {
+  assertEquals(detectFormat(new Uint8Array([0x1f, 0x8b, 8, 0])), "gzip");
+  assertEquals(detectFormat(new Uint8Array([0x28, 0xb5, 0x2f, 0xfd])), "zstd");
+  assertEquals(detectFormat(new TextEncoder().encode("/harness/node_modules")), "tar");
+  assertEquals(detectFormat(new Uint8Array(0)), "tar");
+});
+
+Deno.test("compression: invalid gzip levels are refused with the accepted values", () => {
+  const err = assertThrows(() => compressStream("gzip", 12), RangeError);
+  assert(err.message.includes("0–9"), err.message);
+});
+
+Deno.test({
+  ...opts,
+  name: "compression: truncated zstd (even inside the checksum) and gzip are CorruptArchiveError",
+  fn: async () => {
+    for (const format of ["zstd", "gzip"] as const) {
+      const packed = await collect(streamOf(sample).pipeThrough(compressStream(format, -1)));
+      for (
+        const cut of [
+          5,
+          10,
+          1000,
+          packed.length >> 1,
+          packed.length - 1,
+          packed.length - 3,
+          packed.length - 5,
+        ]
+      ) {
+        const { stream } = decompressStream();
+        await assertRejects(
+          () => collect(streamOf(packed.subarray(0, cut)).pipeThrough(stream)),
+          CorruptArchiveError,
+        );
+      }
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "compression: a flipped byte is caught by the zstd content checksum and the gzip CRC",
+  fn: async () => {
+    for (const format of ["zstd", "gzip"] as const) {
+      const packed = await collect(streamOf(sample).pipeThrough(compressStream(format, -1)));
+      const bad = packed.slice();
+      bad[bad.length - 2] ^= 0x10; // inside the last frame's checksum / the last member's ISIZE-CRC
+      const { stream } = decompressStream();
+      await assertRejects(() => collect(streamOf(bad).pipeThrough(stream)), CorruptArchiveError);
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "compression: decompression memory is bounded: a slow consumer pauses the decoder",
+  fn: async () => {
+    // 64 MiB of zeros compress to a few KiB; read only the first chunk, then cancel.
+    const zeros = new Uint8Array(64 * 1024 * 1024);
+    const packed = await collect(streamOf(zeros, 8 << 20).pipeThrough(compressStream("zstd", -1)));
+    assert(packed.length < 1 << 20);
+    const { stream } = decompressStream();
+    const reader = streamOf(packed).pipeThrough(stream).getReader();
+    const first = await reader.read();
+    assert(first.value && first.value.length > 0);
+    await reader.cancel();
+  },
+});

@@ -1,0 +1,236 @@
+import { createHash } from "node:crypto";
+import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
+import { MountNotFoundError, pack } from "../lib/archive/pack.ts";
+import { Logger } from "../lib/log.ts";
+import { buildTree, collect, tempDir } from "./fixtures/archive/helpers.ts";
+
+const dec = new TextDecoder();
+
+interface Raw {
+  offset: number;
+  name: string;
+  type: string;
+  size: number;
+  linkname: string;
+  pax: Record<string, string>;
+  payload?: string;
+}
+
+function str(b: Uint8Array, off: number, len: number): string {
+  let e = off;
+  while (e < off + len && b[e] !== 0) e++;
+  return dec.decode(b.subarray(off, e));
+}
+
+/** A deliberately naive, independent tar walker: raw headers (PAX x records merged, g payloads kept). */
+function rawEntries(buf: Uint8Array): Raw[] {
+  const out: Raw[] = [];
+  let off = 0;
+  let pax: Record<string, string> = {};
+  while (off + 512 <= buf.length) {
+    const h = buf.subarray(off, off + 512);
+    if (h.every((x) => x === 0)) break;
+    let name = str(h, 0, 100);
+    if (h[345]) name = `${str(h, 345, 155)}/${name}`;
+    const size = parseInt(str(h, 124, 12), 8) || 0;
+    const type = String.fromCharCode(h[156]);
+    const data = buf.subarray(off + 512, off + 512 + size);
+    const start = off;
+    off += 512 + Math.ceil(size / 512) * 512;
+    if (type === "x") {
+      for (const line of dec.decode(data).split("\n").filter(Boolean)) {
+        const rec = line.slice(line.indexOf(" ") + 1);
+        pax[rec.slice(0, rec.indexOf("="))] = rec.slice(rec.indexOf("=") + 1);
+      }
+      continue;
+    }
+    const e: Raw = {
+      offset: start,
+      name: pax.path ?? name,
+      type,
+      size,
+      linkname: pax.linkpath ?? str(h, 157, 100),
+      pax,
+    };
+    if (type === "g") e.payload = dec.decode(data);
+    out.push(e);
+    pax = {};
+    if (type === "g" || type === "2" || type === "5" || type === "1") continue;
+  }
+  return out;
+}
+
+Deno.test("pack: absolute entry names, root first, lexical order, dirs without trailing slash", async () => {
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    await Deno.mkdir(`${dir}/m/b`, { recursive: true });
+    await Deno.mkdir(`${dir}/m/a`);
+    await Deno.writeTextFile(`${dir}/m/a/z.txt`, "z");
+    await Deno.writeTextFile(`${dir}/m/B.txt`, "B");
+    await Deno.writeTextFile(`${dir}/m/b/1`, "1");
+    const { stream, stats, root } = pack({ mount: "m", cwd: dir });
+    assertEquals(root, `${dir}/m`);
+    const entries = rawEntries(await collect(stream));
+    assertEquals(entries.map((e) => `${e.type} ${e.name}`), [
+      `g ${dir}/m/pax_global_header`,
+      `5 ${dir}/m`,
+      `0 ${dir}/m/B.txt`,
+      `5 ${dir}/m/a`,
+      `0 ${dir}/m/a/z.txt`,
+      `5 ${dir}/m/b`,
+      `0 ${dir}/m/b/1`,
+      `g ${dir}/m/pax_global_header`,
+    ]);
+    assertStringHas(entries[0].payload!, `cicache.root=${dir}/m\n`);
+    assertStringHas(entries[0].payload!, "cicache.version=1\n");
+    assertEquals(await stats, { entries: 6, files: 3, dirs: 3, symlinks: 0, hardlinks: 0, bytes: 3 });
+  } finally {
+    await cleanup();
+  }
+});
+
+function assertStringHas(text: string, part: string) {
+  assert(text.includes(part), `expected ${JSON.stringify(text)} to contain ${JSON.stringify(part)}`);
+}
+
+Deno.test("pack: ./ mounts give relative names, also for both global headers", async () => {
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    await Deno.mkdir(`${dir}/node_modules/x`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/node_modules/x/y.js`, "y");
+    const entries = rawEntries(await collect(pack({ mount: "./node_modules/", cwd: dir }).stream));
+    assertEquals(entries.map((e) => `${e.type} ${e.name}`), [
+      "g node_modules/pax_global_header",
+      "5 node_modules",
+      "5 node_modules/x",
+      "0 node_modules/x/y.js",
+      "g node_modules/pax_global_header",
+    ]);
+    assertStringHas(entries[0].payload!, `cicache.root=${dir}/node_modules\n`);
+    assertStringHas(entries[0].payload!, `cicache.name=node_modules\n`);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("pack: trailer carries the SHA-256 of all bytes before it and the entry count", async () => {
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    await buildTree(`${dir}/m`);
+    const { stream, stats } = pack({ mount: "m", cwd: dir });
+    const tar = await collect(stream);
+    const entries = rawEntries(tar);
+    const trailer = entries[entries.length - 1];
+    assertEquals(trailer.type, "g");
+    const digest = createHash("sha256").update(tar.subarray(0, trailer.offset)).digest("hex");
+    assertStringHas(trailer.payload!, `cicache.sha256=${digest}\n`);
+    assertStringHas(trailer.payload!, `cicache.entries=${(await stats).entries}\n`);
+    // end of archive: two zero blocks right after the trailer
+    const tail = tar.subarray(tar.length - 1024);
+    assert(tail.every((b) => b === 0));
+    assertEquals(tar.length % 512, 0);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("pack: long, unicode names via PAX; hard links stored once; symlinks verbatim; modes kept", async () => {
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    await buildTree(`${dir}/m`);
+    const { stream, stats } = pack({ mount: "m", cwd: dir });
+    const entries = rawEntries(await collect(stream));
+    const by = (suffix: string) => entries.find((e) => e.name === `${dir}/m/${suffix}`)!;
+    assertEquals(by("n".repeat(110)).type, "0");
+    const deep = entries.find((e) => e.name.endsWith(`file-${"y".repeat(60)}.txt`))!;
+    assert(deep.name.length > 255, "a name over 255 bytes");
+    assertEquals(deep.pax.path, deep.name);
+    assertEquals(by("ünïcødé-日本語-🎉.txt").pax.path, `${dir}/m/ünïcødé-日本語-🎉.txt`);
+    const links = entries.filter((e) => e.type === "1");
+    assertEquals(links.length, 1, "one hard-link entry");
+    const [first, second] = [`${dir}/m/a/b/hello.txt`, `${dir}/m/a/hard-link`].sort();
+    assertEquals(links[0].name, second);
+    assertEquals(links[0].linkname, first);
+    assertEquals(by("a/abs-link").linkname, "/etc/hostname");
+    assertEquals(by("a/up-link").linkname, "../../outside-target");
+    assertEquals(by("a/dangling").type, "2");
+    assertEquals((await stats).hardlinks, 1);
+    assertEquals((await stats).symlinks, 4);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("pack: skipSymlinks leaves symlinks out; a symlink mount is one symlink entry", async () => {
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    await buildTree(`${dir}/m`);
+    const { stream, stats } = pack({ mount: "m", cwd: dir, skipSymlinks: true });
+    const entries = rawEntries(await collect(stream));
+    assertEquals(entries.filter((e) => e.type === "2").length, 0);
+    assertEquals((await stats).symlinks, 0);
+    await Deno.symlink("m", `${dir}/link-mount`);
+    const one = rawEntries(await collect(pack({ mount: "link-mount", cwd: dir }).stream));
+    assertEquals(one.map((e) => `${e.type} ${e.name} ${e.linkname}`), [
+      `g ${dir}/link-mount/pax_global_header `,
+      `2 ${dir}/link-mount m`,
+      `g ${dir}/link-mount/pax_global_header `,
+    ]);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("pack: a missing mount throws MountNotFoundError naming it", async () => {
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    const err = assertThrows(() => pack({ mount: "nope", cwd: dir }), MountNotFoundError);
+    assertMatch(err.message, /nope/);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test({
+  name: "pack: sockets are skipped with a warning",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const { dir, cleanup } = await tempDir("pack");
+    const listener = Deno.listen({ transport: "unix", path: `${dir}/m.sock` });
+    try {
+      await Deno.mkdir(`${dir}/m`);
+      await Deno.rename(`${dir}/m.sock`, `${dir}/m/app.sock`);
+      await Deno.writeTextFile(`${dir}/m/f`, "f");
+      const lines: string[] = [];
+      const { stream, stats } = pack({
+        mount: "m",
+        cwd: dir,
+        log: new Logger({ sink: (l) => lines.push(l) }),
+      });
+      const entries = rawEntries(await collect(stream));
+      assertEquals(entries.filter((e) => e.name.endsWith("app.sock")).length, 0);
+      assertEquals((await stats).files, 1);
+      assert(lines.some((l) => l.includes("socket") && l.includes("app.sock")), lines.join("\n"));
+    } finally {
+      listener.close();
+      await cleanup();
+    }
+  },
+});
+
+Deno.test("pack: preserveMetadata writes sub-second mtimes and ownership; without it only whole seconds", async () => {
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    await Deno.mkdir(`${dir}/m`);
+    await Deno.writeTextFile(`${dir}/m/f`, "f");
+    await Deno.utime(`${dir}/m/f`, 1_600_000_000.25, 1_600_000_000.5);
+    const with_ = rawEntries(await collect(pack({ mount: "m", cwd: dir, preserveMetadata: true }).stream));
+    const f = with_.find((e) => e.name.endsWith("/m/f"))!;
+    assertEquals(f.pax.mtime, "1600000000.5");
+    const without = rawEntries(await collect(pack({ mount: "m", cwd: dir }).stream));
+    assertEquals(without.find((e) => e.name.endsWith("/m/f"))!.pax.mtime, undefined);
+  } finally {
+    await cleanup();
+  }
+});

@@ -1,0 +1,194 @@
+import { assert, assertEquals, assertNotEquals } from "./assert.ts";
+import { unpackToMount } from "../lib/archive/unpack.ts";
+import { decompressStream } from "../lib/archive/compression.ts";
+import type { Logger } from "../lib/log.ts";
+import {
+  archive,
+  buildTree,
+  exists,
+  listDir,
+  snapshot,
+  streamOf,
+  tempDir,
+} from "./fixtures/archive/helpers.ts";
+
+function restore(
+  data: Uint8Array,
+  mount: string,
+  cwd: string,
+  extra: { preserveMetadata?: boolean; log?: Logger } = {},
+) {
+  const { stream } = decompressStream();
+  return unpackToMount(streamOf(data).pipeThrough(stream), { mount, cwd, ...extra });
+}
+
+for (const format of ["tar", "gzip", "zstd"] as const) {
+  Deno.test({
+    name: `unpack: ${format} round trip restores an identical tree (names, links, modes, setuid)`,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const { dir, cleanup } = await tempDir("unpack");
+      try {
+        await buildTree(`${dir}/src/m`);
+        const data = await archive({ mount: "m", cwd: `${dir}/src` }, format);
+        const result = await restore(data, "m", `${dir}/dst`);
+        assertEquals(result.verified, true);
+        assertEquals(result.staged, true);
+        assertEquals(result.target, `${dir}/dst/m`);
+        assertEquals(result.hardlinks, 1);
+        const [a, b] = [await snapshot(`${dir}/src/m`), await snapshot(`${dir}/dst/m`)];
+        assertEquals(b, a);
+        assertEquals(b["suid"].mode, 0o4755);
+        assertEquals(b["secret"].mode, 0o600);
+        assertEquals(b["empty"].mode, 0o750);
+        const hl = await Deno.lstat(`${dir}/dst/m/a/hard-link`);
+        assertEquals(
+          hl.ino,
+          (await Deno.lstat(`${dir}/dst/m/a/b/hello.txt`)).ino,
+          "hard link restored as a link",
+        );
+        // nothing else beside the mount: the staging directory is gone
+        assertEquals(await listDir(`${dir}/dst`), ["m"]);
+      } finally {
+        await cleanup();
+      }
+    },
+  });
+}
+
+Deno.test("unpack: ./ mount restores under the restore-time cwd; absolute mount into a moved workspace", async () => {
+  const { dir, cleanup } = await tempDir("unpack");
+  try {
+    await buildTree(`${dir}/ws1/node_modules`);
+    const rel = await archive({ mount: "./node_modules", cwd: `${dir}/ws1` });
+    const r1 = await restore(rel, "./node_modules", `${dir}/ws2`);
+    assertEquals(r1.target, `${dir}/ws2/node_modules`);
+    assertEquals(await snapshot(`${dir}/ws2/node_modules`), await snapshot(`${dir}/ws1/node_modules`));
+    // absolute names (mount without ./), restored where the workspace is now
+    const abs = await archive({ mount: `${dir}/ws1/node_modules`, cwd: "/" });
+    const r2 = await restore(abs, "node_modules", `${dir}/moved/ws`);
+    assertEquals(r2.target, `${dir}/moved/ws/node_modules`);
+    assertEquals(await snapshot(`${dir}/moved/ws/node_modules`), await snapshot(`${dir}/ws1/node_modules`));
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("unpack: preserveMetadata restores file and directory mtimes", async () => {
+  const { dir, cleanup } = await tempDir("unpack");
+  try {
+    await Deno.mkdir(`${dir}/src/m/d`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/src/m/d/f`, "f");
+    await Deno.utime(`${dir}/src/m/d/f`, 1_500_000_000, 1_500_000_000.123);
+    await Deno.utime(`${dir}/src/m/d`, 1_400_000_000, 1_400_000_000.5);
+    const data = await archive({ mount: "m", cwd: `${dir}/src`, preserveMetadata: true });
+    await restore(data, "m", `${dir}/dst`, { preserveMetadata: true });
+    assertEquals((await Deno.lstat(`${dir}/dst/m/d/f`)).mtime?.getTime(), 1_500_000_000_123);
+    assertEquals((await Deno.lstat(`${dir}/dst/m/d`)).mtime?.getTime(), 1_400_000_000_500);
+    // without preserveMetadata the mtime is the extraction time
+    await restore(data, "m", `${dir}/dst2`);
+    assertNotEquals((await Deno.lstat(`${dir}/dst2/m/d/f`)).mtime?.getTime(), 1_500_000_000_123);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("unpack: skipSymlinks archive restores without symlinks", async () => {
+  const { dir, cleanup } = await tempDir("unpack");
+  try {
+    await buildTree(`${dir}/src/m`);
+    const data = await archive({ mount: "m", cwd: `${dir}/src`, skipSymlinks: true });
+    const r = await restore(data, "m", `${dir}/dst`);
+    assertEquals(r.symlinks, 0);
+    const snap = await snapshot(`${dir}/dst/m`);
+    assertEquals(Object.values(snap).filter((n) => n.type === "symlink").length, 0);
+    assertEquals(snap["a/b/hello.txt"].size, 6);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("unpack: merging into a non-empty mount truncates longer files, replaces symlinks, keeps other files", async () => {
+  const { dir, cleanup } = await tempDir("unpack");
+  try {
+    await Deno.mkdir(`${dir}/src/m`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/src/m/f.txt`, "short");
+    await Deno.writeTextFile(`${dir}/src/m/was-link`, "now a file");
+    const data = await archive({ mount: "m", cwd: `${dir}/src` });
+    await Deno.mkdir(`${dir}/dst/m`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/dst/m/f.txt`, "a much longer existing content that must not survive");
+    await Deno.writeTextFile(`${dir}/outside.txt`, "outside");
+    await Deno.symlink(`${dir}/outside.txt`, `${dir}/dst/m/was-link`);
+    await Deno.writeTextFile(`${dir}/dst/m/keep.txt`, "keep");
+    const r = await restore(data, "m", `${dir}/dst`);
+    assertEquals(r.staged, false);
+    assertEquals(await Deno.readTextFile(`${dir}/dst/m/f.txt`), "short");
+    assertEquals(await Deno.readTextFile(`${dir}/dst/m/was-link`), "now a file");
+    assert((await Deno.lstat(`${dir}/dst/m/was-link`)).isFile);
+    assertEquals(
+      await Deno.readTextFile(`${dir}/outside.txt`),
+      "outside",
+      "not written through the old symlink",
+    );
+    assertEquals(await Deno.readTextFile(`${dir}/dst/m/keep.txt`), "keep");
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("unpack: an empty mount directory is staged and replaced; a file mount round trips", async () => {
+  const { dir, cleanup } = await tempDir("unpack");
+  try {
+    await buildTree(`${dir}/src/m`);
+    const data = await archive({ mount: "m", cwd: `${dir}/src` });
+    await Deno.mkdir(`${dir}/dst/m`, { recursive: true });
+    const r = await restore(data, "m", `${dir}/dst`);
+    assertEquals(r.staged, true);
+    assertEquals(await snapshot(`${dir}/dst/m`), await snapshot(`${dir}/src/m`));
+
+    await Deno.writeTextFile(`${dir}/src/cache.bin`, "single file");
+    await Deno.chmod(`${dir}/src/cache.bin`, 0o640);
+    const one = await archive({ mount: "cache.bin", cwd: `${dir}/src` });
+    const r2 = await restore(one, "cache.bin", `${dir}/dst`);
+    assertEquals(r2.files, 1);
+    assertEquals(await Deno.readTextFile(`${dir}/dst/cache.bin`), "single file");
+    assertEquals((await Deno.lstat(`${dir}/dst/cache.bin`)).mode! & 0o777, 0o640);
+    // restoring over an existing (longer) file replaces it
+    await Deno.writeTextFile(`${dir}/dst/cache.bin`, "an older, longer single file content");
+    await restore(one, "cache.bin", `${dir}/dst`);
+    assertEquals(await Deno.readTextFile(`${dir}/dst/cache.bin`), "single file");
+    assertEquals((await listDir(`${dir}/dst`)).filter((n) => n.includes("cicache")), []);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("unpack: a symlink mount round trips as a symlink", async () => {
+  const { dir, cleanup } = await tempDir("unpack");
+  try {
+    await Deno.mkdir(`${dir}/src/real`, { recursive: true });
+    await Deno.symlink("real", `${dir}/src/m`);
+    const data = await archive({ mount: "m", cwd: `${dir}/src` });
+    await restore(data, "m", `${dir}/dst`);
+    assertEquals(await Deno.readLink(`${dir}/dst/m`), "real");
+    assert(!(await exists(`${dir}/dst/real`)));
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("unpack: an archive with no entries under a missing mount leaves nothing", async () => {
+  const { dir, cleanup } = await tempDir("unpack");
+  try {
+    await Deno.symlink("x", `${dir}/src-link`);
+    const data = await archive({ mount: "src-link", cwd: dir, skipSymlinks: true });
+    await Deno.mkdir(`${dir}/dst`);
+    const r = await restore(data, "m", `${dir}/dst`);
+    assertEquals(r.entries, 0);
+    assertEquals(r.verified, true);
+    assertEquals(await listDir(`${dir}/dst`), []);
+  } finally {
+    await cleanup();
+  }
+});
