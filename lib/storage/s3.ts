@@ -1,13 +1,780 @@
 /**
- * S3 backend: not built yet (placeholder until its issue lands).
+ * S3 backend: Amazon S3 and S3-compatible stores (MinIO, Ceph RGW, R2,
+ * OpenStack Swift s3api, …) on `@aws-sdk/client-s3` and
+ * `@aws-sdk/lib-storage`.
+ *
+ * - `put` streams a multipart upload (parts of `partSizeMb` MiB, grown so
+ *   10 000 parts cover the maximum object size; `transferConcurrency` in
+ *   flight). The object appears only at CompleteMultipartUpload; a failing
+ *   stream or an abort aborts the upload, so no partial object or orphaned
+ *   parts stay.
+ * - `get` reads parallel ranges (part size each, `transferConcurrency` in
+ *   flight) pinned to the ETag, fed in order into the stream: memory is
+ *   bounded by concurrency × part size.
+ * - `stat` is a HEAD; `list` pages ListObjectsV2; {@link S3Backend.deleteMany}
+ *   batches DeleteObjects (with the Content-MD5 S3-compatible stores want).
+ * - Checksums are computed only when required (`WHEN_REQUIRED`), so stores
+ *   without the newer flexible checksums work.
+ * - `backendOperationTimeout` is an idle timeout per request, retried with
+ *   exponential backoff: never a cap on a whole transfer.
  *
  * @module
  */
-import type { Backend } from "./backend.ts";
+import {
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  type ObjectCannedACL,
+  S3Client,
+  type ServerSideEncryption,
+} from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import { createHash } from "node:crypto";
+import {
+  AccessDeniedError,
+  AuthFailedError,
+  type Backend,
+  InvalidSettingsError,
+  NotFoundError,
+  type ObjectInfo,
+  type ObjectMeta,
+  StorageError,
+  type TransferOptions,
+  UnavailableError,
+} from "./backend.ts";
 import type { Logger } from "../log.ts";
-import { type Settings, SettingsError } from "../settings.ts";
+import type { Settings } from "../settings.ts";
+import {
+  type AwsCredentialIdentityProvider,
+  chooseS3Credentials,
+  isCredentialError,
+  normalizeEndpoint,
+} from "./s3_credentials.ts";
 
-/** Creates the s3 backend. Not available yet: always throws a settings error. */
-export function createS3Backend(_settings: Settings, _log: Logger): Promise<Backend> {
-  return Promise.reject(new SettingsError('backend "s3" is not available yet in ci-cache: use filesystem'));
+export { normalizeEndpoint } from "./s3_credentials.ts";
+
+const MiB = 1024 * 1024;
+/** S3's smallest part (all but the last). */
+export const MIN_PART_SIZE = 5 * MiB;
+/** S3's largest part count per multipart upload. */
+export const MAX_PARTS = 10_000;
+/** Objects per DeleteObjects call (the S3 limit). */
+export const DELETE_BATCH = 1000;
+const SSE_VALUES = ["AES256", "aws:kms", "aws:kms:dsse"];
+
+/** Explicit options of {@link S3Backend}; {@link createS3Backend} derives them from the settings. */
+export interface S3BackendOptions {
+  /** A configured client (credentials, region, endpoint, path style, checksum mode). */
+  client: S3Client;
+  bucket: string;
+  /** For messages: the endpoint (or `AWS S3`). */
+  endpointLabel?: string;
+  /** Upload part and download range size in bytes (default 16 MiB; at least 5 MiB). */
+  partSize?: number;
+  /** Parts or ranges in flight per transfer (default 4). */
+  concurrency?: number;
+  /** Largest object to support: the part size grows so {@link MAX_PARTS} parts cover it (default 50 GiB). */
+  maxObjectSize?: number;
+  /** MaxKeys per ListObjectsV2 page (default 1000; tests use a small value to exercise paging). */
+  listPageSize?: number;
+  /** Canned ACL for uploads. */
+  acl?: string;
+  /** Server-side encryption: `AES256`, `aws:kms` or `aws:kms:dsse`. */
+  sse?: string;
+  /** KMS key for `aws:kms`/`aws:kms:dsse`. */
+  sseKmsKeyId?: string;
+  /** S3 Express directory bucket: list prefixes are cut at the last `/` and filtered here. */
+  directoryBucket?: boolean;
+  /** Idle timeout per request in ms, also for a download range's body (default 180 000). */
+  idleTimeoutMs?: number;
+  /** Attempts per download range (network errors, timeouts, 5xx; default 4). */
+  rangeAttempts?: number;
+  /** What to check when credentials are refused (for messages). */
+  authHint?: string;
+  log?: Logger;
+}
+
+/**
+ * Builds the part size for an upload: at least `requested` (and S3's 5 MiB
+ * minimum), grown so that {@link MAX_PARTS} parts hold `maxObjectSize`,
+ * rounded up to a whole MiB.
+ *
+ * @example
+ * ```ts
+ * partSizeFor(16 * 2 ** 20, 51200 * 2 ** 20); // 16 MiB: 10 000 × 16 MiB ≥ 50 GiB
+ * partSizeFor(5 * 2 ** 20, 100 * 2 ** 30);    // 11 MiB
+ * ```
+ */
+export function partSizeFor(requested: number, maxObjectSize: number): number {
+  const needed = Math.ceil(maxObjectSize / MAX_PARTS / MiB) * MiB;
+  return Math.max(requested, MIN_PART_SIZE, needed);
+}
+
+/**
+ * One S3 bucket as a {@link Backend}.
+ *
+ * @example
+ * ```ts
+ * const client = new S3Client({ region: "us-east-1", endpoint: "http://127.0.0.1:8080", forcePathStyle: true });
+ * const backend = new S3Backend({ client, bucket: "cache", partSize: 5 * 2 ** 20, listPageSize: 10 });
+ * await backend.put("key/node_modules", stream, { cicache_format: "zstd" });
+ * ```
+ */
+export class S3Backend implements Backend {
+  readonly kind = "s3";
+  readonly client: S3Client;
+  readonly bucket: string;
+  readonly partSize: number;
+  readonly concurrency: number;
+  readonly listPageSize: number;
+  readonly #o: S3BackendOptions;
+
+  constructor(options: S3BackendOptions) {
+    this.#o = options;
+    this.client = options.client;
+    this.bucket = options.bucket;
+    this.partSize = partSizeFor(options.partSize ?? 16 * MiB, options.maxObjectSize ?? 51200 * MiB);
+    this.concurrency = Math.max(1, options.concurrency ?? 4);
+    this.listPageSize = Math.min(1000, Math.max(1, options.listPageSize ?? 1000));
+  }
+
+  /**
+   * Checks the bucket answers with these credentials: an unknown bucket, a
+   * refused key or an unreachable endpoint fail here, before any transfer.
+   * A plain "access denied" passes (the identity may have object rights only).
+   */
+  async check(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (err) {
+      const status = httpStatus(err);
+      if (!isCredentialError(err) && (status === 403 || status === 400 || status === 301)) {
+        // HEAD has no body: ask again with a GET to learn the error code.
+        try {
+          await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, MaxKeys: 1 }));
+          return;
+        } catch (err2) {
+          const mapped = this.#error(err2, "connect");
+          if (mapped.code === "AccessDenied") {
+            this.#o.log?.debug("s3: may not list the bucket; continuing with object operations", {
+              bucket: this.bucket,
+            });
+            return;
+          }
+          throw mapped;
+        }
+      }
+      throw this.#error(err, "connect");
+    }
+  }
+
+  async stat(name: string): Promise<ObjectInfo | null> {
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: name }));
+      return {
+        name,
+        size: Number(head.ContentLength ?? 0),
+        modified: head.LastModified ?? new Date(0),
+        meta: normalizeMeta(head.Metadata),
+      };
+    } catch (err) {
+      if (httpStatus(err) === 404 && !isCode(err, "NoSuchBucket")) return null;
+      throw await this.#diagnose(err, "stat", name);
+    }
+  }
+
+  async get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+    const info = await this.#head(name);
+    const { size, etag } = info;
+    const count = Math.ceil(size / this.partSize);
+    const abort = new AbortController();
+    const onAbort = () => abort.abort(options.signal?.reason);
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    const inflight: Promise<Uint8Array>[] = [];
+    let next = 0;
+    const fill = () => {
+      while (inflight.length < this.concurrency && next < count) {
+        const start = next * this.partSize;
+        const end = Math.min(size, start + this.partSize) - 1;
+        const p = this.#readRange(name, start, end, etag, abort.signal);
+        p.catch(() => {}); // awaited in order below; avoid an unhandled rejection meanwhile
+        inflight.push(p);
+        next++;
+      }
+    };
+    const finish = () => options.signal?.removeEventListener("abort", onAbort);
+    return new ReadableStream<Uint8Array>({
+      start: fill,
+      pull: async (controller) => {
+        const head = inflight.shift();
+        if (head === undefined) {
+          finish();
+          controller.close();
+          return;
+        }
+        let bytes: Uint8Array;
+        try {
+          bytes = await head;
+        } catch (err) {
+          abort.abort();
+          finish();
+          throw err;
+        }
+        fill();
+        for (let pos = 0; pos < bytes.length; pos += MiB) controller.enqueue(bytes.subarray(pos, pos + MiB));
+      },
+      cancel: (reason) => {
+        abort.abort(reason);
+        finish();
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  async put(name: string, body: ReadableStream<Uint8Array>, meta: ObjectMeta, options: TransferOptions = {}) {
+    options.signal?.throwIfAborted();
+    // An abort errors the source; the uploader then aborts the multipart upload and rejects only after
+    // the cleanup, so no object and no orphaned parts remain when put() returns. When the upload fails
+    // on its own, `failed` cancels the caller's stream, so its producer stops instead of waiting forever.
+    const failed = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, failed.signal]) : failed.signal;
+    const source = body.pipeThrough(new TransformStream(), { signal });
+    const o = this.#o;
+    const upload = new Upload({
+      client: this.client,
+      partSize: this.partSize,
+      queueSize: this.concurrency,
+      leavePartsOnError: false,
+      params: {
+        Bucket: this.bucket,
+        Key: name,
+        Body: source,
+        Metadata: meta,
+        ContentType: "application/octet-stream",
+        ...(o.acl && !o.directoryBucket ? { ACL: o.acl as ObjectCannedACL } : {}),
+        ...(o.sse ? { ServerSideEncryption: o.sse as ServerSideEncryption } : {}),
+        ...(o.sse && o.sse !== "AES256" && o.sseKmsKeyId ? { SSEKMSKeyId: o.sseKmsKeyId } : {}),
+      },
+    });
+    try {
+      await upload.done();
+    } catch (err) {
+      failed.abort(err);
+      if (options.signal?.aborted) {
+        throw new StorageError("Failed", "upload aborted; the multipart upload was cancelled", {
+          backend: this.kind,
+          op: "put",
+          object: name,
+          cause: options.signal.reason ?? err,
+        });
+      }
+      throw this.#error(err, "put", name);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    // Directory buckets only list prefixes that end in "/": ask for the enclosing "directory" and filter.
+    const query = this.#o.directoryBucket ? prefix.slice(0, prefix.lastIndexOf("/") + 1) : prefix;
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: query || undefined,
+            MaxKeys: this.listPageSize,
+            ContinuationToken: token,
+          }),
+        );
+      } catch (err) {
+        throw this.#error(err, "list", prefix);
+      }
+      for (const obj of page.Contents ?? []) {
+        if (obj.Key === undefined || !obj.Key.startsWith(prefix)) continue;
+        yield {
+          name: obj.Key,
+          size: Number(obj.Size ?? 0),
+          modified: obj.LastModified ?? new Date(0),
+          meta: {},
+        };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async delete(name: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: name }));
+    } catch (err) {
+      if (httpStatus(err) === 404 && !isCode(err, "NoSuchBucket")) return;
+      throw this.#error(err, "delete", name);
+    }
+  }
+
+  /**
+   * Deletes many objects with DeleteObjects, {@link DELETE_BATCH} per call
+   * (for flush). Missing objects are fine; any per-object error is thrown
+   * after the batch, naming the first failed object.
+   *
+   * @example
+   * ```ts
+   * const names = [];
+   * for await (const o of backend.list("key/")) names.push(o.name);
+   * await backend.deleteMany(names);
+   * ```
+   */
+  async deleteMany(names: readonly string[]): Promise<void> {
+    for (let i = 0; i < names.length; i += DELETE_BATCH) {
+      const batch = names.slice(i, i + DELETE_BATCH);
+      let out;
+      try {
+        out = await this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.bucket,
+            Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+          }),
+        );
+      } catch (err) {
+        throw this.#error(err, "delete", batch[0]);
+      }
+      const failed = (out.Errors ?? []).filter((e) => e.Code !== "NoSuchKey");
+      if (failed.length > 0) {
+        const first = failed[0];
+        const fake = Object.assign(new Error(first.Message ?? first.Code ?? "delete failed"), {
+          name: first.Code ?? "Error",
+          Code: first.Code,
+          $metadata: { httpStatusCode: first.Code === "AccessDenied" ? 403 : 500 },
+        });
+        throw this.#error(fake, "delete", first.Key ?? batch[0]);
+      }
+    }
+  }
+
+  close(): Promise<void> {
+    this.client.destroy();
+    return Promise.resolve();
+  }
+
+  async #head(name: string): Promise<{ size: number; etag?: string }> {
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: name }));
+      return { size: Number(head.ContentLength ?? 0), etag: head.ETag };
+    } catch (err) {
+      if (httpStatus(err) === 404 && !isCode(err, "NoSuchBucket")) {
+        throw new NotFoundError(`no object "${name}" in bucket "${this.bucket}"`, {
+          backend: this.kind,
+          op: "get",
+          object: name,
+          cause: err,
+        });
+      }
+      throw await this.#diagnose(err, "get", name);
+    }
+  }
+
+  /** Reads bytes [start, end] with an idle timeout, retrying transient failures with backoff. */
+  async #readRange(name: string, start: number, end: number, etag: string | undefined, signal: AbortSignal) {
+    const attempts = this.#o.rangeAttempts ?? 4;
+    const idle = this.#o.idleTimeoutMs ?? 180_000;
+    for (let attempt = 1;; attempt++) {
+      signal.throwIfAborted();
+      const ac = new AbortController();
+      const onAbort = () => ac.abort(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const arm = () => {
+        clearTimeout(timer);
+        timer = setTimeout(
+          () => ac.abort(Object.assign(new Error(`no data for ${idle} ms`), { name: "TimeoutError" })),
+          idle,
+        );
+      };
+      try {
+        arm();
+        const res = await this.client.send(
+          new GetObjectCommand({
+            Bucket: this.bucket,
+            Key: name,
+            Range: `bytes=${start}-${end}`,
+            IfMatch: etag,
+          }),
+          { abortSignal: ac.signal },
+        );
+        const out = new Uint8Array(end - start + 1);
+        let pos = 0;
+        const body = res.Body as unknown as { transformToWebStream(): ReadableStream<Uint8Array> };
+        for await (const chunk of body.transformToWebStream()) {
+          arm();
+          if (pos + chunk.length > out.length) {
+            throw new Error("the server sent more bytes than the range asked for");
+          }
+          out.set(chunk, pos);
+          pos += chunk.length;
+        }
+        if (pos !== out.length) throw new Error(`short range read: ${pos} of ${out.length} bytes`);
+        return out;
+      } catch (err) {
+        const reason = ac.signal.aborted && !signal.aborted ? ac.signal.reason : err;
+        if (signal.aborted) throw signal.reason ?? err;
+        if (attempt >= attempts || !transient(reason)) {
+          if (httpStatus(err) === 412) {
+            throw new StorageError("Failed", "the object was replaced during the download: restore again", {
+              backend: this.kind,
+              op: "get",
+              object: name,
+              cause: err,
+            });
+          }
+          throw this.#error(reason, "get", name);
+        }
+        this.#o.log?.debug("s3: retrying a download range", {
+          object: name,
+          start,
+          attempt,
+          error: String(reason),
+        });
+        await new Promise((r) => setTimeout(r, Math.min(8000, 250 * 2 ** attempt)));
+      } finally {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+      }
+    }
+  }
+
+  /** HEAD errors carry no body: a 403 is asked again by GET of one byte, to tell a bad key from a denial. */
+  async #diagnose(err: unknown, op: string, name: string): Promise<StorageError> {
+    if (httpStatus(err) === 403 || httpStatus(err) === 400) {
+      try {
+        await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: name, Range: "bytes=0-0" }));
+      } catch (err2) {
+        if (httpStatus(err2) !== 404 && httpStatus(err2) !== 416) return this.#error(err2, op, name);
+      }
+    }
+    return this.#error(err, op, name);
+  }
+
+  /** Maps an SDK or network error to a typed {@link StorageError} whose message says what to fix. */
+  #error(err: unknown, op: string, object?: string): StorageError {
+    if (err instanceof StorageError) return err;
+    const ctx = { backend: this.kind, op, object, cause: err };
+    const code = errorCode(err);
+    const status = httpStatus(err);
+    const where = this.#o.endpointLabel ?? "AWS S3";
+    const hint = this.#o.authHint ?? "check the access key and secret key";
+    switch (code) {
+      case "NoSuchBucket":
+        return new NotFoundError(
+          `bucket "${this.bucket}" does not exist at ${where}: create it, or fix PLUGIN_BUCKET (and PLUGIN_ENDPOINT)`,
+          ctx,
+        );
+      case "NoSuchKey":
+        return new NotFoundError(`no object "${object}" in bucket "${this.bucket}"`, ctx);
+      case "SignatureDoesNotMatch":
+        return new AuthFailedError(
+          `${where} rejected the request signature (SignatureDoesNotMatch): the secret key is wrong; ${hint}`,
+          ctx,
+        );
+      case "InvalidAccessKeyId":
+        return new AuthFailedError(
+          `${where} does not know the access key id (InvalidAccessKeyId): ${hint}`,
+          ctx,
+        );
+      case "ExpiredToken":
+      case "ExpiredTokenException":
+      case "TokenRefreshRequired":
+      case "InvalidToken":
+        return new AuthFailedError(`the session token was refused (${code}): ${hint}`, ctx);
+      case "InvalidIdentityToken":
+      case "IDPRejectedClaim":
+        return new AuthFailedError(`STS refused the OIDC token (${code}): ${hint}`, ctx);
+      case "CredentialsProviderError":
+        return new AuthFailedError(`no usable AWS credentials (${shortMessage(err)}): ${hint}`, ctx);
+      case "AuthorizationHeaderMalformed":
+      case "PermanentRedirect":
+      case "IllegalLocationConstraintException":
+        return new InvalidSettingsError(
+          `the bucket "${this.bucket}" is in another region than the one configured (${code}): ` +
+            `set PLUGIN_REGION to the bucket's region`,
+          ctx,
+        );
+      case "AccessDenied":
+      case "AccessDeniedException":
+      case "AllAccessDisabled":
+        if (isCredentialError(err)) {
+          return new AccessDeniedError(`STS refused to hand out role credentials (${code}): ${hint}`, ctx);
+        }
+        return new AccessDeniedError(
+          `the credentials may not ${opVerb(op)} in bucket "${this.bucket}" (${code}): grant the identity ` +
+            `s3:GetObject, s3:PutObject, s3:ListBucket, s3:DeleteObject (and s3:AbortMultipartUpload) on it`,
+          ctx,
+        );
+      case "EntityTooLarge":
+        return new StorageError("TooLarge", `the object is too large for this store (${code})`, ctx);
+    }
+    if (isNetworkError(err)) {
+      return new UnavailableError(
+        `cannot reach ${where} (${code || shortMessage(err)}): check PLUGIN_ENDPOINT, the network and the ` +
+          `store's health`,
+        ctx,
+      );
+    }
+    if (status === 403) {
+      return new AccessDeniedError(
+        `the credentials may not ${opVerb(op)} in bucket "${this.bucket}" (HTTP 403): check the identity's ` +
+          `permissions on the bucket, or the keys (${hint})`,
+        ctx,
+      );
+    }
+    if (status === 404) {
+      return new NotFoundError(`not found in bucket "${this.bucket}" (HTTP 404, ${code})`, ctx);
+    }
+    if (status !== undefined && status >= 500) {
+      return new UnavailableError(
+        `${where} kept failing (HTTP ${status}, ${code}) after retries: try again later`,
+        ctx,
+      );
+    }
+    return new StorageError("Failed", `${code || "error"}: ${shortMessage(err)}`, ctx);
+  }
+}
+
+/**
+ * Object metadata as stored: some S3-compatible stores (Swift's s3api behind
+ * WSGI) hand `x-amz-meta-cicache_format` back as `cicache-format`; our keys
+ * are restored to their underscore spelling.
+ */
+function normalizeMeta(meta: Record<string, string> | undefined): ObjectMeta {
+  const out: ObjectMeta = {};
+  for (const [k, v] of Object.entries(meta ?? {})) {
+    out[k.startsWith("cicache-") ? k.replaceAll("-", "_") : k] = v;
+  }
+  return out;
+}
+
+function opVerb(op: string): string {
+  switch (op) {
+    case "get":
+      return "read objects";
+    case "put":
+      return "write objects";
+    case "list":
+    case "connect":
+      return "list objects";
+    case "delete":
+      return "delete objects";
+    case "stat":
+      return "read object metadata";
+    default:
+      return op;
+  }
+}
+
+interface SdkErrorShape {
+  name?: string;
+  Code?: string;
+  code?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number };
+  $fault?: string;
+  cause?: unknown;
+  errors?: unknown[];
+}
+
+function httpStatus(err: unknown): number | undefined {
+  return (err as SdkErrorShape | undefined)?.$metadata?.httpStatusCode;
+}
+
+function errorCode(err: unknown): string {
+  const e = err as SdkErrorShape | undefined;
+  if (!e) return "";
+  return e.Code ?? (typeof e.code === "string" ? e.code : undefined) ?? e.name ?? "";
+}
+
+function isCode(err: unknown, code: string): boolean {
+  return errorCode(err) === code;
+}
+
+const NETWORK_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EPIPE",
+  "TimeoutError",
+  "RequestTimeout",
+  "NetworkingError",
+]);
+
+function isNetworkError(err: unknown): boolean {
+  const e = err as SdkErrorShape | undefined;
+  if (!e) return false;
+  if (NETWORK_CODES.has(errorCode(e)) || NETWORK_CODES.has(e.name ?? "")) return true;
+  if (e.name === "AggregateError" && Array.isArray(e.errors)) return e.errors.some(isNetworkError);
+  if (
+    /socket hang up|ECONNREFUSED|connect|network/i.test(e.message ?? "") &&
+    e.$metadata?.httpStatusCode === undefined
+  ) {
+    return true;
+  }
+  return e.cause !== undefined && e.cause !== err && isNetworkError(e.cause);
+}
+
+function transient(err: unknown): boolean {
+  const status = httpStatus(err);
+  if (status !== undefined) return status >= 500 || status === 408 || status === 429;
+  return true; // no HTTP answer: network error, idle timeout or a broken body
+}
+
+function shortMessage(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return (text.split("\n")[0] ?? "").slice(0, 200);
+}
+
+/** The S3Client configuration {@link createS3Backend} uses (exported for tests and the bench). */
+export interface S3ClientSettings {
+  region: string;
+  endpoint?: string;
+  pathStyle: boolean;
+  credentials: AwsCredentialIdentityProvider;
+  idleTimeoutMs: number;
+  concurrency: number;
+  maxAttempts?: number;
+}
+
+/**
+ * Creates an S3 client for S3-compatible stores: checksums only when an
+ * operation requires them, Content-MD5 on DeleteObjects, an idle timeout per
+ * request and the SDK's standard retries with exponential backoff.
+ *
+ * @example
+ * ```ts
+ * const client = makeS3Client({ region: "us-east-1", endpoint: "http://127.0.0.1:8080", pathStyle: true,
+ *   credentials: async () => ({ accessKeyId: "test:tester", secretAccessKey: "testing" }),
+ *   idleTimeoutMs: 60_000, concurrency: 4 });
+ * ```
+ */
+export function makeS3Client(c: S3ClientSettings): S3Client {
+  const client = new S3Client({
+    region: c.region,
+    ...(c.endpoint ? { endpoint: c.endpoint } : {}),
+    forcePathStyle: c.pathStyle,
+    credentials: c.credentials,
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+    maxAttempts: c.maxAttempts ?? 5,
+    requestHandler: {
+      requestTimeout: c.idleTimeoutMs || undefined,
+      connectionTimeout: Math.min(c.idleTimeoutMs || 30_000, 30_000),
+      httpAgent: { keepAlive: true, maxSockets: Math.max(50, c.concurrency * 4) },
+      httpsAgent: { keepAlive: true, maxSockets: Math.max(50, c.concurrency * 4) },
+    },
+  });
+  client.middlewareStack.add(
+    (next, context) => (args) => {
+      const request = (args as { request?: { headers: Record<string, string>; body?: unknown } }).request;
+      if (context.commandName === "DeleteObjectsCommand" && request && typeof request.body === "string") {
+        request.headers["content-md5"] = createHash("md5").update(request.body).digest("base64");
+      }
+      return next(args);
+    },
+    { step: "build", name: "cicacheContentMd5", priority: "low" },
+  );
+  return client;
+}
+
+/**
+ * Creates the s3 backend from the settings: chooses the credentials (logged
+ * once at info, never the secret), detects S3 Express directory buckets,
+ * checks the bucket answers, and returns the backend.
+ *
+ * @example
+ * ```ts
+ * const backend = await createS3Backend(settings, log);
+ * const info = await backend.stat("key/node_modules");
+ * ```
+ */
+export async function createS3Backend(settings: Settings, log: Logger): Promise<Backend> {
+  const ctx = { backend: "s3", op: "connect" };
+  if (!settings.bucket) {
+    throw new InvalidSettingsError("no bucket: set PLUGIN_BUCKET (or S3_BUCKET)", ctx);
+  }
+  let sse = settings.encryption;
+  if (sse && !SSE_VALUES.includes(sse)) {
+    const match = SSE_VALUES.find((v) => v.toLowerCase() === sse.toLowerCase());
+    if (match === undefined) {
+      throw new InvalidSettingsError(
+        `PLUGIN_ENCRYPTION=${
+          JSON.stringify(sse)
+        } is not an S3 encryption: use AES256, aws:kms or aws:kms:dsse`,
+        ctx,
+      );
+    }
+    sse = match;
+  }
+  const endpoint = settings.endpoint ? normalizeEndpoint(settings.endpoint) : undefined;
+  const region = settings.region || Deno.env.get("AWS_REGION") || Deno.env.get("AWS_DEFAULT_REGION") ||
+    "us-east-1";
+  const creds = chooseS3Credentials(settings, log, region);
+  const client = makeS3Client({
+    region,
+    endpoint,
+    pathStyle: settings.pathStyle,
+    credentials: creds.provider,
+    idleTimeoutMs: settings.backendOperationTimeout,
+    concurrency: settings.transferConcurrency,
+  });
+  let directoryBucket = false;
+  if (settings.bucket.endsWith("--x-s3")) {
+    try {
+      const head = await client.send(new HeadBucketCommand({ Bucket: settings.bucket }));
+      directoryBucket = head.BucketLocationType === "AvailabilityZone" ||
+        head.BucketLocationType === "LocalZone";
+    } catch {
+      directoryBucket = false; // as the Go plugin: any error means a general purpose bucket
+    }
+  }
+  if (directoryBucket) {
+    if (settings.acl) log.warn("s3: directory buckets do not support ACLs: PLUGIN_ACL is ignored");
+    if (sse === "aws:kms:dsse") {
+      log.warn("s3: directory buckets do not support aws:kms:dsse encryption: PLUGIN_ENCRYPTION is ignored");
+      sse = "";
+    }
+  }
+  const backend = new S3Backend({
+    client,
+    bucket: settings.bucket,
+    endpointLabel: endpoint ?? `AWS S3 (${region})`,
+    partSize: settings.partSizeMb * MiB,
+    concurrency: settings.transferConcurrency,
+    maxObjectSize: settings.multipartMaxUploadSizeMb * MiB,
+    acl: settings.acl || undefined,
+    sse: sse || undefined,
+    sseKmsKeyId: settings.sseKmsKeyId || undefined,
+    directoryBucket,
+    idleTimeoutMs: settings.backendOperationTimeout || 180_000,
+    authHint: creds.hint,
+    log,
+  });
+  log.info("storage backend", {
+    backend: "s3",
+    bucket: settings.bucket,
+    endpoint: endpoint ?? "aws",
+    region,
+    auth: creds.method,
+    part_size_mib: backend.partSize / MiB,
+    ...(directoryBucket ? { directory_bucket: true } : {}),
+  });
+  try {
+    await backend.check();
+  } catch (err) {
+    client.destroy();
+    throw err;
+  }
+  return backend;
 }
