@@ -102,7 +102,9 @@ export class StorageError extends Error {
   readonly object?: string;
 
   constructor(code: StorageErrorCode, message: string, context: StorageErrorContext) {
-    const where = `${context.backend} ${context.op}${context.object !== undefined ? ` "${context.object}"` : ""}`;
+    const where = `${context.backend} ${context.op}${
+      context.object !== undefined ? ` "${context.object}"` : ""
+    }`;
     super(`${where}: ${message}`, { cause: context.cause });
     this.name = `${code}Error`;
     this.code = code;

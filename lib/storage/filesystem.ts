@@ -51,7 +51,11 @@ export class FilesystemBackend implements Backend {
   path(name: string, op: string): string {
     const full = resolve(this.root, name.replace(/^\/+/, ""));
     if (full !== this.root && !full.startsWith(this.root + SEPARATOR)) {
-      throw new InvalidSettingsError("object name leaves the cache root", { backend: this.kind, op, object: name });
+      throw new InvalidSettingsError("object name leaves the cache root", {
+        backend: this.kind,
+        op,
+        object: name,
+      });
     }
     if (full === this.root || name.endsWith(META_SUFFIX) || name.includes(TEMP_MARK)) {
       throw new InvalidSettingsError("not a valid object name", { backend: this.kind, op, object: name });
@@ -188,7 +192,11 @@ export class FilesystemBackend implements Backend {
     const ctx = { backend: this.kind, op, object, cause: err };
     if (err instanceof Deno.errors.NotFound) return new NotFoundError("no such object", ctx);
     if (err instanceof Deno.errors.PermissionDenied) {
-      return new StorageError("AccessDenied", `permission denied under ${this.root}: check the volume's owner and mode`, ctx);
+      return new StorageError(
+        "AccessDenied",
+        `permission denied under ${this.root}: check the volume's owner and mode`,
+        ctx,
+      );
     }
     const text = err instanceof Error ? err.message : String(err);
     return new StorageError("Failed", text, ctx);
@@ -212,7 +220,10 @@ export async function createFilesystemBackend(settings: Settings, log: Logger): 
   try {
     const info = await Deno.stat(root);
     if (!info.isDirectory) {
-      throw new InvalidSettingsError(`cache root ${root} is not a directory (PLUGIN_FILESYSTEM_CACHE_ROOT)`, ctx);
+      throw new InvalidSettingsError(
+        `cache root ${root} is not a directory (PLUGIN_FILESYSTEM_CACHE_ROOT)`,
+        ctx,
+      );
     }
   } catch (err) {
     if (err instanceof StorageError) throw err;

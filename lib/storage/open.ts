@@ -6,7 +6,7 @@
  */
 import type { Backend } from "./backend.ts";
 import type { Logger } from "../log.ts";
-import { SettingsError, type Settings } from "../settings.ts";
+import { type Settings, SettingsError } from "../settings.ts";
 
 /**
  * Creates the backend for `settings.backend`, logging which one (and which

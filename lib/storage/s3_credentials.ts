@@ -17,11 +17,7 @@
  *
  * @module
  */
-import {
-  fromNodeProviderChain,
-  fromTemporaryCredentials,
-  fromWebToken,
-} from "@aws-sdk/credential-providers";
+import { fromNodeProviderChain, fromTemporaryCredentials, fromWebToken } from "@aws-sdk/credential-providers";
 import type { Logger } from "../log.ts";
 import type { Settings } from "../settings.ts";
 
