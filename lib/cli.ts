@@ -17,7 +17,7 @@ import {
   SettingsError,
 } from "./settings.ts";
 import { VERSION } from "./version.ts";
-import { checkKeyTemplate, renderKey } from "./key/key.ts";
+import { checkKeyTemplate, renderKey, renderRestoreKeys } from "./key/key.ts";
 import { openBackend } from "./storage/open.ts";
 import { isStorageError } from "./storage/backend.ts";
 import { type OpContext, saveMounts } from "./cache/save.ts";
@@ -153,7 +153,7 @@ async function runSave(ctx: OpContext): Promise<number> {
 
 async function runRestore(ctx: OpContext): Promise<number> {
   const { settings } = ctx;
-  const result = await restoreMounts(ctx, settings.mount, settings.restoreKeys);
+  const result = await restoreMounts(ctx, settings.mount, await renderRestoreKeys(settings, ctx.log));
   const restored = result.outcomes.filter((o) => o.status === "restored").length;
   const total = result.outcomes.length;
   ctx.log.info("restore done", {

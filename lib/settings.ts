@@ -1045,7 +1045,10 @@ export function parseValue(
     case "list":
       return raw.split(",").map((s) => s.trim()).filter((s) => s !== "");
     case "keys":
-      return raw.split(/[,\n]/).map((s) => s.trim()).filter((s) => s !== "");
+      // Newline separated (actions/cache style) when there is a newline, else comma separated (a Drone list).
+      return (raw.includes("\n") ? raw.split("\n") : raw.split(",")).map((s) => s.trim()).filter((s) =>
+        s !== ""
+      );
     case "string":
       if (spec.choices && !spec.choices.includes(raw)) {
         const accepted = spec.choices.filter((c) => c !== "").join(", ");
@@ -1235,8 +1238,10 @@ export function loadSettings(args: readonly string[], env: Record<string, string
     source[spec.key] = "default";
   }
   if (parsed.positional.length > 0) {
-    values.mount = [...(values.mount as string[]), ...parsed.positional];
-    source.mount = source.mount === "default" ? "arguments" : source.mount;
+    // Positional mounts are flags too: they replace PLUGIN_MOUNT, and add to --mount.
+    const fromFlags = source.mount.startsWith("--") ? values.mount as string[] : [];
+    values.mount = [...new Set([...fromFlags, ...parsed.positional])];
+    source.mount = "arguments";
   }
 
   const settings = values as Settings;

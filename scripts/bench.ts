@@ -225,14 +225,14 @@ async function benchBackend(name: string, tree: Tree, rows: Row[]): Promise<void
         server.env,
         srcParent,
       );
-      await Deno.remove(archive);
+      await Deno.remove(archive).catch(() => {}); // moved into the volume on the filesystem backend
       const pDir = join(work, `restore-pipeline-${format}`);
       await Deno.mkdir(pDir);
       const pRestore = await measure(
         [
           "bash",
           "-c",
-          `'${DENO}' run -A '${helper}' get '${objectName}' '${archive}' && ${decompress} '${archive}' | tar -xf -`,
+          `'${DENO}' run -A '${helper}' get '${objectName}' '${archive}' && ${decompress} < '${archive}' | tar -xf -`,
         ],
         server.env,
         pDir,

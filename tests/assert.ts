@@ -46,7 +46,9 @@ export function assertStringIncludes(text: string, part: string, msg?: string): 
 
 /** Asserts `text` matches `re`. */
 export function assertMatch(text: string, re: RegExp, msg?: string): void {
-  if (!re.test(text)) throw new AssertionError(`${msg ? msg + ": " : ""}expected ${inspect(text)} to match ${re}`);
+  if (!re.test(text)) {
+    throw new AssertionError(`${msg ? msg + ": " : ""}expected ${inspect(text)} to match ${re}`);
+  }
 }
 
 // deno-lint-ignore no-explicit-any
@@ -59,7 +61,9 @@ function checkError(err: unknown, cls?: ErrorClass, includes?: string): Error {
     throw new AssertionError(`expected ${cls.name}, got ${e.name}: ${e.message}`);
   }
   if (includes !== undefined && !err.message.includes(includes)) {
-    throw new AssertionError(`expected the error message to contain ${inspect(includes)}, got ${inspect(err.message)}`);
+    throw new AssertionError(
+      `expected the error message to contain ${inspect(includes)}, got ${inspect(err.message)}`,
+    );
   }
   return err;
 }

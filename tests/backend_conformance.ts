@@ -168,7 +168,10 @@ export function backendConformance(name: string, setup: () => Promise<Conformanc
           for await (const info of backend.list(p("list/b/"))) {
             assertEquals(info.name, p("list/b/y"));
             assertEquals(info.size, p("list/b/y").length);
-            assert(info.modified instanceof Date && !isNaN(info.modified.getTime()), "list entry lacks a date");
+            assert(
+              info.modified instanceof Date && !isNaN(info.modified.getTime()),
+              "list entry lacks a date",
+            );
           }
         });
 
@@ -193,7 +196,9 @@ export function backendConformance(name: string, setup: () => Promise<Conformanc
         await t.step("a failed put keeps the previous object intact", async () => {
           const old = seededBytes(300_000, 9);
           await backend.put(p("atomic/old"), streamOf(old), { cicache_version: "1" });
-          await assertRejects(() => backend.put(p("atomic/old"), failingStream(seededBytes(1024 * 1024, 4)), {}));
+          await assertRejects(() =>
+            backend.put(p("atomic/old"), failingStream(seededBytes(1024 * 1024, 4)), {})
+          );
           assert(sameBytes(await getBytes(backend, p("atomic/old")), old), "old object was damaged");
           assertEquals(await listNames(backend, p("atomic/")), [p("atomic/old")]);
         });

@@ -134,10 +134,18 @@ Deno.test("settings: modes from subcommand or plugin env, never two", () => {
 Deno.test("settings: mounts from env (comma, trimmed) and arguments", () => {
   assertEquals(load([], { PLUGIN_REBUILD: "true", PLUGIN_MOUNT: "a, b ,c" }).mount, ["a", "b", "c"]);
   assertEquals(load(["save", "x", "--mount", "y", "z"]).mount, ["y", "x", "z"]);
-  assertEquals(load(["restore"], { PLUGIN_RESTORE_KEYS: "npm-main-\nnpm-, other" }).restoreKeys, [
+  assertEquals(
+    load(["save", "x"], { PLUGIN_MOUNT: "env1,env2" }).mount,
+    ["x"],
+    "arguments win over PLUGIN_MOUNT",
+  );
+  assertEquals(load(["restore"], { PLUGIN_RESTORE_KEYS: "npm-main-\n npm-, x\n" }).restoreKeys, [
+    "npm-main-",
+    "npm-, x",
+  ]);
+  assertEquals(load(["restore"], { PLUGIN_RESTORE_KEYS: "npm-main-, npm-" }).restoreKeys, [
     "npm-main-",
     "npm-",
-    "other",
   ]);
 });
 
