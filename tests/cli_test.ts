@@ -429,3 +429,46 @@ Deno.test("cli: --help lists settings, --version prints the version", async () =
     await sb.cleanup();
   }
 });
+
+Deno.test("cli: ~ and $VAR mounts expand as the Go plugin's, objects named after the expanded path", async () => {
+  const sb = await sandbox();
+  try {
+    await writeTree(join(sb.dir, ".cache/tool"), { "c.bin": "cached" });
+    const env = { PLUGIN_MOUNT: "~/.cache/$TOOL", PLUGIN_CACHE_KEY: "k", TOOL: "tool" };
+    assertEquals(await sb.cli({ ...env, PLUGIN_REBUILD: "true" }), 0);
+    assert(
+      await exists(join(sb.cache, "k", sb.dir.slice(1), ".cache/tool")),
+      "k/<home without />/.cache/tool",
+    );
+    await Deno.remove(join(sb.dir, ".cache"), { recursive: true });
+    assertEquals(await sb.cli({ ...env, PLUGIN_RESTORE: "true" }), 0);
+    assertEquals(await Deno.readTextFile(join(sb.dir, ".cache/tool/c.bin")), "cached");
+  } finally {
+    await sb.cleanup();
+  }
+});
+
+Deno.test("cli: listing restore with the key separator lists under <key>/ only", async () => {
+  const sb = await sandbox();
+  try {
+    await writeTree(join(sb.work, "m"), { "f.txt": "exact" });
+    assertEquals(await sb.cli({ PLUGIN_REBUILD: "true", PLUGIN_MOUNT: "m", PLUGIN_CACHE_KEY: "key" }), 0);
+    await writeTree(join(sb.work, "n"), { "g.txt": "longer key" });
+    assertEquals(await sb.cli({ PLUGIN_REBUILD: "true", PLUGIN_MOUNT: "n", PLUGIN_CACHE_KEY: "key-old" }), 0);
+    for (const d of ["m", "n"]) await Deno.remove(join(sb.work, d), { recursive: true });
+    const env = {
+      PLUGIN_RESTORE: "true",
+      PLUGIN_CACHE_KEY: "key",
+      PLUGIN_ENABLE_SEPARATOR: "true",
+      PLUGIN_STRICT_KEY_MATCHING: "false",
+    };
+    assertEquals(await sb.cli(env), 0);
+    assertEquals(await Deno.readTextFile(join(sb.work, "m/f.txt")), "exact");
+    assert(
+      !(await exists(join(sb.work, "n"))),
+      "the separator keeps key-old/… out even without strict matching",
+    );
+  } finally {
+    await sb.cleanup();
+  }
+});
