@@ -33,6 +33,8 @@ export interface LoggerOptions {
   secrets?: readonly string[];
   /** Fields added to every line. */
   fields?: Fields;
+  /** Whether lines go to a terminal (default: stderr is one and no sink was given). */
+  terminal?: boolean;
 }
 
 /**
@@ -47,6 +49,8 @@ export interface LoggerOptions {
 export class Logger {
   readonly level: Level;
   readonly format: "logfmt" | "json";
+  /** Lines go to an interactive terminal: progress is a redrawn status line instead of periodic lines. */
+  readonly terminal: boolean;
   #sink: Sink;
   #secrets: string[];
   #fields: Fields;
@@ -55,6 +59,7 @@ export class Logger {
     this.level = options.level ?? "info";
     this.format = options.format ?? "logfmt";
     this.#sink = options.sink ?? stderrSink;
+    this.terminal = options.terminal ?? (options.sink === undefined && Deno.stderr.isTerminal());
     this.#secrets = [];
     this.#fields = options.fields ?? {};
     for (const s of options.secrets ?? []) this.addSecret(s);
@@ -70,7 +75,12 @@ export class Logger {
 
   /** A logger that adds `fields` to every line and shares the sink and secrets. */
   with(fields: Fields): Logger {
-    const child = new Logger({ level: this.level, format: this.format, sink: this.#sink });
+    const child = new Logger({
+      level: this.level,
+      format: this.format,
+      sink: this.#sink,
+      terminal: this.terminal,
+    });
     child.#secrets = this.#secrets;
     child.#fields = { ...this.#fields, ...fields };
     return child;
@@ -92,6 +102,11 @@ export class Logger {
   }
   debug(msg: string, fields?: Fields): void {
     this.#write("debug", msg, fields);
+  }
+
+  /** Redraws the terminal status line (`""` clears it); only on a terminal. */
+  status(text: string): void {
+    if (this.terminal) Deno.stderr.writeSync(encoder.encode(`\r\x1b[K${this.redact(text)}`));
   }
 
   /** Replaces every registered secret in `text` by `***`. */
@@ -151,8 +166,9 @@ export function formatBytes(n: number): string {
 }
 
 /**
- * Counts bytes flowing through a stream and reports progress every
- * `intervalMs` (a periodic log line; transfers shorter than that print nothing).
+ * Counts bytes flowing through a stream and reports progress: a redrawn
+ * status line on a terminal (twice a second), else a log line every
+ * `intervalMs` (transfers shorter than that print nothing).
  *
  * @example
  * ```ts
@@ -172,7 +188,7 @@ export class ProgressMeter {
     private readonly fields: Fields = {},
     intervalMs = 10_000,
   ) {
-    const timer = setInterval(() => this.#report(), intervalMs);
+    const timer = setInterval(() => this.#report(), log.terminal ? 500 : intervalMs);
     Deno.unrefTimer(timer as unknown as number);
     this.#timer = timer;
   }
@@ -195,12 +211,22 @@ export class ProgressMeter {
 
   /** Stops periodic reporting. */
   stop(): void {
-    if (this.#timer !== undefined) clearInterval(this.#timer);
+    if (this.#timer === undefined) return;
+    clearInterval(this.#timer);
     this.#timer = undefined;
+    if (this.#drawn) this.log.status("");
   }
+
+  #drawn = false;
 
   #report(): void {
     const mbps = this.bytes / 1e6 / Math.max(this.seconds, 1e-3);
+    if (this.log.terminal) {
+      const name = Object.values(this.fields)[0] ?? "";
+      this.log.status(`${this.what} ${name}: ${formatBytes(this.bytes)} at ${mbps.toFixed(1)} MB/s`);
+      this.#drawn = true;
+      return;
+    }
     this.log.info(`${this.what} in progress`, {
       ...this.fields,
       bytes: this.bytes,
