@@ -57,5 +57,6 @@ export function updateReadme(readme: string): string {
 if (import.meta.main) {
   const path = new URL("../README.md", import.meta.url);
   await Deno.writeTextFile(path, updateReadme(await Deno.readTextFile(path)));
-  console.log("README.md settings tables updated");
+  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", path.pathname] }).output();
+  console.log("README.md settings tables updated (and formatted)");
 }
