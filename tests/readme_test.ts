@@ -7,7 +7,9 @@ const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url))
 /** Markdown tables up to `deno fmt`'s padding and alignment rows; blank lines dropped. */
 function normalize(text: string): string {
   return text.split("\n")
-    .map((l) => l.startsWith("|") ? l.replace(/\s*\|\s*/g, "|").replace(/\|:?-+:?(?=\|)/g, "|---") : l.trimEnd())
+    .map((l) =>
+      l.startsWith("|") ? l.replace(/\s*\|\s*/g, "|").replace(/\|:?-+:?(?=\|)/g, "|---") : l.trimEnd()
+    )
     .filter((l) => l !== "")
     .join("\n");
 }
