@@ -31,23 +31,55 @@ export type ArchiveFormat = "tar" | "gzip" | "zstd";
 const COMPRESS_BLOCK = 4 << 20;
 /** Decompressed bytes allowed to wait for the consumer before the decoder pauses. */
 const OUT_LIMIT = 8 << 20;
+/** Size of the decoder's output chunks (transferred to the caller as they are, no copy). */
+const OUT_CHUNK = 1 << 20;
+/** Compressed input is batched into buffers of this size before it is sent to the decoder worker. */
+const IN_CHUNK = 1 << 20;
+/** Input buffers sent to the decoder worker and not yet consumed (they are recycled). */
+const IN_FLIGHT = 3;
 
-/** The worker, as source text (a module URL would not survive `deno bundle`/`deno compile`). */
+/**
+ * The worker, as source text (a module URL would not survive `deno bundle`/`deno compile`).
+ *
+ * zstd goes through the native handle of a `node:zlib` stream object
+ * (`_handle.writeSync`, what `zstdCompressSync` itself uses), when this Deno
+ * has it: one compression context per worker is reused for every block
+ * (instead of a new context and output buffers per call), output lands in a
+ * preallocated buffer, and decoder errors, checksum mismatches included,
+ * are thrown synchronously where we can catch them. Without the handle, the
+ * public `zstdCompressSync` and `createZstdDecompress` are used.
+ */
 const WORKER_SOURCE = `
 import zlib from "node:zlib";
 const OUT_LIMIT = ${OUT_LIMIT};
-let z = null;
-let unacked = 0;
-let paused = false;
+const OUT_CHUNK = ${OUT_CHUNK};
+const C = zlib.constants;
 function own(b) {
   // Pooled Buffers share an ArrayBuffer; copy those before transferring.
   const u = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
   return u.byteOffset === 0 && u.buffer.byteLength === u.byteLength ? u : u.slice();
 }
-// Deno's zstdCompressSync sometimes appends an empty 13-byte frame (magic, single-segment
-// header with content size 0, an empty last raw block, checksum). It carries no data, but a
-// stream cut right before it would still look complete: drop it, so the last bytes of every
-// block are its real checksum.
+function messageOf(err) {
+  return String(err && err.message ? err.message : err);
+}
+function fail(err) {
+  self.postMessage({ type: "error", message: messageOf(err) });
+}
+self.addEventListener("error", (e) => { e.preventDefault(); fail(e.error ?? e.message); });
+self.addEventListener("unhandledrejection", (e) => { e.preventDefault(); fail(e.reason); });
+
+/** The native handle of a zlib stream object, or null when this runtime does not expose one. */
+function nativeHandle(z) {
+  const h = z._handle;
+  return h && typeof h.writeSync === "function" && z._writeState ? { h, state: z._writeState } : null;
+}
+
+// ---- compression: one block in, one zstd frame / gzip member out ----
+let cz; // undefined: not tried yet; null: no native handle
+let cout = null;
+// zstdCompressSync sometimes appends an empty 13-byte frame (magic, single-segment header with
+// content size 0, an empty last raw block, checksum). It carries no data, but a stream cut right
+// before it would still look complete: drop it, so the last bytes of every block are its real checksum.
 function dropEmptyFrame(u) {
   const n = u.byteLength;
   if (n <= 13) return u;
@@ -56,41 +88,136 @@ function dropEmptyFrame(u) {
     t[5] === 0 && t[6] === 1 && t[7] === 0 && t[8] === 0;
   return empty ? u.slice(0, n - 13) : u;
 }
-function fail(err) {
-  self.postMessage({ type: "error", message: String(err && err.message ? err.message : err) });
+function zstdFrame(input, params) {
+  if (cz === undefined) cz = nativeHandle(zlib.createZstdCompress({ params }));
+  if (cz === null) return dropEmptyFrame(own(zlib.zstdCompressSync(input, { params })));
+  const bound = input.length + (input.length >> 7) + 4096; // above ZSTD_compressBound
+  if (cout === null || cout.length < bound) cout = new Uint8Array(bound);
+  try {
+    cz.h.writeSync(C.ZSTD_e_end, input, 0, input.length, cout, 0, cout.length);
+  } catch (err) {
+    cz = undefined; // the context may be mid-frame: start over with a new one
+    throw err;
+  }
+  const availOut = cz.state[0];
+  const availIn = cz.state[1];
+  if (availIn !== 0 || availOut === 0) {
+    cz = undefined;
+    throw new Error("the zstd frame did not fit its output buffer");
+  }
+  return cout.slice(0, cout.length - availOut);
 }
-self.addEventListener("error", (e) => { e.preventDefault(); fail(e.error ?? e.message); });
-self.addEventListener("unhandledrejection", (e) => { e.preventDefault(); fail(e.reason); });
+
+// ---- decompression: a stream of input buffers in, OUT_CHUNK buffers out ----
+let dz = null; // native decoder
+let stream = null; // fallback decoder (a node:zlib stream)
+let paused = false;
+const inq = []; // input buffers not yet fully consumed: { data, off, len }
+let unacked = 0; // output bytes posted and not yet acknowledged by the reader
+let closing = false;
+let ended = false;
+let out = null;
+let outPos = 0;
+function emit() {
+  if (outPos === 0) return;
+  let u;
+  if (outPos === out.length) {
+    u = out;
+    out = null;
+  } else if (outPos >= OUT_CHUNK / 4) {
+    u = out.subarray(0, outPos);
+    out = null;
+  } else {
+    u = out.slice(0, outPos); // small: copy, keep the big buffer
+  }
+  outPos = 0;
+  unacked += u.byteLength;
+  self.postMessage({ type: "out", data: u }, [u.buffer]);
+}
+function consumed(data) {
+  self.postMessage({ type: "consumed", data }, [data.buffer]);
+}
+function pump() {
+  let stalls = 0;
+  while (unacked <= OUT_LIMIT && inq.length > 0) {
+    const cur = inq[0];
+    if (out === null) {
+      out = new Uint8Array(OUT_CHUNK);
+      outPos = 0;
+    }
+    dz.h.writeSync(C.ZSTD_e_continue, cur.data, cur.off, cur.len, out, outPos, out.length - outPos);
+    const availOut = dz.state[0];
+    const availIn = dz.state[1];
+    const produced = out.length - outPos - availOut;
+    const used = cur.len - availIn;
+    outPos += produced;
+    cur.off += used;
+    cur.len = availIn;
+    stalls = produced === 0 && used === 0 ? stalls + 1 : 0;
+    if (stalls > 2) throw new Error("the zstd decoder stopped making progress");
+    if (availOut === 0) emit();
+    else if (cur.len === 0) {
+      inq.shift();
+      consumed(cur.data);
+    }
+  }
+  if (inq.length === 0) {
+    emit();
+    if (closing && !ended) {
+      ended = true;
+      self.postMessage({ type: "end" });
+    }
+  }
+}
+function safely(fn) {
+  try {
+    fn();
+  } catch (err) {
+    fail(err);
+  }
+}
+function openFallback() {
+  stream = zlib.createZstdDecompress({ chunkSize: 256 * 1024 });
+  stream.on("data", (c) => {
+    const u = own(c);
+    unacked += u.byteLength;
+    self.postMessage({ type: "out", data: u }, [u.buffer]);
+    if (unacked > OUT_LIMIT && !paused) { paused = true; stream.pause(); }
+  });
+  stream.on("error", fail);
+  stream.on("end", () => self.postMessage({ type: "end" }));
+}
+
 self.onmessage = (e) => {
   const m = e.data;
   if (m.type === "compress") {
     try {
-      const out = m.format === "zstd"
-        ? zlib.zstdCompressSync(m.data, { params: m.params })
-        : zlib.gzipSync(m.data, { level: m.level, strategy: m.strategy });
-      let u = own(out);
-      if (m.format === "zstd") u = dropEmptyFrame(u);
-      self.postMessage({ type: "compressed", id: m.id, data: u }, [u.buffer]);
+      const input = m.data.subarray(0, m.length);
+      const data = m.format === "zstd"
+        ? zstdFrame(input, m.params)
+        : own(zlib.gzipSync(input, { level: m.level, strategy: m.strategy }));
+      self.postMessage({ type: "compressed", id: m.id, data, block: m.data }, [data.buffer, m.data.buffer]);
     } catch (err) {
-      self.postMessage({ type: "failed", id: m.id, message: String(err && err.message ? err.message : err) });
+      self.postMessage({ type: "failed", id: m.id, message: messageOf(err) });
     }
   } else if (m.type === "open") {
-    z = zlib.createZstdDecompress({ chunkSize: 256 * 1024 });
-    z.on("data", (c) => {
-      const u = own(c);
-      unacked += u.byteLength;
-      self.postMessage({ type: "out", data: u }, [u.buffer]);
-      if (unacked > OUT_LIMIT && !paused) { paused = true; z.pause(); }
-    });
-    z.on("error", fail);
-    z.on("end", () => self.postMessage({ type: "end" }));
+    dz = nativeHandle(zlib.createZstdDecompress());
+    if (dz === null) openFallback();
   } else if (m.type === "in") {
-    z.write(m.data, (err) => { if (!err) self.postMessage({ type: "consumed" }); });
+    if (dz) {
+      inq.push({ data: m.data, off: 0, len: m.length });
+      safely(pump);
+    } else {
+      stream.write(m.data.subarray(0, m.length), (err) => { if (!err) consumed(m.data); });
+    }
   } else if (m.type === "ack") {
     unacked -= m.n;
-    if (paused && unacked <= OUT_LIMIT / 2) { paused = false; z.resume(); }
+    if (dz) safely(pump);
+    else if (paused && unacked <= OUT_LIMIT / 2) { paused = false; stream.resume(); }
   } else if (m.type === "close") {
-    z.end();
+    closing = true;
+    if (dz) safely(pump);
+    else stream.end();
   }
 };
 `;
@@ -130,7 +257,7 @@ function codecParams(format: "gzip" | "zstd", level: number): Record<string, unk
   };
 }
 
-/** A pool of compression workers, started on first use. */
+/** A pool of compression workers, started on first use; blocks come back to be reused. */
 class CompressPool {
   #workers: { w: Worker; busy: number }[] = [];
   #size: number;
@@ -138,6 +265,8 @@ class CompressPool {
   #next = 0;
   #format: "gzip" | "zstd";
   #params: Record<string, unknown>;
+  /** Input blocks the workers handed back, ready to be filled again. */
+  readonly free: Uint8Array[] = [];
 
   constructor(format: "gzip" | "zstd", params: Record<string, unknown>, size: number) {
     this.#format = format;
@@ -153,6 +282,7 @@ class CompressPool {
         const m = e.data;
         const job = this.#jobs.get(m.id);
         slot.busy--;
+        if (m.block) this.free.push(m.block);
         if (!job) return;
         this.#jobs.delete(m.id);
         if (m.type === "compressed") job.resolve(m.data);
@@ -174,14 +304,17 @@ class CompressPool {
     this.#jobs.clear();
   }
 
-  /** Compresses one block (transferred to the worker) into one gzip member / zstd frame. */
-  compress(block: Uint8Array): Promise<Uint8Array> {
+  /**
+   * Compresses `block[0..length)` into one gzip member / zstd frame. The
+   * block's buffer is transferred to the worker and comes back in `free`.
+   */
+  compress(block: Uint8Array, length: number): Promise<Uint8Array> {
     const id = this.#next++;
     const slot = this.#worker();
     slot.busy++;
     const p = new Promise<Uint8Array>((resolve, reject) => this.#jobs.set(id, { resolve, reject }));
     slot.w.postMessage(
-      { type: "compress", id, format: this.#format, data: block, ...this.#params },
+      { type: "compress", id, format: this.#format, data: block, length, ...this.#params },
       [block.buffer as ArrayBuffer],
     );
     return p;
@@ -191,6 +324,7 @@ class CompressPool {
     this.#failAll(new Error("compression cancelled"));
     for (const { w } of this.#workers) w.terminate();
     this.#workers = [];
+    this.free.length = 0;
   }
 }
 
@@ -200,6 +334,9 @@ class CompressPool {
  * takes -1 (default, 3) or 1–22 (others are clamped, as the Go plugin maps
  * them), always with the content checksum on. Blocks are compressed in
  * parallel on up to `workers` threads (default: the CPU count, at most 4).
+ *
+ * Memory is bounded: at most `workers + 1` blocks of 4 MiB are being
+ * compressed or waiting to be written, and their buffers are reused.
  *
  * @example
  * ```ts
@@ -217,17 +354,16 @@ export function compressStream(
   const params = codecParams(format, level);
   const size = options.workers ?? Math.min(4, Math.max(1, navigator.hardwareConcurrency || 1));
   const pool = new CompressPool(format, params, size);
-  const inFlight = size * 2;
+  const inFlight = size + 1;
   const pending: Promise<Uint8Array>[] = [];
-  let block = new Uint8Array(COMPRESS_BLOCK);
+  let block: Uint8Array | undefined;
   let fill = 0;
 
   const submit = () => {
-    const full = fill === block.length ? block : block.slice(0, fill);
-    const p = pool.compress(full);
+    const p = pool.compress(block ?? new Uint8Array(0), fill);
     p.catch(() => {}); // observed in order below; avoid an unhandled rejection meanwhile
     pending.push(p);
-    block = new Uint8Array(COMPRESS_BLOCK);
+    block = undefined;
     fill = 0;
   };
 
@@ -235,6 +371,7 @@ export function compressStream(
     async transform(chunk, controller) {
       let off = 0;
       while (off < chunk.length) {
+        block ??= pool.free.pop() ?? new Uint8Array(COMPRESS_BLOCK);
         const n = Math.min(chunk.length - off, block.length - fill);
         block.set(chunk.subarray(off, off + n), fill);
         fill += n;
@@ -507,12 +644,21 @@ export class ZstdFrameTracker {
   }
 }
 
-/** zstd in a worker (see the module doc), with the frame tracker for truncation. */
+/**
+ * zstd in a worker (see the module doc), with the frame tracker for
+ * truncation. Input is copied into 1 MiB buffers that travel to the worker
+ * and back (up to three in flight, so decoding overlaps with the download),
+ * and the worker's output chunks are handed on without a copy.
+ */
 class ZstdDecoder implements Decoder {
   #q: ChunkQueue;
   #w: Worker;
   #tracker = new ZstdFrameTracker();
-  #consumed?: { resolve: () => void; reject: (e: unknown) => void };
+  #free: Uint8Array[] = [];
+  #buf: Uint8Array | undefined;
+  #fill = 0;
+  #inFlight = 0;
+  #wake?: { resolve: () => void; reject: (e: unknown) => void };
   #ended: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void };
   #closed = false;
 
@@ -526,8 +672,11 @@ class ZstdDecoder implements Decoder {
     this.#w.onmessage = (e: MessageEvent) => {
       const m = e.data;
       if (m.type === "out") q.push(m.data);
-      else if (m.type === "consumed") this.#consumed?.resolve();
-      else if (m.type === "end") this.#ended.resolve();
+      else if (m.type === "consumed") {
+        this.#inFlight--;
+        this.#free.push(m.data);
+        this.#wake?.resolve();
+      } else if (m.type === "end") this.#ended.resolve();
       else if (m.type === "error") this.#fail(corrupt("zstd", m.message));
     };
     this.#w.onerror = (e) => {
@@ -540,23 +689,43 @@ class ZstdDecoder implements Decoder {
 
   #fail(err: unknown): void {
     this.#q.fail(err);
-    this.#consumed?.reject(err);
+    this.#wake?.reject(err);
     this.#ended.reject(err);
     this.abort();
   }
 
-  write(chunk: Uint8Array): Promise<void> {
-    if (this.#q.failed) return Promise.reject(this.#q.error);
+  /** Sends the current input buffer, after waiting for a free slot. */
+  async #send(): Promise<void> {
+    while (this.#inFlight >= IN_FLIGHT) {
+      if (this.#q.failed) throw this.#q.error;
+      await new Promise<void>((resolve, reject) => (this.#wake = { resolve, reject }));
+      this.#wake = undefined;
+    }
+    if (this.#q.failed) throw this.#q.error;
+    const buf = this.#buf!;
+    this.#inFlight++;
+    this.#w.postMessage({ type: "in", data: buf, length: this.#fill }, [buf.buffer as ArrayBuffer]);
+    this.#buf = undefined;
+    this.#fill = 0;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.#q.failed) throw this.#q.error;
     try {
       this.#tracker.push(chunk);
     } catch (err) {
       this.#fail(err);
-      return Promise.reject(err);
+      throw err;
     }
-    const copy = chunk.slice();
-    const p = new Promise<void>((resolve, reject) => (this.#consumed = { resolve, reject }));
-    this.#w.postMessage({ type: "in", data: copy }, [copy.buffer]);
-    return p;
+    let off = 0;
+    while (off < chunk.length) {
+      this.#buf ??= this.#free.pop() ?? new Uint8Array(IN_CHUNK);
+      const n = Math.min(chunk.length - off, this.#buf.length - this.#fill);
+      this.#buf.set(chunk.subarray(off, off + n), this.#fill);
+      this.#fill += n;
+      off += n;
+      if (this.#fill === this.#buf.length) await this.#send();
+    }
   }
 
   async close(): Promise<void> {
@@ -566,6 +735,7 @@ class ZstdDecoder implements Decoder {
       this.#fail(err);
       throw err;
     }
+    if (this.#fill > 0) await this.#send();
     this.#w.postMessage({ type: "close" });
     await this.#ended.promise;
     this.#q.end();

@@ -373,6 +373,8 @@ function checksumOk(b: Uint8Array): boolean {
 /** Something that consumes the raw tar bytes as they are read (the integrity hash). */
 export interface ByteSink {
   update(bytes: Uint8Array): void;
+  /** Called before the reader moves on to the next input chunk (a sink may batch until then). */
+  flush?(): void;
 }
 
 /** The largest PAX or GNU long-name payload accepted (a bound on memory). */
@@ -422,6 +424,7 @@ export class TarReader {
   async #fill(): Promise<boolean> {
     while (this.#pos >= this.#chunk.length) {
       if (this.#eof) return false;
+      this.#sink?.flush?.();
       const { value, done } = await this.#reader.read();
       if (done) {
         this.#eof = true;

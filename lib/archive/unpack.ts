@@ -310,14 +310,31 @@ class Extractor {
   }
 }
 
-/** Hash sink that stops once the trailer was reached. */
+/**
+ * Hash sink that stops once the trailer was reached. The reader hands it
+ * many small slices (headers, file data); adjacent slices of one input chunk
+ * are hashed in one call, which saves most of the per-call cost.
+ */
 class TarHash {
   #hash: Hash = createHash("sha256");
   #done = false;
+  #pending: Uint8Array | undefined;
   update(bytes: Uint8Array): void {
-    if (!this.#done) this.#hash.update(bytes);
+    if (this.#done || bytes.length === 0) return;
+    const p = this.#pending;
+    if (p && p.buffer === bytes.buffer && p.byteOffset + p.length === bytes.byteOffset) {
+      this.#pending = new Uint8Array(p.buffer, p.byteOffset, p.length + bytes.length);
+      return;
+    }
+    this.flush();
+    this.#pending = bytes;
+  }
+  flush(): void {
+    if (this.#pending) this.#hash.update(this.#pending);
+    this.#pending = undefined;
   }
   digest(): string {
+    this.flush();
     this.#done = true;
     return this.#hash.digest("hex");
   }

@@ -65,7 +65,23 @@ export class FilesystemBackend implements Backend {
 
   async get(name: string, _options?: TransferOptions): Promise<ReadableStream<Uint8Array>> {
     const file = await this.#open(name, "get");
-    return file.readable;
+    // 1 MiB reads: `file.readable` yields 64 KiB chunks, and the per-chunk cost of the stream stages after
+    // it was a third of a tar restore.
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const buf = new Uint8Array(1 << 20);
+        const n = await file.read(buf);
+        if (n === null) {
+          file.close();
+          controller.close();
+        } else {
+          controller.enqueue(buf.subarray(0, n));
+        }
+      },
+      cancel() {
+        file.close();
+      },
+    });
   }
 
   async #open(name: string, op: string): Promise<Deno.FsFile> {
