@@ -1,13 +1,929 @@
 /**
- * Azure backend: not built yet (placeholder until its issue lands).
+ * Azure Blob Storage backend, on `@azure/storage-blob` and `@azure/identity`.
+ *
+ * - `put` reads the stream into blocks of the part size and stages up to
+ *   `transferConcurrency` of them in parallel; the block list is committed
+ *   only at the end, after the byte count and the service's list of staged
+ *   blocks agree. A failed or aborted save commits nothing, so no partial
+ *   blob becomes visible and an older blob under the name stays intact
+ *   (staged blocks that are never committed are discarded by the service).
+ *   A stream shorter than one block is sent in a single Put Blob.
+ * - `get` reads ranges of the part size in parallel (that many in flight)
+ *   and feeds them in order into the returned stream, with backpressure, so
+ *   memory stays at about (concurrency + 1) × part size. Every range is
+ *   pinned to the blob's ETag: a concurrent overwrite fails the download
+ *   instead of mixing two versions.
+ * - `stat` is a properties (HEAD) call, never a download; `list` pages with
+ *   a prefix; `delete` ignores missing blobs.
+ * - Every request has an idle timeout (`backendOperationTimeout`: no
+ *   progress for that long) and is retried with exponential backoff
+ *   (`AZURE_BLOB_MAX_RETRY_REQUESTS` retries) on network errors, timeouts,
+ *   408, 429 and 5xx; it never caps a whole transfer.
+ * - Failures become the typed errors of `backend.ts`, with messages that name
+ *   the credential, setting or role to fix; no secret appears in them.
+ *
+ * Credential selection lives in `azure_auth.ts`.
  *
  * @module
  */
-import type { Backend } from "./backend.ts";
+import type { BlobServiceClient, ContainerClient } from "@azure/storage-blob";
 import type { Logger } from "../log.ts";
-import { type Settings, SettingsError } from "../settings.ts";
+import { describeSource, type Settings } from "../settings.ts";
+import {
+  AccessDeniedError,
+  AuthFailedError,
+  type Backend,
+  InvalidSettingsError,
+  NotFoundError,
+  type ObjectInfo,
+  type ObjectMeta,
+  StorageError,
+  TooLargeError,
+  type TransferOptions,
+  UnavailableError,
+} from "./backend.ts";
+import { type AzureAuthInfo, connectAzure, containerName } from "./azure_auth.ts";
 
-/** Creates the azure backend. Not available yet: always throws a settings error. */
-export function createAzureBackend(_settings: Settings, _log: Logger): Promise<Backend> {
-  return Promise.reject(new SettingsError('backend "azure" is not available yet in ci-cache: use filesystem'));
+export { type AzureAuthInfo, connectAzure, containerName } from "./azure_auth.ts";
+
+const KIND = "azure";
+const MiB = 1024 * 1024;
+/** Azure's limit on blocks in one block blob. */
+export const AZURE_MAX_BLOCKS = 50_000;
+/** Azure's limit on one block (4000 MiB). */
+export const AZURE_MAX_BLOCK_SIZE = 4000 * MiB;
+
+/** Access tiers the backend accepts. */
+export type AzureAccessTier = "Hot" | "Cool" | "Cold";
+
+/** Options for {@link AzureBackend}; tests use small parts and pages. */
+export interface AzureBackendOptions {
+  /** The blob service client (any credential). */
+  client: BlobServiceClient;
+  /** Container holding the cache objects. */
+  container: string;
+  /** The credential in use, for error messages (default: described as a shared key of the client's account). */
+  auth?: AzureAuthInfo;
+  /** Block size for uploads and range size for downloads, in bytes (default 16 MiB). */
+  partSize?: number;
+  /** Blocks/ranges in flight per transfer (default 4). */
+  concurrency?: number;
+  /** Blobs per list page (default 1000; Azure's maximum is 5000). */
+  listPageSize?: number;
+  /** Retries per request after the first try (default 4). */
+  maxRetries?: number;
+  /** First retry delay in ms; doubles per retry, with jitter (default 500). */
+  retryDelayMs?: number;
+  /** Cap on one retry delay in ms (default 30 000). */
+  maxRetryDelayMs?: number;
+  /** Idle timeout per request in ms: no progress for this long aborts and retries the request; 0 = none (default 180 000). */
+  timeoutMs?: number;
+  /** Access tier of new blobs (default: the account's default). */
+  accessTier?: AzureAccessTier | "";
+  /** Block limit (default {@link AZURE_MAX_BLOCKS}; tests lower it). */
+  maxBlocks?: number;
+  /** Logger for retries (debug) and the one-time container notice. */
+  log?: Logger;
+}
+
+interface BlockRef {
+  id: string;
+  size: number;
+}
+
+/** What an Azure SDK error looks like, as far as the mapping below cares. */
+interface SdkError {
+  name?: string;
+  message?: string;
+  code?: string;
+  statusCode?: number;
+  errorResponse?: { error?: string; errorDescription?: string };
+  cause?: unknown;
+}
+
+class AttemptTimeout extends Error {
+  constructor(ms: number) {
+    super(`no progress for ${ms} ms`);
+    this.name = "AttemptTimeout";
+  }
+}
+
+const RETRIABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
+const NETWORK_CODES = [
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "ESOCKETTIMEDOUT",
+  "EPIPE",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ECONNABORTED",
+  "REQUEST_SEND_ERROR",
+];
+const AUTH_FAILED_CODES = new Set([
+  "AuthenticationFailed",
+  "InvalidAuthenticationInfo",
+  "NoAuthenticationInformation",
+  "ExpiredToken",
+]);
+const DENIED_CODES = new Set([
+  "AuthorizationFailure",
+  "AuthorizationPermissionMismatch",
+  "AuthorizationResourceTypeMismatch",
+  "AuthorizationServiceMismatch",
+  "AuthorizationProtocolMismatch",
+  "AuthorizationSourceIPMismatch",
+  "InsufficientAccountPermissions",
+  "KeyBasedAuthenticationNotPermitted",
+]);
+
+/** Errors of `@azure/identity` (and MSAL underneath) when a token cannot be obtained. */
+const IDENTITY_ERRORS = new Set([
+  "AuthenticationError",
+  "AuthenticationRequiredError",
+  "CredentialUnavailableError",
+  "AggregateAuthenticationError",
+  "ServerError",
+  "ClientAuthError",
+]);
+
+function sdkError(err: unknown): SdkError {
+  return (typeof err === "object" && err !== null ? err : { message: String(err) }) as SdkError;
+}
+
+/** First line of an SDK message (Azure appends RequestId/Time lines). */
+function firstLine(text: string | undefined): string {
+  return (text ?? "").split("\n")[0].trim();
+}
+
+/** The network error code of `err` or of any of its causes. */
+function networkCode(err: unknown): string | undefined {
+  let cur: unknown = err;
+  for (let depth = 0; cur && depth < 5; depth++) {
+    const e = sdkError(cur);
+    const text = `${e.code ?? ""} ${e.message ?? ""}`;
+    const code = [...NETWORK_CODES, "ENOTFOUND", "CERT_", "UNABLE_TO_VERIFY", "SELF_SIGNED", "certificate"]
+      .find((c) => text.includes(c));
+    if (code && code !== "REQUEST_SEND_ERROR") return code;
+    cur = e.cause;
+  }
+  const e = sdkError(err);
+  return e.code === "REQUEST_SEND_ERROR" ? "REQUEST_SEND_ERROR" : undefined;
+}
+
+function isRetriable(err: unknown): boolean {
+  if (err instanceof AttemptTimeout) return true;
+  const e = sdkError(err);
+  if (e.statusCode !== undefined && RETRIABLE_STATUS.has(e.statusCode)) return true;
+  if (e.statusCode !== undefined && e.statusCode > 0) return false;
+  const code = networkCode(err);
+  return code !== undefined && code !== "ENOTFOUND" && !/CERT|VERIFY|SELF_SIGNED|certificate/.test(code);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** Block ids: same length for every block of a blob, unique per upload so concurrent saves never mix. */
+function blockId(uploadId: string, index: number): string {
+  return btoa(`${uploadId}-${String(index).padStart(6, "0")}`);
+}
+
+/** Metadata values travel as HTTP headers: non-ASCII values are stored RFC 2047-encoded. */
+function encodeMeta(meta: ObjectMeta): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(meta)) {
+    if (/^[\x20-\x7e]*$/.test(v) && v.trim() === v) {
+      out[k] = v;
+    } else {
+      let bin = "";
+      for (const b of new TextEncoder().encode(v)) bin += String.fromCharCode(b);
+      out[k] = `=?utf-8?b?${btoa(bin)}?=`;
+    }
+  }
+  return out;
+}
+
+function decodeMeta(meta: Record<string, string> | undefined): ObjectMeta {
+  const out: ObjectMeta = {};
+  for (const [k, v] of Object.entries(meta ?? {})) {
+    const m = /^=\?utf-8\?b\?([A-Za-z0-9+/=]*)\?=$/.exec(v);
+    out[k] = m ? new TextDecoder().decode(Uint8Array.from(atob(m[1]), (c) => c.charCodeAt(0))) : v;
+  }
+  return out;
+}
+
+/**
+ * Collects a Node.js readable (the SDK's download body) into its chunks, without copying them
+ * into one buffer (that copy would double the garbage per range); returns the chunks and their total.
+ */
+async function collect(
+  body: NodeJS.ReadableStream,
+  limit: number,
+  signal: AbortSignal,
+  touch: () => void,
+): Promise<{ chunks: Uint8Array[]; bytes: number }> {
+  const destroy = () => (body as unknown as { destroy?: (e?: Error) => void }).destroy?.(signal.reason);
+  signal.addEventListener("abort", destroy, { once: true });
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Uint8Array>) {
+      bytes += chunk.length;
+      if (bytes > limit) throw new Error("the service sent more bytes than the range asked");
+      chunks.push(chunk);
+      touch();
+    }
+  } finally {
+    signal.removeEventListener("abort", destroy);
+  }
+  return { chunks, bytes };
+}
+
+/**
+ * The Azure Blob Storage backend.
+ *
+ * @example
+ * ```ts
+ * const client = BlobServiceClient.fromConnectionString(connectionString);
+ * const backend = new AzureBackend({ client, container: "cicache", partSize: 4 * 1024 * 1024 });
+ * await backend.ensureContainer();
+ * await backend.put("key/node_modules", stream, { cicache_format: "zstd" });
+ * ```
+ */
+export class AzureBackend implements Backend {
+  readonly kind = KIND;
+  readonly container: string;
+  readonly auth: AzureAuthInfo;
+  readonly partSize: number;
+  readonly concurrency: number;
+  #client: BlobServiceClient;
+  #containerClient: ContainerClient;
+  #listPageSize: number;
+  #maxRetries: number;
+  #retryDelayMs: number;
+  #maxRetryDelayMs: number;
+  #timeoutMs: number;
+  #accessTier?: AzureAccessTier;
+  #maxBlocks: number;
+  #log?: Logger;
+
+  constructor(options: AzureBackendOptions) {
+    this.#client = options.client;
+    this.container = options.container;
+    this.#containerClient = options.client.getContainerClient(options.container);
+    this.auth = options.auth ?? {
+      method: "shared-key",
+      description: "client given by the caller",
+      accountName: options.client.accountName,
+      serviceUrl: options.client.url.split("?")[0].replace(/\/+$/, ""),
+      serviceUrlSource: "",
+      secretSource: "the account key",
+    };
+    this.partSize = options.partSize ?? 16 * MiB;
+    this.concurrency = Math.max(1, options.concurrency ?? 4);
+    this.#listPageSize = options.listPageSize ?? 1000;
+    this.#maxRetries = Math.max(0, options.maxRetries ?? 4);
+    this.#retryDelayMs = options.retryDelayMs ?? 500;
+    this.#maxRetryDelayMs = options.maxRetryDelayMs ?? 30_000;
+    this.#timeoutMs = options.timeoutMs ?? 180_000;
+    this.#accessTier = options.accessTier || undefined;
+    this.#maxBlocks = options.maxBlocks ?? AZURE_MAX_BLOCKS;
+    this.#log = options.log;
+    if (this.partSize < 1 || this.partSize > AZURE_MAX_BLOCK_SIZE) {
+      throw new InvalidSettingsError(
+        `part size ${this.partSize} bytes is outside Azure's block size range: set PLUGIN_PART_SIZE_MB to 1–4000`,
+        { backend: KIND, op: "connect" },
+      );
+    }
+  }
+
+  /**
+   * Creates the container when it is missing. An identity that may not
+   * create containers but may list an existing one still works (as the Go
+   * plugin: try to create, on failure probe by listing one blob).
+   */
+  async ensureContainer(): Promise<void> {
+    let createError: unknown;
+    try {
+      await this.#call(
+        "connect",
+        undefined,
+        undefined,
+        (signal) => this.#containerClient.create({ abortSignal: signal }),
+      );
+      this.#log?.info("created the azure container", { container: this.container });
+      return;
+    } catch (err) {
+      const cause = sdkError(err instanceof StorageError ? err.cause : err);
+      if (cause.code === "ContainerAlreadyExists" || cause.statusCode === 409) return;
+      // Unreachable or refused outright: probing would only repeat the same wait.
+      if (err instanceof UnavailableError || err instanceof AuthFailedError) throw err;
+      createError = err;
+    }
+    try {
+      await this.#call(
+        "connect",
+        undefined,
+        undefined,
+        (signal) =>
+          this.#containerClient.listBlobsFlat({ abortSignal: signal }).byPage({ maxPageSize: 1 }).next(),
+      );
+      this.#log?.debug("cannot create the container, but it exists and can be listed", {
+        container: this.container,
+        create_error: (createError as Error).message,
+      });
+    } catch (probeError) {
+      // Listing says why: a missing container (then the create error tells why it could
+      // not be made), a refused credential, an unknown account, an unreachable endpoint.
+      if (probeError instanceof NotFoundError && sdkError(probeError.cause).code === "ContainerNotFound") {
+        throw new NotFoundError(
+          `container "${this.container}" does not exist in storage account ${this.auth.accountName} ` +
+            `(${this.auth.serviceUrl}) and could not be created (${
+              this.#shortCause(createError)
+            }): create it, ` +
+            `or give the identity a role that may create containers (Storage Blob Data Contributor on the ` +
+            `account), or check PLUGIN_CONTAINER`,
+          { backend: KIND, op: "connect", cause: createError },
+        );
+      }
+      throw probeError;
+    }
+  }
+
+  async stat(name: string): Promise<ObjectInfo | null> {
+    try {
+      const props = await this.#call(
+        "stat",
+        name,
+        undefined,
+        (signal) => this.#containerClient.getBlobClient(name).getProperties({ abortSignal: signal }),
+      );
+      return {
+        name,
+        size: props.contentLength ?? 0,
+        modified: props.lastModified ?? new Date(0),
+        meta: decodeMeta(props.metadata),
+      };
+    } catch (err) {
+      if (err instanceof NotFoundError && this.#blobMissing(err.cause)) return null;
+      throw err;
+    }
+  }
+
+  async get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+    const outer = options.signal;
+    const blob = this.#containerClient.getBlobClient(name);
+    const props = await this.#call(
+      "get",
+      name,
+      outer,
+      (signal) => blob.getProperties({ abortSignal: signal }),
+    );
+    const size = props.contentLength ?? 0;
+    const etag = props.etag;
+    const internal = new AbortController();
+    const onAbort = () => internal.abort(outer!.reason);
+    outer?.addEventListener("abort", onAbort, { once: true });
+    const ranges = Math.ceil(size / this.partSize);
+    let next = 0;
+    const inflight: Promise<Uint8Array[]>[] = [];
+
+    const fetchRange = (index: number): Promise<Uint8Array[]> => {
+      const offset = index * this.partSize;
+      const count = Math.min(this.partSize, size - offset);
+      const promise = this.#call("get", name, internal.signal, async (signal, touch) => {
+        const res = await blob.download(offset, count, {
+          abortSignal: signal,
+          conditions: etag ? { ifMatch: etag } : undefined,
+          maxRetryRequests: 0,
+        });
+        touch();
+        if (!res.readableStreamBody) throw new Error("the download response has no body");
+        const { chunks, bytes } = await collect(res.readableStreamBody, count, signal, touch);
+        if (bytes !== count) {
+          throw Object.assign(new Error(`short read: ${bytes} of ${count} bytes (connection closed early)`), {
+            code: "ECONNRESET",
+          });
+        }
+        return chunks;
+      });
+      promise.catch(() => {}); // observed when its turn comes; avoid an unhandled rejection before that
+      return promise;
+    };
+
+    const cleanup = () => outer?.removeEventListener("abort", onAbort);
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        while (inflight.length < this.concurrency && next < ranges) inflight.push(fetchRange(next++));
+        const first = inflight.shift();
+        if (first === undefined) {
+          cleanup();
+          controller.close();
+          return;
+        }
+        try {
+          for (const chunk of await first) controller.enqueue(chunk);
+        } catch (err) {
+          internal.abort(err);
+          cleanup();
+          throw err;
+        }
+      },
+      cancel: (reason) => {
+        internal.abort(reason ?? new Error("download cancelled"));
+        cleanup();
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  async put(
+    name: string,
+    body: ReadableStream<Uint8Array>,
+    meta: ObjectMeta,
+    options: TransferOptions = {},
+  ): Promise<void> {
+    const outer = options.signal;
+    const blob = this.#containerClient.getBlockBlobClient(name);
+    const metadata = encodeMeta(meta);
+    const common = {
+      metadata,
+      tier: this.#accessTier,
+      blobHTTPHeaders: { blobContentType: "application/octet-stream" },
+    };
+    const uploadId = crypto.randomUUID().replaceAll("-", "").slice(0, 16);
+    const internal = new AbortController();
+    const onAbort = () => internal.abort(outer!.reason);
+    if (outer?.aborted) throw outer.reason;
+    outer?.addEventListener("abort", onAbort, { once: true });
+    const reader = body.getReader();
+    // An abort ends a pending read (cancel resolves it as done); the loop then throws the reason.
+    // (No Promise.race against a long-lived promise here: each race would keep its chunk alive.)
+    internal.signal.addEventListener("abort", () => reader.cancel(internal.signal.reason).catch(() => {}), {
+      once: true,
+    });
+    const blocks: BlockRef[] = [];
+    const inflight = new Set<Promise<void>>();
+    let total = 0;
+    let buffer = new Uint8Array(this.partSize);
+    let fill = 0;
+
+    const dispatch = async (data: Uint8Array) => {
+      if (blocks.length >= this.#maxBlocks) throw this.#tooLarge(name);
+      // Staging promises never reject (a failure aborts `internal`), so waiting on them is safe.
+      while (inflight.size >= this.concurrency) await Promise.race(inflight);
+      if (internal.signal.aborted) throw internal.signal.reason;
+      const ref = { id: blockId(uploadId, blocks.length), size: data.length };
+      blocks.push(ref);
+      const staged: Promise<void> = this.#call(
+        "put",
+        name,
+        internal.signal,
+        (signal, touch) =>
+          blob.stageBlock(ref.id, data, data.length, { abortSignal: signal, onProgress: touch }),
+      )
+        .then(() => {}, (err) => internal.abort(err))
+        .finally(() => inflight.delete(staged));
+      inflight.add(staged);
+    };
+
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (internal.signal.aborted) throw internal.signal.reason;
+        if (done) break;
+        total += value.length;
+        let offset = 0;
+        while (offset < value.length) {
+          const n = Math.min(this.partSize - fill, value.length - offset);
+          buffer.set(value.subarray(offset, offset + n), fill);
+          fill += n;
+          offset += n;
+          if (fill === this.partSize) {
+            await dispatch(buffer);
+            buffer = new Uint8Array(this.partSize);
+            fill = 0;
+          }
+        }
+      }
+      if (blocks.length === 0) {
+        // Smaller than one block: a single Put Blob, atomic by itself.
+        const data = buffer.subarray(0, fill);
+        await this.#call(
+          "put",
+          name,
+          internal.signal,
+          (signal, touch) =>
+            blob.upload(data, data.length, { ...common, abortSignal: signal, onProgress: touch }),
+        );
+        return;
+      }
+      if (fill > 0) await dispatch(buffer.subarray(0, fill));
+      while (inflight.size > 0) await Promise.race(inflight);
+      if (internal.signal.aborted) throw internal.signal.reason;
+      await this.#verifyStaged(name, blob, blocks, total, internal.signal);
+      await this.#call(
+        "put",
+        name,
+        internal.signal,
+        (signal) => blob.commitBlockList(blocks.map((b) => b.id), { ...common, abortSignal: signal }),
+      );
+    } catch (err) {
+      const reason = internal.signal.aborted ? internal.signal.reason : err;
+      internal.abort(reason);
+      await Promise.allSettled([...inflight]);
+      reader.cancel(reason).catch(() => {});
+      throw reason;
+    } finally {
+      outer?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    let continuationToken: string | undefined;
+    do {
+      const token = continuationToken;
+      const page = await this.#call("list", prefix, undefined, (signal) =>
+        this.#containerClient
+          .listBlobsFlat({ prefix, includeMetadata: true, abortSignal: signal })
+          .byPage({ continuationToken: token, maxPageSize: this.#listPageSize })
+          .next());
+      if (page.done) return;
+      for (const item of page.value.segment.blobItems) {
+        yield {
+          name: item.name,
+          size: item.properties.contentLength ?? 0,
+          modified: item.properties.lastModified,
+          meta: decodeMeta(item.metadata),
+        };
+      }
+      continuationToken = page.value.continuationToken || undefined;
+    } while (continuationToken);
+  }
+
+  async delete(name: string): Promise<void> {
+    try {
+      await this.#call(
+        "delete",
+        name,
+        undefined,
+        (signal) =>
+          this.#containerClient.getBlobClient(name).delete({
+            abortSignal: signal,
+            deleteSnapshots: "include",
+          }),
+      );
+    } catch (err) {
+      if (err instanceof NotFoundError && this.#blobMissing(err.cause)) return;
+      throw err;
+    }
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Checks the byte count and the service's uncommitted block list before the commit makes the blob visible. */
+  async #verifyStaged(
+    name: string,
+    blob: ReturnType<ContainerClient["getBlockBlobClient"]>,
+    blocks: BlockRef[],
+    total: number,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const staged = blocks.reduce((sum, b) => sum + b.size, 0);
+    if (staged !== total) {
+      throw new StorageError(
+        "Failed",
+        `read ${total} bytes from the archive stream but staged ${staged}: not committing the block list ` +
+          `(the previous object, if any, is left as it was)`,
+        { backend: KIND, op: "put", object: name },
+      );
+    }
+    const list = await this.#call(
+      "put",
+      name,
+      signal,
+      (s) => blob.getBlockList("uncommitted", { abortSignal: s }),
+    );
+    const onService = new Map((list.uncommittedBlocks ?? []).map((b) => [b.name, b.size]));
+    const bad = blocks.findIndex((b) => onService.get(b.id) !== b.size);
+    if (bad >= 0) {
+      const seen = onService.get(blocks[bad].id);
+      throw new StorageError(
+        "Failed",
+        `block ${bad} of ${blocks.length} is ${
+          seen === undefined ? "missing" : `${seen} bytes instead of ${blocks[bad].size}`
+        } ` +
+          `on the service (another save to the same key may have committed meanwhile): not committing; ` +
+          `the save can simply be retried`,
+        { backend: KIND, op: "put", object: name },
+      );
+    }
+  }
+
+  /** Runs one request with an idle timeout and retries with exponential backoff, mapping failures. */
+  async #call<T>(
+    op: string,
+    object: string | undefined,
+    outer: AbortSignal | undefined,
+    fn: (signal: AbortSignal, touch: () => void) => Promise<T>,
+  ): Promise<T> {
+    for (let attempt = 0;; attempt++) {
+      if (outer?.aborted) throw outer.reason;
+      const controller = new AbortController();
+      const onAbort = () => controller.abort(outer!.reason);
+      outer?.addEventListener("abort", onAbort, { once: true });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const touch = () => {
+        if (this.#timeoutMs <= 0) return;
+        clearTimeout(timer);
+        timer = setTimeout(() => controller.abort(new AttemptTimeout(this.#timeoutMs)), this.#timeoutMs);
+      };
+      touch();
+      try {
+        return await fn(controller.signal, touch);
+      } catch (raw) {
+        if (outer?.aborted) throw outer.reason;
+        if (raw instanceof StorageError) throw raw;
+        const err = controller.signal.reason instanceof AttemptTimeout ? controller.signal.reason : raw;
+        if (attempt < this.#maxRetries && isRetriable(err)) {
+          const base = Math.min(this.#retryDelayMs * 2 ** attempt, this.#maxRetryDelayMs);
+          const delay = base / 2 + Math.random() * base / 2;
+          this.#log?.debug("azure request failed, retrying", {
+            op,
+            object,
+            attempt: attempt + 1,
+            delay_ms: Math.round(delay),
+            error: firstLine(sdkError(err).message),
+          });
+          await sleep(delay, outer);
+          continue;
+        }
+        throw this.#mapError(op, object, err, attempt + 1);
+      } finally {
+        clearTimeout(timer);
+        outer?.removeEventListener("abort", onAbort);
+      }
+    }
+  }
+
+  #blobMissing(cause: unknown): boolean {
+    const e = sdkError(cause);
+    return e.statusCode === 404 && e.code !== "ContainerNotFound" && e.code !== "ResourceNotFound";
+  }
+
+  #shortCause(err: unknown): string {
+    const cause = err instanceof StorageError ? err.cause : err;
+    const e = sdkError(cause);
+    return [e.statusCode, e.code, firstLine(e.message)].filter((x) => x !== undefined && x !== "").join(" ");
+  }
+
+  #tooLarge(name: string): TooLargeError {
+    const mib = this.partSize / MiB;
+    const limit = (this.#maxBlocks * this.partSize) / 1024 ** 3;
+    return new TooLargeError(
+      `the archive is larger than one Azure block blob can hold at this block size: ${this.#maxBlocks} blocks × ` +
+        `${mib} MiB = ${
+          limit.toFixed(1)
+        } GiB. Raise PLUGIN_PART_SIZE_MB (now ${mib}; Azure allows up to 4000) ` +
+        `or cache less under this mount`,
+      { backend: KIND, op: "put", object: name },
+    );
+  }
+
+  /** Turns an SDK/identity/network error into a typed error whose message says what to fix. */
+  #mapError(op: string, object: string | undefined, err: unknown, attempts: number): StorageError {
+    const context = { backend: KIND, op, object, cause: err };
+    const e = sdkError(err);
+    const auth = this.auth;
+    const where = `${auth.serviceUrl}${auth.serviceUrlSource ? ` (from ${auth.serviceUrlSource})` : ""}`;
+
+    if (err instanceof AttemptTimeout) {
+      return new UnavailableError(
+        `${where} did not respond (${err.message}, ${attempts} attempts): check the network or raise ` +
+          `PLUGIN_BACKEND_OPERATION_TIMEOUT`,
+        context,
+      );
+    }
+    if (IDENTITY_ERRORS.has(e.name ?? "")) {
+      return new AuthFailedError(this.#identityFailure(e), context);
+    }
+    if (e.statusCode === undefined || e.statusCode === 0) {
+      const code = networkCode(err);
+      if (code === "ENOTFOUND") {
+        const host = new URL(auth.serviceUrl).host;
+        if (!auth.serviceUrlSource) {
+          return new NotFoundError(
+            `storage account "${auth.accountName}" not found: ${host} does not resolve. Check PLUGIN_ACCOUNT_NAME ` +
+              `(and AZURE_BLOB_STORAGE_URL for sovereign clouds), and that DNS works on this machine`,
+            context,
+          );
+        }
+        return new UnavailableError(
+          `cannot resolve ${host} of ${where}: check the endpoint and DNS`,
+          context,
+        );
+      }
+      if (code && /CERT|VERIFY|SELF_SIGNED|certificate/.test(code)) {
+        return new UnavailableError(
+          `the TLS certificate of ${where} is not trusted (${firstLine(e.message)}): for a private CA set ` +
+            `NODE_EXTRA_CA_CERTS to its PEM file`,
+          context,
+        );
+      }
+      if (code) {
+        return new UnavailableError(
+          `cannot reach ${where} (${code}, ${attempts} attempts): check the network, proxy or firewall and the ` +
+            `endpoint`,
+          context,
+        );
+      }
+      return new StorageError("Failed", firstLine(e.message) || String(err), context);
+    }
+
+    const status = e.statusCode;
+    const code = e.code ?? "";
+    const detail = `${status}${code ? ` ${code}` : ""}`;
+    if (status === 404 || code === "ContainerNotFound" || code === "ResourceNotFound") {
+      if (code === "ContainerNotFound") {
+        return new NotFoundError(
+          `container "${this.container}" does not exist in storage account ${auth.accountName} (${where}): ` +
+            `check PLUGIN_CONTAINER`,
+          context,
+        );
+      }
+      if (code === "ResourceNotFound" && object === undefined) {
+        return new NotFoundError(
+          `storage account "${auth.accountName}" not found at ${where} (${detail}): check PLUGIN_ACCOUNT_NAME ` +
+            `and PLUGIN_ENDPOINT`,
+          context,
+        );
+      }
+      return new NotFoundError(`no such object (${detail})`, context);
+    }
+    // A shared key or SAS that does not verify is AuthenticationFailed on Azure and
+    // AuthorizationFailure on Azurite; HEAD responses carry no code at all.
+    const keyBased = auth.method === "shared-key" || auth.method === "sas" ||
+      auth.method === "connection-string";
+    if (
+      AUTH_FAILED_CODES.has(code) || status === 401 ||
+      (keyBased && status === 403 && (code === "AuthorizationFailure" || code === ""))
+    ) {
+      return new AuthFailedError(this.#credentialRejected(detail), context);
+    }
+    if (DENIED_CODES.has(code) || status === 403) {
+      return new AccessDeniedError(this.#permissionDenied(op, detail), context);
+    }
+    if (status === 413 || code === "RequestBodyTooLarge" || code === "BlockCountExceedsLimit") {
+      return new TooLargeError(
+        `the service refused the size (${detail}): lower PLUGIN_PART_SIZE_MB below 4000 or cache less`,
+        context,
+      );
+    }
+    if (status === 412 || code === "ConditionNotMet") {
+      return new StorageError(
+        "Failed",
+        `the object changed while it was being read (${detail}): another save replaced it; retry the restore`,
+        context,
+      );
+    }
+    if (RETRIABLE_STATUS.has(status)) {
+      return new UnavailableError(
+        `${where} kept failing (${detail}: ${
+          firstLine(e.message)
+        }, ${attempts} attempts): the service is busy ` +
+          `or down; retry later or raise AZURE_BLOB_MAX_RETRY_REQUESTS`,
+        context,
+      );
+    }
+    return new StorageError("Failed", `${detail}: ${firstLine(e.message)}`, context);
+  }
+
+  #identityFailure(e: SdkError): string {
+    const auth = this.auth;
+    const text = e.errorResponse?.errorDescription ?? e.message ?? "";
+    // Entra's reason: "AADSTS700211: No matching federated identity record …", without trace ids.
+    const aad = /AADSTS\d+:.*?(?=\s+Trace ID:|\s+-\s+Correlation ID:|$)/s.exec(text)?.[0];
+    const aadsts = /AADSTS\d+/.exec(text)?.[0];
+    const reason = (aad ?? firstLine(text)).replace(/\s+/g, " ").trim();
+    const who = `client ${auth.clientId} in tenant ${auth.tenantId}`;
+    if (auth.method === "oidc") {
+      const expired = aadsts === "AADSTS700024" || /expired|valid time range/i.test(reason);
+      return `Entra ID rejected the OIDC token from ${auth.secretSource} for ${who}` +
+        `${expired ? " (the token has expired)" : ""}: ${
+          reason || e.name
+        }. The token comes from the CI system ` +
+        `(Harness sets PLUGIN_AZURE_OIDC_TOKEN / PLUGIN_OIDC_TOKEN_ID for the step): make sure it is fresh, and ` +
+        `that the app registration or managed identity has a federated credential whose issuer, subject and ` +
+        `audience (api://AzureADTokenExchange) match the token`;
+    }
+    if (auth.method === "service-principal") {
+      return `Entra ID rejected the service principal ${who}: ${reason || e.name}. Check ` +
+        `${auth.secretSource} (the secret's value, not its id; secrets expire) and PLUGIN_AZURE_CLIENT_ID / ` +
+        `PLUGIN_AZURE_TENANT_ID`;
+    }
+    return `authentication failed: ${reason || e.name}`;
+  }
+
+  #credentialRejected(detail: string): string {
+    const auth = this.auth;
+    switch (auth.method) {
+      case "shared-key":
+        return `storage account ${auth.accountName} rejected the account key (${detail}): check that ` +
+          `${auth.secretSource} is a current key of this account (key1 or key2 on its "Access keys" page) and ` +
+          `that PLUGIN_ACCOUNT_NAME names the same account (or the storage firewall blocks this network)`;
+      case "sas":
+        return `storage account ${auth.accountName} rejected the SAS token (${detail}): it is expired, revoked, ` +
+          `malformed or for another account; issue a new one into ${auth.secretSource}`;
+      case "connection-string":
+        return `storage account ${auth.accountName} rejected the credentials of the connection string ` +
+          `(${detail}): copy a current one into ${auth.secretSource}`;
+      default:
+        return `storage account ${auth.accountName} rejected the access token obtained for client ` +
+          `${auth.clientId} (${detail}): check that the tenant ${auth.tenantId} is the storage account's tenant`;
+    }
+  }
+
+  #permissionDenied(op: string, detail: string): string {
+    const auth = this.auth;
+    const what = op === "get" || op === "stat"
+      ? "read blobs"
+      : op === "list"
+      ? "list blobs"
+      : op === "connect"
+      ? "use the container"
+      : op === "delete"
+      ? "delete blobs"
+      : "write blobs";
+    const target = `container "${this.container}" of storage account ${auth.accountName}`;
+    if (auth.method === "sas") {
+      return `the SAS token may not ${what} in ${target} (${detail}): issue it with read, add, create, write, ` +
+        `delete and list permissions (sp=racwdl) for this container, or check the storage firewall`;
+    }
+    if (auth.method === "oidc" || auth.method === "service-principal") {
+      return `client ${auth.clientId} may not ${what} in ${target} (${detail}): assign it the ` +
+        `"Storage Blob Data Contributor" role on the container or the storage account (Reader roles cannot ` +
+        `save or flush), or check the storage firewall`;
+    }
+    return `this credential may not ${what} in ${target} (${detail}): the storage account's firewall or ` +
+      `settings (shared key access disabled?) refuse it`;
+  }
+}
+
+/**
+ * Creates the azure backend from the settings: picks the credential (first
+ * match wins, see `azure_auth.ts`), resolves the endpoint and container,
+ * logs which method is used (never the secret), and creates the container
+ * when missing.
+ *
+ * @example
+ * ```ts
+ * const backend = await createAzureBackend(settings, log);
+ * for await (const o of backend.list("key/")) console.log(o.name);
+ * ```
+ */
+export async function createAzureBackend(settings: Settings, log: Logger): Promise<Backend> {
+  const container = containerName(settings);
+  const { client, auth } = await connectAzure(settings, log);
+  const partSize = settings.partSizeMb * MiB;
+  if (settings.partSizeMb > 4000) {
+    throw new InvalidSettingsError(
+      `${
+        describeSource(settings, "partSizeMb")
+      }=${settings.partSizeMb} exceeds Azure's block size limit: use 1–4000`,
+      { backend: KIND, op: "connect" },
+    );
+  }
+  log.info("azure backend", {
+    auth: auth.method,
+    credential: auth.description,
+    endpoint: auth.serviceUrl,
+    container,
+  });
+  const backend = new AzureBackend({
+    client,
+    container,
+    auth,
+    partSize,
+    concurrency: settings.transferConcurrency,
+    maxRetries: settings.azureBlobMaxRetryRequests,
+    timeoutMs: settings.backendOperationTimeout,
+    accessTier: settings.azureAccessTier as AzureAccessTier | "",
+    log,
+  });
+  await backend.ensureContainer();
+  return backend;
 }
