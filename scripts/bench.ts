@@ -5,12 +5,14 @@
  *
  * The tree is seeded and realistic: ≈20k small text-like files of 1–20 KB in
  * nested package directories, a few 50 MB files (one random, two
- * compressible), and symlinks; ≈400 MB. It is built once under `.bench/` and
+ * compressible), and symlinks; ≈370 MB. It is built once under `.bench/` and
  * reused. Backends: filesystem always; Azure (Azurite), S3 (Swift) and GCS
  * (emulator) when their server scripts can start here.
  *
  * Environment: `BENCH_SCALE` (default 1) scales the tree; `BENCH_BACKENDS`
- * (comma list, default all) and `BENCH_FORMATS` (default `tar,zstd`) select.
+ * (comma list, default all) and `BENCH_FORMATS` (default `tar,zstd`) select;
+ * `BENCH_REPEAT` (default 3) runs each measurement that often, alternating
+ * ours and the pipeline, and reports the median wall time.
  *
  * @module
  */
@@ -21,6 +23,7 @@ const BENCH = join(ROOT, ".bench");
 const SCALE = Number(Deno.env.get("BENCH_SCALE") ?? "1");
 const FORMATS = (Deno.env.get("BENCH_FORMATS") ?? "tar,zstd").split(",");
 const BACKENDS = (Deno.env.get("BENCH_BACKENDS") ?? "filesystem,azure,s3,gcs").split(",");
+const REPEAT = Math.max(1, Number(Deno.env.get("BENCH_REPEAT") ?? "3"));
 
 /** xorshift32: deterministic bytes and choices. */
 class Rng {
@@ -117,6 +120,8 @@ async function buildTree(): Promise<Tree> {
 
 interface Measure {
   seconds: number;
+  /** User + system CPU seconds. */
+  cpu?: number;
   rssMb?: number;
 }
 
@@ -125,7 +130,7 @@ const hasTime = await Deno.stat("/usr/bin/time").then(() => true, () => false);
 /** Runs a command under /usr/bin/time, returning wall seconds and peak RSS. */
 async function measure(cmd: string[], env: Record<string, string>, cwd: string): Promise<Measure> {
   const statsFile = await Deno.makeTempFile();
-  const argv = hasTime ? ["/usr/bin/time", "-o", statsFile, "-f", "%e %M", ...cmd] : cmd;
+  const argv = hasTime ? ["/usr/bin/time", "-o", statsFile, "-f", "%U %S %M", ...cmd] : cmd;
   const started = performance.now();
   const out = await new Deno.Command(argv[0], {
     args: argv.slice(1),
@@ -139,12 +144,21 @@ async function measure(cmd: string[], env: Record<string, string>, cwd: string):
     throw new Error(`${cmd.join(" ")} failed:\n${new TextDecoder().decode(out.stderr).slice(-3000)}`);
   }
   let rssMb: number | undefined;
+  let cpu: number | undefined;
   if (hasTime) {
-    const [, rssKb] = (await Deno.readTextFile(statsFile)).trim().split(/\s+/).slice(-2);
+    const [user, sys, rssKb] = (await Deno.readTextFile(statsFile)).trim().split(/\s+/).slice(-3);
+    cpu = Number(user) + Number(sys);
     rssMb = Number(rssKb) / 1024;
   }
   await Deno.remove(statsFile);
-  return { seconds, rssMb };
+  return { seconds, cpu, rssMb };
+}
+
+/** The run with the median wall time (peak RSS: the largest seen). */
+function median(runs: Measure[]): Measure {
+  const sorted = [...runs].sort((a, b) => a.seconds - b.seconds);
+  const mid = sorted[Math.floor(sorted.length / 2)];
+  return { ...mid, rssMb: Math.max(...runs.map((r) => r.rssMb ?? 0)) || undefined };
 }
 
 interface Server {
@@ -169,7 +183,8 @@ async function startBackend(name: string, cacheRoot: string): Promise<Server | u
   if (!file) return undefined;
   try {
     const mod = await import(join(ROOT, "scripts", "servers", file));
-    return await mod[fn]();
+    // Azurite keeps blobs in memory unless told otherwise; the bench data belongs on disk.
+    return await mod[fn](name === "azure" ? { onDisk: true } : undefined);
   } catch (err) {
     console.error(
       `skipping ${name}: its test server did not start (${err instanceof Error ? err.message : err})`,
@@ -195,50 +210,64 @@ async function benchBackend(name: string, tree: Tree, rows: Row[]): Promise<void
   if (!server) return;
   try {
     for (const format of FORMATS) {
-      const key = `bench-${format}-${Date.now()}`;
-      const env = {
-        ...server.env,
-        PLUGIN_CACHE_KEY: key,
-        PLUGIN_ARCHIVE_FORMAT: format,
-        PLUGIN_LOG_LEVEL: "warn",
-      };
       const srcParent = resolve(tree.path, "..");
-      // ci-cache save and restore (restore into a fresh directory: re-rooted, nothing deleted before timing).
-      const save = await measure([DENO, "run", "-A", MAIN, "save", "cache"], env, srcParent);
-      const restoreDir = join(work, `restore-ours-${format}`);
-      await Deno.mkdir(restoreDir);
-      const restore = await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, restoreDir);
-      await verifyRestored(tree, join(restoreDir, "cache"));
-
-      // The shell pipeline a user would write instead, then the same upload/download through ci-cache's backend.
-      const archive = join(work, `pipeline.${format}`);
       const compress = format === "zstd" ? " | zstd -T0 -3 -q" : format === "gzip" ? " | gzip" : "";
       const decompress = format === "zstd" ? "zstd -dc -q" : format === "gzip" ? "gzip -dc" : "cat";
-      const objectName = `${key}-pipeline/cache`;
       const helper = join(ROOT, "scripts", "bench_transfer.ts");
-      const pSave = await measure(
-        [
-          "bash",
-          "-c",
-          `tar -cf - cache${compress} > '${archive}' && '${DENO}' run -A '${helper}' put '${objectName}' '${archive}'`,
-        ],
-        server.env,
-        srcParent,
-      );
-      await Deno.remove(archive).catch(() => {}); // moved into the volume on the filesystem backend
-      const pDir = join(work, `restore-pipeline-${format}`);
-      await Deno.mkdir(pDir);
-      const pRestore = await measure(
-        [
-          "bash",
-          "-c",
-          `'${DENO}' run -A '${helper}' get '${objectName}' '${archive}' && ${decompress} < '${archive}' | tar -xf -`,
-        ],
-        server.env,
-        pDir,
-      );
-      rows.push({ backend: name, format, op: "save", ours: save, pipeline: pSave });
-      rows.push({ backend: name, format, op: "restore", ours: restore, pipeline: pRestore });
+      const runs = {
+        save: [] as Measure[],
+        restore: [] as Measure[],
+        pSave: [] as Measure[],
+        pRestore: [] as Measure[],
+      };
+      // Alternate ours and the pipeline, REPEAT times each; restores go into fresh directories (re-rooted for
+      // ours), so nothing is deleted right before a timed step.
+      for (let i = 0; i < REPEAT; i++) {
+        const key = `bench-${format}-${i}-${Date.now()}`;
+        const env = {
+          ...server.env,
+          PLUGIN_CACHE_KEY: key,
+          PLUGIN_ARCHIVE_FORMAT: format,
+          PLUGIN_LOG_LEVEL: "warn",
+        };
+        runs.save.push(await measure([DENO, "run", "-A", MAIN, "save", "cache"], env, srcParent));
+        const restoreDir = join(work, `restore-ours-${format}-${i}`);
+        await Deno.mkdir(restoreDir);
+        runs.restore.push(await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, restoreDir));
+        await verifyRestored(tree, join(restoreDir, "cache"));
+
+        // The shell pipeline a user would write instead, with the same upload/download through the backend.
+        const archive = join(work, `pipeline-${i}.${format}`);
+        const objectName = `${key}-pipeline/cache`;
+        const put = `'${DENO}' run -A '${helper}' put '${objectName}' '${archive}'`;
+        runs.pSave.push(
+          await measure(
+            ["bash", "-c", `tar -cf - cache${compress} > '${archive}' && ${put}`],
+            server.env,
+            srcParent,
+          ),
+        );
+        await Deno.remove(archive).catch(() => {}); // moved into the volume on the filesystem backend
+        const pDir = join(work, `restore-pipeline-${format}-${i}`);
+        await Deno.mkdir(pDir);
+        const get = `'${DENO}' run -A '${helper}' get '${objectName}' '${archive}'`;
+        runs.pRestore.push(
+          await measure(
+            ["bash", "-c", `${get} && ${decompress} < '${archive}' | tar -xf -`],
+            server.env,
+            pDir,
+          ),
+        );
+        await verifyRestored(tree, join(pDir, "cache"));
+      }
+      rows.push({ backend: name, format, op: "save", ours: median(runs.save), pipeline: median(runs.pSave) });
+      rows.push({
+        backend: name,
+        format,
+        op: "restore",
+        ours: median(runs.restore),
+        pipeline: median(runs.pRestore),
+      });
       printRow(tree, rows.at(-2)!);
       printRow(tree, rows.at(-1)!);
     }
@@ -271,8 +300,10 @@ function printRow(tree: Tree, r: Row): void {
       `${fmt(r.ours.seconds, 2)}s`.padStart(8),
       `${fmt(mb / r.ours.seconds)} MB/s`.padStart(12),
       `${fmt(tree.files / r.ours.seconds, 0)} files/s`.padStart(15),
+      `${fmt(r.ours.cpu, 2)}s`.padStart(8),
       `${fmt(r.ours.rssMb, 0)} MB`.padStart(8),
       `${fmt(r.pipeline.seconds, 2)}s`.padStart(9),
+      `${fmt(r.pipeline.cpu, 2)}s`.padStart(8),
       `${fmt(r.pipeline.rssMb, 0)} MB`.padStart(8),
       `${fmt(r.ours.seconds / r.pipeline.seconds, 2)}`.padStart(7),
     ].join(" "),
@@ -284,10 +315,10 @@ if (import.meta.main) {
   const tree = await buildTree();
   console.log(
     `tree: ${tree.files} files, ${(tree.bytes / 1e6).toFixed(0)} MB (scale ${SCALE}); ` +
-      `ratio = ours / pipeline wall time (below 1: ci-cache is faster)`,
+      `median of ${REPEAT}; CPU = user+sys; ratio = ours / pipeline wall time (below 1: ci-cache is faster)`,
   );
   console.log(
-    "backend    fmt   op        ours        speed            rate  ours RSS  pipeline  pipe RSS  ratio",
+    "backend    fmt   op        ours        speed            rate  ours CPU ours RSS  pipeline pipe CPU pipe RSS  ratio",
   );
   const rows: Row[] = [];
   for (const name of BACKENDS) await benchBackend(name, tree, rows);
