@@ -7,7 +7,8 @@
  *
  * @module
  */
-import { errorText, Logger, type Sink, stderrSink } from "./log.ts";
+import { errorText, formatBytes, Logger, type Sink, stderrSink } from "./log.ts";
+import type { MountOutcome } from "./cache/outcome.ts";
 import {
   helpText,
   loadSettings,
@@ -143,6 +144,7 @@ async function runSave(ctx: OpContext): Promise<number> {
     saved: count("saved"),
     skipped: count("skipped"),
     failed: failed.length,
+    mounts: summarize(outcomes),
   });
   if (failed.length === 0) return 0;
   ctx.log.error(`[IMPORTANT] build cache, ${failed.length} of ${outcomes.length} mounts failed`, {
@@ -162,6 +164,7 @@ async function runRestore(ctx: OpContext): Promise<number> {
     matched_key: result.matchedKey,
     restored,
     of: total,
+    mounts: summarize(result.outcomes),
   });
   if (result.match === "miss" || restored === 0) {
     ctx.log.error(`[IMPORTANT] restore cache, cache miss for key ${ctx.key}`, {
@@ -184,6 +187,18 @@ async function runFlush(ctx: OpContext): Promise<number> {
   if (result.failed === 0) return 0;
   ctx.log.error(`[IMPORTANT] flush cache, ${result.failed} objects could not be deleted`);
   return ctx.settings.exitCode ? 1 : 0;
+}
+
+/** One `mount: outcome (sizes)` item per mount, for the summary line. */
+function summarize(outcomes: readonly MountOutcome[]): string {
+  return outcomes.map((o) => {
+    const sizes = o.rawBytes !== undefined && o.storedBytes !== undefined
+      ? ` ${formatBytes(o.rawBytes)}/${formatBytes(o.storedBytes)}`
+      : "";
+    return `${o.mount}: ${o.status}${sizes}${
+      o.status === "failed" || o.status === "miss" ? ` (${o.reason})` : ""
+    }`;
+  }).join("; ");
 }
 
 /** Settings that differ from their defaults, secrets masked, for `--debug`. */
