@@ -85,7 +85,10 @@ for (const format of ["tar", "gzip", "zstd"]) {
       assertEquals(await readTree(join(sb.work, "node_modules")), before);
       assert(sb.logs.some((l) => l.includes("status=saved") && l.includes("ratio=")), "save summary line");
       assert(sb.logs.some((l) => l.includes("status=restored")), "restore line per mount");
-      assert(sb.logs.some((l) => l.includes("msg=\"save done\"") && l.includes("node_modules: saved")), "summary");
+      assert(
+        sb.logs.some((l) => l.includes('msg="save done"') && l.includes("node_modules: saved")),
+        "summary",
+      );
     } finally {
       await sb.cleanup();
     }
