@@ -2,7 +2,8 @@ import { createHash } from "node:crypto";
 import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
 import { MountNotFoundError, pack } from "../lib/archive/pack.ts";
 import { Logger } from "../lib/log.ts";
-import { buildTree, collect, tempDir } from "./fixtures/archive/helpers.ts";
+import { FilesystemBackend } from "../lib/storage/filesystem.ts";
+import { buildTree, bytes, collect, tempDir } from "./fixtures/archive/helpers.ts";
 
 const dec = new TextDecoder();
 
@@ -230,6 +231,87 @@ Deno.test("pack: preserveMetadata writes sub-second mtimes and ownership; withou
     assertEquals(f.pax.mtime, "1600000000.5");
     const without = rawEntries(await collect(pack({ mount: "m", cwd: dir }).stream));
     assertEquals(without.find((e) => e.name.endsWith("/m/f"))!.pax.mtime, undefined);
+  } finally {
+    await cleanup();
+  }
+});
+
+/** A tree with odd-sized small files (padding after every one) and files spanning several 1 MiB chunks. */
+async function chunkyTree(dir: string): Promise<void> {
+  await buildTree(dir);
+  await Deno.mkdir(`${dir}/many`);
+  for (let i = 0; i < 300; i++) await Deno.writeFile(`${dir}/many/f${i}`, bytes(1 + i * 97, i + 1));
+  await Deno.writeFile(`${dir}/big`, bytes((5 << 20) + 123, 7));
+  await Deno.writeFile(`${dir}/exact`, bytes(1 << 20, 8));
+}
+
+Deno.test("pack: released chunks are reused; the archive is unchanged and a big file streams through a few buffers", async () => {
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    await chunkyTree(`${dir}/m`);
+    const reference = await collect(pack({ mount: "m", cwd: dir }).stream);
+    const { stream, stats, release } = pack({ mount: "m", cwd: dir });
+    const copies: Uint8Array[] = [];
+    const buffers = new Set<ArrayBufferLike>();
+    for await (const chunk of stream) {
+      copies.push(chunk.slice());
+      buffers.add(chunk.buffer);
+      release(chunk);
+      release(chunk); // a second release of the same chunk is ignored
+    }
+    assert(copies.length >= 8, `only ${copies.length} chunks`);
+    assert(buffers.size <= 3, `${buffers.size} buffers for ${copies.length} chunks`);
+    assertEquals(await collect(ReadableStream.from(copies)), reference);
+    assertEquals((await stats).files, rawEntries(reference).filter((e) => e.type === "0").length);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("pack: the filesystem backend hands written chunks back; the stored archive is intact", async () => {
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    await chunkyTree(`${dir}/m`);
+    await Deno.mkdir(`${dir}/store`);
+    const reference = await collect(pack({ mount: "m", cwd: dir }).stream);
+    const archive = pack({ mount: "m", cwd: dir });
+    let released = 0;
+    const backend = new FilesystemBackend(`${dir}/store`);
+    await backend.put("k/m", archive.stream, {}, {
+      release: (c) => {
+        released++;
+        archive.release(c);
+      },
+    });
+    assert(released >= 8, `${released} chunks released`);
+    assertEquals(await Deno.readFile(`${dir}/store/k/m`), reference);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("pack: a file replaced by a directory or removed during the walk is archived as found", async () => {
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    await Deno.mkdir(`${dir}/m`);
+    await Deno.writeFile(`${dir}/m/a`, bytes(6 << 20, 3)); // spans several chunks: b and c are visited later
+    await Deno.writeTextFile(`${dir}/m/b`, "b");
+    await Deno.writeTextFile(`${dir}/m/c`, "c");
+    const { stream, stats } = pack({ mount: "m", cwd: dir });
+    const reader = stream.getReader();
+    const parts: Uint8Array[] = [];
+    const first = await reader.read();
+    parts.push(first.value!);
+    // The listing said b and c are files; now b is a directory and c is gone.
+    await Deno.remove(`${dir}/m/b`);
+    await Deno.mkdir(`${dir}/m/b`);
+    await Deno.writeTextFile(`${dir}/m/b/inner`, "inner");
+    await Deno.remove(`${dir}/m/c`);
+    for (let r = await reader.read(); !r.done; r = await reader.read()) parts.push(r.value);
+    const entries = rawEntries(await collect(ReadableStream.from(parts)));
+    const names = entries.filter((e) => e.type !== "g").map((e) => `${e.type} ${e.name.slice(dir.length)}`);
+    assertEquals(names, ["5 /m", "0 /m/a", "5 /m/b", "0 /m/b/inner"]);
+    assertEquals((await stats).files, 2);
   } finally {
     await cleanup();
   }

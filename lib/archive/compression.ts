@@ -328,6 +328,17 @@ class CompressPool {
   }
 }
 
+/** Options of {@link compressStream}. */
+export interface CompressOptions {
+  /** Compression threads (default: the CPU count, at most 4). */
+  workers?: number;
+  /**
+   * Called with every input chunk once its bytes were copied into a block,
+   * so the producer can reuse its memory (see `pack`'s `release`).
+   */
+  release?: (chunk: Uint8Array) => void;
+}
+
 /**
  * A transform that compresses a byte stream. `tar` passes bytes through;
  * `gzip` takes level -1 (zlib default, 6), -2 (Huffman only) or 0–9; `zstd`
@@ -336,7 +347,9 @@ class CompressPool {
  * parallel on up to `workers` threads (default: the CPU count, at most 4).
  *
  * Memory is bounded: at most `workers + 1` blocks of 4 MiB are being
- * compressed or waiting to be written, and their buffers are reused.
+ * compressed or waiting to be written, and their buffers are reused. Input
+ * chunks are copied into the blocks and handed to `options.release` (for
+ * `tar` they pass on as they are and are not released).
  *
  * @example
  * ```ts
@@ -347,7 +360,7 @@ class CompressPool {
 export function compressStream(
   format: ArchiveFormat,
   level: number,
-  options: { workers?: number } = {},
+  options: CompressOptions = {},
 ): TransformStream<Uint8Array, Uint8Array> {
   if (format === "tar") return new TransformStream<Uint8Array, Uint8Array>();
   if (format !== "gzip" && format !== "zstd") throw new RangeError(`unknown archive format ${format}`);
@@ -376,6 +389,7 @@ export function compressStream(
         block.set(chunk.subarray(off, off + n), fill);
         fill += n;
         off += n;
+        if (off === chunk.length) options.release?.(chunk); // copied: the producer may reuse it
         if (fill === block.length) {
           submit();
           while (pending.length >= inFlight) controller.enqueue(await pending.shift()!);

@@ -69,8 +69,10 @@ export interface ArchiveStats {
 
 /** Output chunk size. */
 const CHUNK = 1 << 20;
-/** Files up to this size are read with one `readFileSync` call. */
+/** Files up to this size are checked for growth while being read (a warning; larger ones only for shrinking). */
 const SMALL_FILE = 64 << 10;
+/** Released chunk buffers kept for reuse. */
+const MAX_SPARE = 4;
 
 /** Compares strings by UTF-8 byte order (what Go's `sort.Strings` gives), not UTF-16 units. */
 function compareNames(a: string, b: string): number {
@@ -129,10 +131,25 @@ function childName(parent: string, child: string): string {
   return `${parent}/${child}`;
 }
 
+/** A regular file whose data is being archived. */
+interface OpenFile {
+  path: string;
+  file: Deno.FsFile;
+  /** The listed size (what the header says). */
+  size: number;
+  /** Data bytes still to copy. */
+  left: number;
+  /** The file ended early: the rest is zero-filled. */
+  shrank: boolean;
+}
+
 interface DirFrame {
   path: string;
   name: string;
+  /** Child names in archive order. */
   children: string[];
+  /** Whether the listing says the child is a regular file (then no `lstat` is needed). */
+  isFile: boolean[];
   next: number;
 }
 
@@ -152,6 +169,14 @@ export function pack(options: PackOptions): {
   stream: ReadableStream<Uint8Array>;
   stats: Promise<ArchiveStats>;
   root: string;
+  /**
+   * Hands a chunk of `stream` back once the consumer is completely done with
+   * it (written out or copied, no reference kept anywhere), so its memory is
+   * reused for a later chunk instead of allocating fresh pages. Optional: a
+   * consumer that never calls it just gets a new buffer per chunk. Chunks
+   * not from this stream, and repeated releases, are ignored.
+   */
+  release: (chunk: Uint8Array) => void;
 } {
   const cwd = options.cwd ?? Deno.cwd();
   const { root, rootName } = archiveRoot(options.mount, cwd);
@@ -172,6 +197,7 @@ export function pack(options: PackOptions): {
   let started = false;
   let finished = false;
   let out = new Uint8Array(CHUNK);
+  const probeByte = new Uint8Array(1);
   let pos = 0;
   let controller!: ReadableStreamDefaultController<Uint8Array>;
 
@@ -180,12 +206,29 @@ export function pack(options: PackOptions): {
   const statsPromise = new Promise<ArchiveStats>((res, rej) => [resolveStats, rejectStats] = [res, rej]);
   statsPromise.catch(() => {}); // the stream carries the error; do not crash when nobody awaits stats
 
+  /** Chunk buffers handed back through `release`, ready for reuse. */
+  const spare: Uint8Array<ArrayBuffer>[] = [];
+  /** Buffers of chunks enqueued and not released yet (a released buffer is taken back once). */
+  const issued = new WeakSet<ArrayBufferLike>();
+
+  const nextBuffer = (): Uint8Array<ArrayBuffer> => {
+    const b = spare.pop();
+    if (!b) return new Uint8Array(CHUNK);
+    b.fill(0); // padding and zero-filled gaps rely on a zeroed buffer
+    return b;
+  };
+
+  const emit = (chunk: Uint8Array) => {
+    issued.add(chunk.buffer);
+    controller.enqueue(chunk);
+  };
+
   const flush = () => {
     if (pos === 0) return;
     const chunk = pos === out.length ? out : out.subarray(0, pos);
     hash.update(chunk);
-    controller.enqueue(chunk);
-    out = new Uint8Array(CHUNK);
+    emit(chunk);
+    out = nextBuffer();
     pos = 0;
   };
 
@@ -240,27 +283,141 @@ export function pack(options: PackOptions): {
     return f;
   };
 
-  /** Copies exactly `size` bytes of the open file into the output (zero-filled if it shrank). */
-  const fileData = (path: string, file: Deno.FsFile, size: number) => {
-    let left = size;
-    while (left > 0) {
-      if (pos === out.length) flush();
-      const want = Math.min(left, out.length - pos);
-      const n = file.readSync(out.subarray(pos, pos + want));
+  /** The regular file whose data is being copied (it may span several chunks, so several pulls). */
+  let current: OpenFile | undefined;
+
+  /**
+   * Copies the current file's data into the output until it is complete or
+   * the chunk is full (then it returns after the flush; the next pull goes
+   * on). A file that shrank is zero-filled to its listed size. Small files
+   * (up to {@link SMALL_FILE}) are checked for growth too, by asking for one
+   * byte more than listed where the chunk has room for it (no extra system
+   * call), else with a one-byte read.
+   */
+  const copyFile = (cur: OpenFile) => {
+    const small = cur.size <= SMALL_FILE;
+    while (cur.left > 0) {
+      if (pos === out.length) return flush();
+      const want = Math.min(cur.left, out.length - pos);
+      if (cur.shrank) {
+        pos += want; // the buffer region is still zero
+        cur.left -= want;
+        continue;
+      }
+      const probe = small && want === cur.left && pos + want < out.length ? 1 : 0;
+      const n = cur.file.readSync(out.subarray(pos, pos + want + probe));
       if (n === null || n === 0) {
-        log?.warn("file shrank while being archived; padded with zeros", { path, expected: size });
-        // the buffer region is still zero: skip over it
-        while (left > 0) {
-          if (pos === out.length) flush();
-          const z = Math.min(left, out.length - pos);
-          pos += z;
-          left -= z;
+        if (small) {
+          log?.warn("file changed size while being archived; stored at its listed size", {
+            path: cur.path,
+            listed: cur.size,
+            read: cur.size - cur.left,
+          });
+        } else {
+          log?.warn("file shrank while being archived; padded with zeros", {
+            path: cur.path,
+            expected: cur.size,
+          });
         }
+        cur.shrank = true;
+        continue;
+      }
+      if (n > want) {
+        out[pos + want] = 0; // the probe byte: the file grew; the region after the data stays zero
+        pos += want;
+        cur.left = 0;
+        grew(cur);
         break;
       }
       pos += n;
-      left -= n;
+      cur.left -= n;
+      if (cur.left === 0 && small && !cur.shrank && pos === out.length && cur.size > 0) {
+        // no room for the probe byte in the chunk: check for growth separately
+        const extra = cur.file.readSync(probeByte);
+        if (extra !== null && extra > 0) grew(cur);
+      }
     }
+    current = undefined;
+    cur.file.close();
+    padTo(cur.size);
+    stats.files++;
+    stats.bytes += cur.size;
+    stats.entries++;
+  };
+
+  const grew = (cur: OpenFile) => {
+    let read = cur.size + 1;
+    try {
+      read = Math.max(read, cur.file.statSync().size);
+    } catch { /* the listed size and "more" is all we know */ }
+    log?.warn("file changed size while being archived; stored at its listed size", {
+      path: cur.path,
+      listed: cur.size,
+      read,
+    });
+  };
+
+  /** {@link copyFile} with errors naming the file (which is then closed). */
+  const continueFile = (cur: OpenFile) => {
+    try {
+      copyFile(cur);
+    } catch (err) {
+      current = undefined;
+      try {
+        cur.file.close();
+      } catch { /* already closed */ }
+      throw new Error(`archive: cannot read ${cur.path}: ${(err as Error).message}`, { cause: err });
+    }
+  };
+
+  /**
+   * Starts archiving the regular file at `path`: opened first, then described
+   * by `fstat` of the open file (one system call fewer than `lstat` + open,
+   * and the header matches the bytes read); its data follows through
+   * {@link continueFile}. Returns false when the path turned out not to be a
+   * regular file (replaced during the walk).
+   */
+  const visitFile = (path: string, name: string): boolean => {
+    let file: Deno.FsFile;
+    try {
+      file = Deno.openSync(path, { read: true });
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return true; // vanished during the walk
+      throw new Error(`archive: cannot open ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    let info: Deno.FileInfo;
+    try {
+      info = file.statSync();
+    } catch (err) {
+      file.close();
+      throw new Error(`archive: cannot stat ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    if (!info.isFile) {
+      file.close();
+      return false;
+    }
+    if (info.nlink !== null && info.nlink > 1 && info.ino !== null) {
+      const key = `${info.dev}:${info.ino}`;
+      const first = links.get(key);
+      if (first !== undefined) {
+        file.close();
+        header(fields(name, TYPE.hardlink, info, 0, first));
+        stats.hardlinks++;
+        stats.entries++;
+        return true;
+      }
+      links.set(key, name);
+    }
+    try {
+      header(fields(name, TYPE.file, info, info.size));
+    } catch (err) {
+      file.close();
+      throw err;
+    }
+    const cur = { path, file, size: info.size, left: info.size, shrank: false };
+    current = cur;
+    continueFile(cur);
+    return true;
   };
 
   const padTo = (size: number) => {
@@ -290,78 +447,32 @@ export function pack(options: PackOptions): {
       return;
     }
     if (info.isDirectory) {
-      let children: string[];
+      let entries: Deno.DirEntry[];
       try {
-        children = [];
-        for (const e of Deno.readDirSync(path)) children.push(e.name);
+        entries = Array.from(Deno.readDirSync(path));
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) return;
         throw new Error(`archive: cannot list the directory ${path}: ${(err as Error).message}`, {
           cause: err,
         });
       }
-      children.sort(compareNames);
+      entries.sort((a, b) => compareNames(a.name, b.name));
       header(fields(name, TYPE.dir, info, 0));
       stats.dirs++;
       stats.entries++;
-      stack.push({ path, name, children, next: 0 });
+      stack.push({
+        path,
+        name,
+        children: entries.map((e) => e.name),
+        isFile: entries.map((e) => e.isFile),
+        next: 0,
+      });
       return;
     }
     if (info.isFile) {
-      if (info.nlink !== null && info.nlink > 1 && info.ino !== null) {
-        const key = `${info.dev}:${info.ino}`;
-        const first = links.get(key);
-        if (first !== undefined) {
-          header(fields(name, TYPE.hardlink, info, 0, first));
-          stats.hardlinks++;
-          stats.entries++;
-          return;
-        }
-        links.set(key, name);
+      if (!visitFile(path, name)) {
+        log?.warn("skipping a file that changed type while being archived", { path });
       }
-      const size = info.size;
-      if (size <= SMALL_FILE) {
-        let data: Uint8Array;
-        try {
-          data = Deno.readFileSync(path);
-        } catch (err) {
-          if (err instanceof Deno.errors.NotFound) return;
-          throw new Error(`archive: cannot read ${path}: ${(err as Error).message}`, { cause: err });
-        }
-        if (data.length !== size) {
-          log?.warn("file changed size while being archived; stored at its listed size", {
-            path,
-            listed: size,
-            read: data.length,
-          });
-        }
-        header(fields(name, TYPE.file, info, size));
-        if (data.length >= size) put(data.subarray(0, size));
-        else {
-          put(data);
-          put(new Uint8Array(size - data.length));
-        }
-      } else {
-        let file: Deno.FsFile;
-        try {
-          file = Deno.openSync(path, { read: true });
-        } catch (err) {
-          if (err instanceof Deno.errors.NotFound) return;
-          throw new Error(`archive: cannot open ${path}: ${(err as Error).message}`, { cause: err });
-        }
-        try {
-          header(fields(name, TYPE.file, info, size));
-          fileData(path, file, size);
-        } catch (err) {
-          throw new Error(`archive: cannot read ${path}: ${(err as Error).message}`, { cause: err });
-        } finally {
-          file.close();
-        }
-      }
-      padTo(size);
-      stats.files++;
-      stats.bytes += size;
-      stats.entries++;
       return;
     }
     const kind = info.isSocket
@@ -374,6 +485,17 @@ export function pack(options: PackOptions): {
     log?.warn(`skipping a ${kind}: only files, directories and links are cached`, { path });
   };
 
+  const lstatAndVisit = (path: string, name: string) => {
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.lstatSync(path);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return; // removed during the walk
+      throw new Error(`archive: cannot stat ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    visit(path, name, info);
+  };
+
   const finish = () => {
     const trailerName = globalHeaderName(rootName);
     flush();
@@ -381,7 +503,7 @@ export function pack(options: PackOptions): {
     put(globalHeader(trailerName, { [REC_SHA256]: digest, [REC_ENTRIES]: String(stats.entries) }));
     put(END_OF_ARCHIVE);
     // The trailer and end blocks are not part of the hashed bytes.
-    controller.enqueue(out.subarray(0, pos));
+    emit(out.subarray(0, pos));
     pos = 0;
     finished = true;
     controller.close();
@@ -406,6 +528,10 @@ export function pack(options: PackOptions): {
         // Produce one chunk per pull: bounded work between event-loop turns.
         const startChunk = out;
         while (!finished && out === startChunk) {
+          if (current) {
+            continueFile(current);
+            continue;
+          }
           const top = stack[stack.length - 1];
           if (!top) {
             finish();
@@ -415,16 +541,12 @@ export function pack(options: PackOptions): {
             stack.pop();
             continue;
           }
-          const child = top.children[top.next++];
+          const i = top.next++;
+          const child = top.children[i];
           const path = `${top.path === "/" ? "" : top.path}/${child}`;
-          let info: Deno.FileInfo;
-          try {
-            info = Deno.lstatSync(path);
-          } catch (err) {
-            if (err instanceof Deno.errors.NotFound) continue; // removed during the walk
-            throw new Error(`archive: cannot stat ${path}: ${(err as Error).message}`, { cause: err });
-          }
-          visit(path, childName(top.name, child), info);
+          const name = childName(top.name, child);
+          if (top.isFile[i] && visitFile(path, name)) continue;
+          lstatAndVisit(path, name);
         }
       } catch (err) {
         rejectStats(err);
@@ -432,9 +554,20 @@ export function pack(options: PackOptions): {
       }
     },
     cancel(reason) {
+      try {
+        current?.file.close();
+      } catch { /* already closed */ }
+      current = undefined;
       rejectStats(reason ?? new Error("archive stream cancelled"));
     },
   }, { highWaterMark: 1 });
 
-  return { stream, stats: statsPromise, root };
+  const release = (chunk: Uint8Array) => {
+    const buf = chunk.buffer;
+    if (!issued.has(buf) || buf.byteLength !== CHUNK || spare.length >= MAX_SPARE) return;
+    issued.delete(buf);
+    spare.push(new Uint8Array(buf as ArrayBuffer));
+  };
+
+  return { stream, stats: statsPromise, root, release };
 }

@@ -8,8 +8,8 @@
  */
 import { resolve } from "node:path";
 import { pack } from "../archive/pack.ts";
-import { compressStream } from "../archive/compression.ts";
-import type { Backend } from "../storage/backend.ts";
+import { type ArchiveFormat, compressStream } from "../archive/compression.ts";
+import type { Backend, TransferOptions } from "../storage/backend.ts";
 import { type Logger, ProgressMeter } from "../log.ts";
 import type { Settings } from "../settings.ts";
 import { expandMount, LAYOUT_VERSION, META, objectName } from "./layout.ts";
@@ -77,18 +77,22 @@ async function saveMount(ctx: OpContext, mount: string): Promise<MountOutcome> {
       log,
     });
     const meter = new ProgressMeter(log, "upload", { mount, object });
-    const body = archive.stream
-      .pipeThrough(
-        compressStream(settings.archiveFormat as "tar" | "gzip" | "zstd", settings.compressionLevel),
-      )
-      .pipeThrough(meter.stream());
+    const format = settings.archiveFormat as ArchiveFormat;
+    // Chunk memory goes back to the packer once used: copied into compression blocks, or (tar) written by a
+    // backend that supports `release`. Uncompressed tar skips the compression stage (no pass-through hop).
+    const tar = format === "tar";
+    const archived = tar ? archive.stream : archive.stream.pipeThrough(
+      compressStream(format, settings.compressionLevel, { release: archive.release }),
+    );
+    const body = archived.pipeThrough(meter.stream());
+    const transfer: TransferOptions = tar ? { release: archive.release } : {};
     try {
       await backend.put(object, body, {
         [META.format]: settings.archiveFormat,
         [META.version]: LAYOUT_VERSION,
         [META.root]: archive.root,
         [META.mount]: mount,
-      });
+      }, transfer);
     } finally {
       meter.stop();
     }

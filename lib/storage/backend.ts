@@ -30,6 +30,11 @@ export interface ObjectInfo {
 export interface TransferOptions {
   /** Aborts the transfer; the backend must then clean up (no partial object). */
   signal?: AbortSignal;
+  /**
+   * `put` only: called with each chunk of the body once the backend no longer needs it, so the producer may
+   * reuse its memory. Optional for backends: one that keeps references (e.g. to assemble parts) must not call it.
+   */
+  release?: (chunk: Uint8Array) => void;
 }
 
 /**

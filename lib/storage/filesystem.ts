@@ -22,6 +22,37 @@ import type { Logger } from "../log.ts";
 import type { Settings } from "../settings.ts";
 
 const META_SUFFIX = ".cicache-meta.json";
+
+/**
+ * Writes the whole stream to `file` (each chunk with as few `write` calls as
+ * the kernel allows, on Deno's blocking pool while the producer makes the
+ * next chunk), then hands the chunk to `options.release`. Rejects with the
+ * signal's reason when it aborts.
+ */
+async function writeAll(
+  body: ReadableStream<Uint8Array>,
+  file: Deno.FsFile,
+  options: TransferOptions,
+): Promise<void> {
+  const { signal, release } = options;
+  const reader = body.getReader();
+  const onAbort = () => reader.cancel(signal?.reason).catch(() => {});
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    for (;;) {
+      signal?.throwIfAborted();
+      const { value, done } = await reader.read();
+      signal?.throwIfAborted(); // an abort cancels the body, which then reads as done
+      if (done) return;
+      let off = 0;
+      while (off < value.length) off += await file.write(value.subarray(off));
+      release?.(value);
+    }
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    reader.releaseLock();
+  }
+}
 const TEMP_MARK = ".cicache-tmp-";
 
 /** Options of {@link FilesystemBackend}. */
@@ -107,8 +138,9 @@ export class FilesystemBackend implements Backend {
     try {
       await Deno.mkdir(dirname(path), { recursive: true });
       file = await Deno.open(temp, { write: true, createNew: true, mode: 0o644 });
-      await body.pipeTo(file.writable, { signal: options.signal });
-      file = undefined; // pipeTo closed it
+      await writeAll(body, file, options);
+      file.close();
+      file = undefined;
       await Deno.writeTextFile(`${temp}${META_SUFFIX}`, JSON.stringify(meta));
       await Deno.rename(`${temp}${META_SUFFIX}`, `${path}${META_SUFFIX}`);
       await Deno.rename(temp, path);
