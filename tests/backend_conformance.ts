@@ -4,9 +4,9 @@
  *
  * Usage, in `tests/<backend>_test.ts`:
  * ```ts
- * backendConformance("filesystem", async () => {
- *   const root = await Deno.makeTempDir();
- *   return { backend: new FilesystemBackend(root, { listPageSize: 10 }), teardown: () => Deno.remove(root, { recursive: true }) };
+ * backendConformance("s3", async () => {
+ *   const server = await startSwift();
+ *   return { backend: new S3Backend({ ...options, listPageSize: 7 }), teardown: () => server.stop() };
  * });
  * ```
  * The factory should configure a small list page size (≤ 10) so paging is

@@ -55,12 +55,6 @@ async function writeAll(
 }
 const TEMP_MARK = ".cicache-tmp-";
 
-/** Options of {@link FilesystemBackend}. */
-export interface FilesystemOptions {
-  /** Entries per internal listing batch (tests use a small value). */
-  listPageSize?: number;
-}
-
 /**
  * Stores objects as files under `root`.
  *
@@ -74,7 +68,7 @@ export class FilesystemBackend implements Backend {
   readonly kind = "filesystem";
   readonly root: string;
 
-  constructor(root: string, _options: FilesystemOptions = {}) {
+  constructor(root: string) {
     this.root = resolve(root);
   }
 
