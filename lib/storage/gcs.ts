@@ -12,8 +12,9 @@
  *   streams the whole object in one request (what the stock firebase emulator supports; no resume). Either
  *   way the object is finalized only by the last request after the source stream ended; on a stream error
  *   or an abort the session is cancelled and no object appears (an older one stays intact).
- * - Download: ranged reads of `partSize`, `concurrency` in flight, fed in order into the returned stream
- *   with backpressure, pinned to the object generation seen by `stat`.
+ * - Download: ranged reads of `partSize` (at most 8 MiB), `concurrency` in flight, each read chunk by
+ *   chunk into one buffer of its size, fed in order into the returned stream with backpressure, pinned to
+ *   the object generation seen by `stat`.
  *
  * @module
  */
@@ -38,6 +39,11 @@ import { describeSource, type Settings } from "../settings.ts";
 const MiB = 1024 * 1024;
 const GRANULARITY = 256 * 1024;
 const DEFAULT_API = "https://storage.googleapis.com";
+/**
+ * Largest default download range: 8 MiB ranges read as fast as 16 MiB ones, and with `concurrency`
+ * of them in flight plus the one being consumed they hold half the memory.
+ */
+export const DOWNLOAD_RANGE_SIZE = 8 * MiB;
 
 /** The predefined ACLs of the JSON API, and the gsutil spellings users may know. */
 const ACLS: Record<string, string> = {
@@ -62,8 +68,10 @@ export interface GcsBackendOptions {
   auth: GcsAuth;
   /** `chunked` (default): resumable upload in `partSize` chunks. `single`: one streamed request (emulators). */
   uploadMode?: "chunked" | "single";
-  /** Upload chunk and download range size in bytes (a multiple of 256 KiB). Default 16 MiB. */
+  /** Upload chunk size in bytes (a multiple of 256 KiB). Default 16 MiB. */
   partSize?: number;
+  /** Download range size in bytes. Default: the part size, at most {@link DOWNLOAD_RANGE_SIZE}. */
+  rangeSize?: number;
   /** Ranged reads in flight per download. Default 4. */
   concurrency?: number;
   /** Objects per list page. Default 1000. */
@@ -112,6 +120,7 @@ export class GcsBackend implements Backend {
   readonly #bucket: Bucket;
   readonly #mode: "chunked" | "single";
   readonly #partSize: number;
+  readonly #rangeSize: number;
   readonly #concurrency: number;
   readonly #pageSize: number;
   readonly #timeout: number;
@@ -128,6 +137,7 @@ export class GcsBackend implements Backend {
     this.#auth = o.auth;
     this.#mode = o.uploadMode ?? "chunked";
     this.#partSize = Math.max(GRANULARITY, Math.ceil((o.partSize ?? 16 * MiB) / GRANULARITY) * GRANULARITY);
+    this.#rangeSize = Math.max(1, o.rangeSize ?? Math.min(this.#partSize, DOWNLOAD_RANGE_SIZE));
     this.#concurrency = Math.max(1, o.concurrency ?? 4);
     this.#pageSize = o.listPageSize ?? 1000;
     this.#timeout = o.requestTimeoutMs ?? 180_000;
@@ -235,7 +245,7 @@ export class GcsBackend implements Backend {
     const size = Number(md.size ?? 0);
     const url = `${this.#objectUrl("download/storage/v1", name)}?alt=media` +
       (md.generation ? `&generation=${encodeURIComponent(md.generation)}` : "");
-    const count = Math.ceil(size / this.#partSize);
+    const count = Math.ceil(size / this.#rangeSize);
     const abort = new AbortController();
     const onAbort = () => abort.abort(options.signal?.reason);
     options.signal?.addEventListener("abort", onAbort, { once: true });
@@ -244,8 +254,8 @@ export class GcsBackend implements Backend {
     let next = 0;
     const launch = () => {
       while (launched < count && launched < next + this.#concurrency) {
-        const start = launched * this.#partSize;
-        const end = Math.min(size, start + this.#partSize) - 1;
+        const start = launched * this.#rangeSize;
+        const end = Math.min(size, start + this.#rangeSize) - 1;
         const p = this.#readRange(url, name, start, end, abort.signal);
         p.catch(() => {});
         inflight.set(launched++, p);
@@ -282,6 +292,10 @@ export class GcsBackend implements Backend {
     }, { highWaterMark: 0 });
   }
 
+  /**
+   * Reads bytes [start, end] into one buffer of the range's size, chunk by chunk as they arrive (not
+   * `arrayBuffer()`, which grows its own buffer and holds the response twice over).
+   */
   async #readRange(url: string, name: string, start: number, end: number, signal: AbortSignal) {
     return await this.#retrying("get", name, signal, async (timeout) => {
       const res = await fetch(url, {
@@ -289,13 +303,30 @@ export class GcsBackend implements Backend {
         signal: anySignal(signal, timeout),
       });
       if (res.status !== 206 && res.status !== 200) throw await httpError(res);
-      const data = new Uint8Array(await res.arrayBuffer());
-      const want = end - start + 1;
-      const got = res.status === 200 && start === 0 ? data.subarray(0, want) : data;
-      if (got.length !== want || (res.status === 200 && start !== 0)) {
-        throw new HttpError(502, `range ${start}-${end} came back with ${data.length} bytes`);
+      if (res.status === 200 && start !== 0) {
+        await res.body?.cancel();
+        throw new HttpError(502, `range ${start}-${end} came back as the whole object`);
       }
-      return got;
+      // A 200 (a server that ignores ranges) is cut at the end of the first range.
+      const out = new Uint8Array(end - start + 1);
+      let got = 0;
+      const reader = res.body!.getReader();
+      try {
+        while (got < out.length) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          if (res.status === 206 && got + value.length > out.length) {
+            throw new HttpError(502, `range ${start}-${end} came back with more bytes`);
+          }
+          const take = Math.min(value.length, out.length - got);
+          out.set(take === value.length ? value : value.subarray(0, take), got);
+          got += take;
+        }
+      } finally {
+        reader.cancel().catch(() => {});
+      }
+      if (got !== out.length) throw new HttpError(502, `range ${start}-${end} came back with ${got} bytes`);
+      return out;
     });
   }
 
@@ -434,8 +465,12 @@ export class GcsBackend implements Backend {
     const reader = body.getReader();
     let leftover: Uint8Array | undefined;
     const part = this.#partSize;
+    // Two chunk buffers, reused in turn: one is on the wire while the next is read into the other.
+    const buffers: Uint8Array[] = [];
+    let turn = 0;
     const readChunk = async (): Promise<{ data: Uint8Array; end: boolean }> => {
-      const buf = new Uint8Array(part);
+      const buf = buffers[turn % 2] ??= new Uint8Array(part);
+      turn++;
       let n = 0;
       while (n < part) {
         let piece = leftover;
