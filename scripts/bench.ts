@@ -196,6 +196,9 @@ async function startBackend(name: string, cacheRoot: string): Promise<Server | u
 const MAIN = join(ROOT, "main.ts");
 const DENO = Deno.execPath();
 
+/** Run directories, removed at the very end. */
+const leftovers: string[] = [];
+
 interface Row {
   backend: string;
   format: string;
@@ -273,7 +276,9 @@ async function benchBackend(name: string, tree: Tree, rows: Row[]): Promise<void
     }
   } finally {
     await server.stop();
-    await Deno.remove(work, { recursive: true }).catch(() => {});
+    // The restored trees are removed only after every backend ran: ext4 makes file creation right after a big
+    // delete several times slower, which would skew the next backend's restores.
+    leftovers.push(work);
   }
 }
 
@@ -321,5 +326,9 @@ if (import.meta.main) {
     "backend    fmt   op        ours        speed            rate  ours CPU ours RSS  pipeline pipe CPU pipe RSS  ratio",
   );
   const rows: Row[] = [];
-  for (const name of BACKENDS) await benchBackend(name, tree, rows);
+  try {
+    for (const name of BACKENDS) await benchBackend(name, tree, rows);
+  } finally {
+    for (const dir of leftovers) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
 }
