@@ -54,6 +54,7 @@ import {
   type TransferOptions,
   UnavailableError,
 } from "./backend.ts";
+import { idleWatch } from "./idle.ts";
 import type { Logger } from "../log.ts";
 import type { Settings } from "../settings.ts";
 import {
@@ -755,30 +756,6 @@ function isNetworkError(err: unknown): boolean {
     return true;
   }
   return e.cause !== undefined && e.cause !== err && isNetworkError(e.cause);
-}
-
-/**
- * An idle timeout that costs one clock read per {@link touch}: a single timer checks the time of the
- * last progress when it fires and re-arms for the rest, instead of a clear/set pair per chunk.
- */
-function idleWatch(ms: number, onIdle: () => void): { touch(): void; stop(): void } {
-  if (!(ms > 0)) return { touch() {}, stop() {} };
-  let last = performance.now();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const check = () => {
-    const quiet = performance.now() - last;
-    if (quiet >= ms) onIdle();
-    else timer = setTimeout(check, ms - quiet);
-  };
-  timer = setTimeout(check, ms);
-  return {
-    touch() {
-      last = performance.now();
-    },
-    stop() {
-      clearTimeout(timer);
-    },
-  };
 }
 
 function timeoutError(ms: number): Error {
