@@ -341,7 +341,7 @@ export async function startSwift(options: SwiftOptions = {}): Promise<SwiftServe
 async function waitForHealth(endpoint: string): Promise<void> {
   for (let i = 0; i < 300; i++) {
     try {
-      const res = await fetch(`${endpoint}/healthcheck`);
+      const res = await fetch(`${endpoint}/healthcheck`, { signal: AbortSignal.timeout(2000) });
       await res.body?.cancel();
       if (res.ok) return;
     } catch { /* not yet */ }
@@ -361,7 +361,9 @@ async function createBucket(endpoint: string, region: string, bucket: string): P
     // The account is auto-created on first use; the backends may need a moment, so retry briefly.
     for (let attempt = 0;; attempt++) {
       try {
-        await client.send(new CreateBucketCommand({ Bucket: bucket }));
+        await client.send(new CreateBucketCommand({ Bucket: bucket }), {
+          abortSignal: AbortSignal.timeout(10_000),
+        });
         return;
       } catch (err) {
         const name = (err as { name?: string }).name;
