@@ -94,3 +94,21 @@ Deno.test("compat: ci-cache objects are where the Go plugin looks, and GNU tar r
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("compat: listing restore of a Go plugin ./ object (relative names) lands under the working directory", async () => {
+  const { dir, cache, cli } = await setup();
+  try {
+    const oldWs = join(dir, "old-ws");
+    await Deno.mkdir(join(oldWs, "node_modules/pkg"), { recursive: true });
+    await Deno.writeTextFile(join(oldWs, "node_modules/pkg/index.js"), "relative");
+    // Mount "./node_modules": the Go plugin writes relative names and names the object <key>/node_modules.
+    await Deno.mkdir(join(cache, "rel"), { recursive: true });
+    await sh(`tar --format=gnu -cf - node_modules | zstd -q > '${join(cache, "rel/node_modules")}'`, oldWs);
+    const newWs = join(dir, "new-ws");
+    await Deno.mkdir(newWs);
+    assertEquals(await cli({ PLUGIN_RESTORE: "true", PLUGIN_CACHE_KEY: "rel" }, newWs), 0);
+    assertEquals(await Deno.readTextFile(join(newWs, "node_modules/pkg/index.js")), "relative");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

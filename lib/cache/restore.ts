@@ -131,12 +131,39 @@ async function planListing(ctx: OpContext, prefix: string): Promise<Planned[]> {
     if (rel === undefined || (strictKeyMatching && !info.name.startsWith(`${prefix}/`))) continue;
     planned.push({ mount: rel, object: info.name, info });
   }
-  // Restore each object to its mount as saved (metadata); without metadata (the Go plugin's objects), to the
-  // object path taken as absolute, which is where the Go plugin's absolute-name archives put their files.
+  // Restore each object to its mount as saved (metadata). Without metadata (the Go plugin's objects) go where
+  // the Go plugin would: absolute-name archives to the object path taken as absolute, relative-name archives
+  // (saved from `./` mounts) to that path under the working directory.
   return await mapBounded(planned, 8, async (p) => {
     const info = p.info?.meta[META.mount] ? p.info : (await ctx.backend.stat(p.object)) ?? p.info;
-    return { ...p, info, mount: info?.meta[META.mount] || `/${p.mount}` };
+    if (info?.meta[META.mount]) return { ...p, info, mount: info.meta[META.mount] };
+    return { ...p, info, mount: (await hasAbsoluteNames(ctx, p.object)) ? `/${p.mount}` : p.mount };
   });
+}
+
+/**
+ * Whether an archive's entry names are absolute, from its first tar header (read from the first bytes of the
+ * object; the rest is not downloaded). A GNU `././@LongLink` header carries the real name in its data block.
+ */
+async function hasAbsoluteNames(ctx: OpContext, object: string): Promise<boolean> {
+  const reader = (await ctx.backend.get(object)).pipeThrough(decompressStream().stream).getReader();
+  let head = new Uint8Array(0);
+  try {
+    while (head.length < 2 * 512) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const next = new Uint8Array(head.length + value.length);
+      next.set(head);
+      next.set(value, head.length);
+      head = next;
+    }
+  } catch {
+    // A corrupt or unreadable archive: the restore itself reports it.
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  const longLink = new TextDecoder().decode(head.subarray(0, 13)) === "././@LongLink";
+  return head[longLink ? 512 : 0] === 0x2f; // "/"
 }
 
 /** The mount path part of a listed object name: after `<prefix>/`, or after the first segment past the prefix. */
