@@ -11,6 +11,7 @@
  */
 import { backendConformance, readAll, seededBytes, streamOf } from "./backend_conformance.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
+import { capture, settingsFrom } from "./support.ts";
 import {
   AccountSASPermissions,
   BlobServiceClient,
@@ -34,7 +35,7 @@ import {
   UnavailableError,
 } from "../lib/storage/backend.ts";
 import { Logger } from "../lib/log.ts";
-import { loadSettings, type Settings } from "../lib/settings.ts";
+import type { Settings } from "../lib/settings.ts";
 import { type AzuriteServer, startAzurite } from "../scripts/servers/azurite.ts";
 import { run } from "../main.ts";
 
@@ -78,18 +79,11 @@ function sas(a: AzuriteServer, permissions: string, expiresInSeconds = 3600): st
 
 /** Settings as the CLI parses them from this environment. */
 function settingsOf(env: Record<string, string>): Settings {
-  const loaded = loadSettings(["save"], {
+  return settingsFrom({
     PLUGIN_PART_SIZE_MB: "1",
     AZURE_BLOB_MAX_RETRY_REQUESTS: "1",
     ...env,
   });
-  if (loaded.kind !== "run") throw new Error("settings did not load");
-  return loaded.settings;
-}
-
-function capture(): { log: Logger; lines: string[] } {
-  const lines: string[] = [];
-  return { log: new Logger({ level: "debug", sink: (l) => lines.push(l) }), lines };
 }
 
 /** Message, causes and log lines, to check what a user would see. */

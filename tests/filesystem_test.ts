@@ -1,8 +1,8 @@
 import { backendConformance } from "./backend_conformance.ts";
 import { createFilesystemBackend, FilesystemBackend } from "../lib/storage/filesystem.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
+import { settingsFrom } from "./support.ts";
 import { InvalidSettingsError, UnavailableError } from "../lib/storage/backend.ts";
-import { loadSettings, type Settings } from "../lib/settings.ts";
 import { Logger } from "../lib/log.ts";
 
 backendConformance("filesystem", async () => {
@@ -13,17 +13,12 @@ backendConformance("filesystem", async () => {
   };
 });
 
-function settings(env: Record<string, string>): Settings {
-  const r = loadSettings(["save"], env);
-  if (r.kind !== "run") throw new Error("unexpected");
-  return r.settings;
-}
-
 const quiet = new Logger({ sink: () => {} });
 
 Deno.test("filesystem: a missing root says to mount the volume", async () => {
   const err = await assertRejects(
-    () => createFilesystemBackend(settings({ PLUGIN_FILESYSTEM_CACHE_ROOT: "/nonexistent/cache" }), quiet),
+    () =>
+      createFilesystemBackend(settingsFrom({ PLUGIN_FILESYSTEM_CACHE_ROOT: "/nonexistent/cache" }), quiet),
     UnavailableError,
   );
   assertStringIncludes(err.message, "mounted");
@@ -32,7 +27,7 @@ Deno.test("filesystem: a missing root says to mount the volume", async () => {
 
 Deno.test("filesystem: root / is refused", async () => {
   await assertRejects(
-    () => createFilesystemBackend(settings({ PLUGIN_FILESYSTEM_CACHE_ROOT: "/" }), quiet),
+    () => createFilesystemBackend(settingsFrom({ PLUGIN_FILESYSTEM_CACHE_ROOT: "/" }), quiet),
     InvalidSettingsError,
   );
 });

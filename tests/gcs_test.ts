@@ -5,6 +5,7 @@
  * @module
  */
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
+import { capture, settingsFrom } from "./support.ts";
 import { backendConformance, failingStream, readAll, seededBytes, streamOf } from "./backend_conformance.ts";
 import { createGcsBackend, GcsBackend, parseAcl, parseEncryptionKey } from "../lib/storage/gcs.ts";
 import {
@@ -23,7 +24,7 @@ import {
   UnavailableError,
 } from "../lib/storage/backend.ts";
 import { Logger } from "../lib/log.ts";
-import { loadSettings, type Settings } from "../lib/settings.ts";
+import type { Settings } from "../lib/settings.ts";
 import { type GcsServer, startGcs } from "../scripts/servers/gcs.ts";
 import { type GoogleSts, startGoogleSts } from "../scripts/servers/google_sts.ts";
 
@@ -34,16 +35,8 @@ const OIDC = "eyJhbGciOiJSUzI1NiJ9.harness-oidc-token-for-tests.c2ln";
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
 /** Settings as the CLI would build them from this environment (save mode). */
-function settingsFrom(env: Record<string, string>): Settings {
-  const r = loadSettings([], { PLUGIN_REBUILD: "true", PLUGIN_BACKEND: "gcs", ...env });
-  if (r.kind !== "run") throw new Error("expected settings");
-  return r.settings;
-}
-
-/** A logger that keeps its lines, to check what was (not) logged. */
-function capture(): { log: Logger; lines: string[] } {
-  const lines: string[] = [];
-  return { log: new Logger({ level: "debug", sink: (l) => lines.push(l) }), lines };
+function gcsSettings(env: Record<string, string>): Settings {
+  return settingsFrom({ PLUGIN_REBUILD: "true", PLUGIN_BACKEND: "gcs", ...env }, []);
 }
 
 function federationEnv(sts: GoogleSts, token = OIDC, sa = SA): Record<string, string> {
@@ -196,7 +189,7 @@ Deno.test({
     const gcs = await startGcs();
     try {
       const { log, lines } = capture();
-      const backend = await createGcsBackend(settingsFrom({ ...gcs.env, ...federationEnv(sts) }), log);
+      const backend = await createGcsBackend(gcsSettings({ ...gcs.env, ...federationEnv(sts) }), log);
       await roundTrip(backend, "wif/obj", seededBytes(300 * KiB, 3));
       const exchange = sts.seen.find((s) => s.path === "/v1/token")!;
       assertEquals(exchange.body.subject_token, OIDC);
@@ -270,7 +263,7 @@ Deno.test({
     const sts = await startGoogleSts({ oidcTokens: ["another-token"], serviceAccounts: [SA] });
     try {
       const err = await assertRejects(
-        () => createGcsBackend(settingsFrom({ PLUGIN_BUCKET: "b", ...federationEnv(sts) }), capture().log),
+        () => createGcsBackend(gcsSettings({ PLUGIN_BUCKET: "b", ...federationEnv(sts) }), capture().log),
         AuthFailedError,
       );
       assertStringIncludes(err.message, "refused the OIDC token (PLUGIN_OIDC_TOKEN_ID)");
@@ -293,7 +286,7 @@ Deno.test({
     });
     try {
       const err = await assertRejects(
-        () => createGcsBackend(settingsFrom({ PLUGIN_BUCKET: "b", ...federationEnv(sts) }), capture().log),
+        () => createGcsBackend(gcsSettings({ PLUGIN_BUCKET: "b", ...federationEnv(sts) }), capture().log),
         AccessDeniedError,
       );
       assertStringIncludes(err.message, "roles/iam.workloadIdentityUser");
@@ -308,7 +301,7 @@ Deno.test("gcs: half-configured federation names the missing settings", async ()
   const err = await assertRejects(
     () =>
       createGcsBackend(
-        settingsFrom({ PLUGIN_BUCKET: "b", PLUGIN_OIDC_TOKEN_ID: OIDC, PLUGIN_PROJECT_NUMBER: "1" }),
+        gcsSettings({ PLUGIN_BUCKET: "b", PLUGIN_OIDC_TOKEN_ID: OIDC, PLUGIN_PROJECT_NUMBER: "1" }),
         capture().log,
       ),
     InvalidSettingsError,
@@ -327,7 +320,7 @@ Deno.test({
     try {
       const key = sts.jsonKey();
       const { log, lines } = capture();
-      const backend = await createGcsBackend(settingsFrom({ ...gcs.env, PLUGIN_JSON_KEY: key }), log);
+      const backend = await createGcsBackend(gcsSettings({ ...gcs.env, PLUGIN_JSON_KEY: key }), log);
       await roundTrip(backend, "key/obj", seededBytes(1000, 1));
       assertEquals(sts.issued.length, 1);
       const seen = await gcs.requests();
@@ -339,7 +332,7 @@ Deno.test({
       assert(!lines.join("\n").includes(sts.issued[0]), "the access token reached the log");
       await Deno.writeTextFile(`${dir}/key.json`, key);
       const fromFile = await createGcsBackend(
-        settingsFrom({ ...gcs.env, GCS_CACHE_JSON_KEY: `${dir}/key.json` }),
+        gcsSettings({ ...gcs.env, GCS_CACHE_JSON_KEY: `${dir}/key.json` }),
         log,
       );
       assert((await fromFile.stat("key/obj")) !== null);
@@ -366,7 +359,7 @@ Deno.test("gcs: a bad JSON key is an InvalidSettingsError naming PLUGIN_JSON_KEY
   ];
   for (const [value, expected] of cases) {
     const err = await assertRejects(
-      () => createGcsBackend(settingsFrom({ PLUGIN_BUCKET: "b", PLUGIN_JSON_KEY: value }), capture().log),
+      () => createGcsBackend(gcsSettings({ PLUGIN_BUCKET: "b", PLUGIN_JSON_KEY: value }), capture().log),
       InvalidSettingsError,
     );
     assertStringIncludes(err.message, expected);
@@ -384,7 +377,7 @@ Deno.test({
     try {
       const forged = JSON.stringify({ ...JSON.parse(other.jsonKey()), token_uri: `${sts.url}/token` });
       const err = await assertRejects(
-        () => createGcsBackend(settingsFrom({ PLUGIN_BUCKET: "b", PLUGIN_JSON_KEY: forged }), capture().log),
+        () => createGcsBackend(gcsSettings({ PLUGIN_BUCKET: "b", PLUGIN_JSON_KEY: forged }), capture().log),
         AuthFailedError,
       );
       assertStringIncludes(err.message, "Invalid JWT Signature.");
@@ -404,7 +397,7 @@ Deno.test({
     try {
       const { log, lines } = capture();
       const backend = await createGcsBackend(
-        settingsFrom({ ...gcs.env, PLUGIN_API_KEY: "AIzaTestApiKey123" }),
+        gcsSettings({ ...gcs.env, PLUGIN_API_KEY: "AIzaTestApiKey123" }),
         log,
       );
       await roundTrip(backend, "apikey/obj", seededBytes(1000, 1));
@@ -427,7 +420,7 @@ Deno.test({
     const dir = await Deno.makeTempDir();
     try {
       await Deno.writeTextFile(`${dir}/adc.json`, sts.jsonKey());
-      const auth = await resolveGcsAuth(settingsFrom({ PLUGIN_BUCKET: "b" }), capture().log, {
+      const auth = await resolveGcsAuth(gcsSettings({ PLUGIN_BUCKET: "b" }), capture().log, {
         env: { GOOGLE_APPLICATION_CREDENTIALS: `${dir}/adc.json` },
       });
       assertStringIncludes(auth.method, "application default credentials");
@@ -484,12 +477,12 @@ Deno.test({
     const gcs = await startGcs({ buckets: ["exists"] });
     try {
       const err = await assertRejects(
-        () => createGcsBackend(settingsFrom({ ...gcs.env, PLUGIN_BUCKET: "no-such-bucket" }), capture().log),
+        () => createGcsBackend(gcsSettings({ ...gcs.env, PLUGIN_BUCKET: "no-such-bucket" }), capture().log),
         NotFoundError,
       );
       assertStringIncludes(err.message, 'bucket "no-such-bucket" does not exist');
       assertStringIncludes(err.message, "PLUGIN_BUCKET");
-      const ok = await createGcsBackend(settingsFrom({ ...gcs.env, PLUGIN_BUCKET: "exists" }), capture().log);
+      const ok = await createGcsBackend(gcsSettings({ ...gcs.env, PLUGIN_BUCKET: "exists" }), capture().log);
       assertEquals(await ok.stat("x"), null);
     } finally {
       await gcs.stop();
@@ -565,14 +558,14 @@ Deno.test("gcs: endpoint, encryption key and ACL settings are checked", async ()
   await assertRejects(
     () =>
       createGcsBackend(
-        settingsFrom({ PLUGIN_BUCKET: "b", PLUGIN_ENDPOINT: "storage.local:9199" }),
+        gcsSettings({ PLUGIN_BUCKET: "b", PLUGIN_ENDPOINT: "storage.local:9199" }),
         capture().log,
       ),
     InvalidSettingsError,
     "is not a URL",
   );
   await assertRejects(
-    () => createGcsBackend(settingsFrom({ PLUGIN_BUCKET: "", PLUGIN_BACKEND: "gcs" }), capture().log),
+    () => createGcsBackend(gcsSettings({ PLUGIN_BUCKET: "", PLUGIN_BACKEND: "gcs" }), capture().log),
     InvalidSettingsError,
     "PLUGIN_BUCKET",
   );
@@ -603,7 +596,7 @@ Deno.test({
       const key = btoa("0123456789abcdef0123456789abcdef");
       const { log, lines } = capture();
       const backend = await createGcsBackend(
-        settingsFrom({ ...gcs.env, PLUGIN_GCS_ENCRYPTION_KEY: key, PLUGIN_GCS_ACL: "project-private" }),
+        gcsSettings({ ...gcs.env, PLUGIN_GCS_ENCRYPTION_KEY: key, PLUGIN_GCS_ACL: "project-private" }),
         log,
       );
       await roundTrip(backend, "csek/obj", seededBytes(5000, 8));
@@ -631,7 +624,7 @@ Deno.test({
     const gcs: GcsServer = await startGcs();
     try {
       const { log, lines } = capture();
-      const backend = await createGcsBackend(settingsFrom(gcs.env), log);
+      const backend = await createGcsBackend(gcsSettings(gcs.env), log);
       await roundTrip(backend, "anon/obj", seededBytes(100, 1));
       assertStringIncludes(lines.join("\n"), "none (plain-HTTP emulator endpoint)");
     } finally {

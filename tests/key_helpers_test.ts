@@ -15,9 +15,9 @@ import {
   hashFiles,
   keyFunctions,
 } from "../lib/key/helpers.ts";
-import { Logger } from "../lib/log.ts";
 import { parseTemplate } from "../lib/key/template.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
+import { capture } from "./support.ts";
 
 async function tool(cmd: string, ...args: string[]): Promise<string> {
   const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "inherit" }).output();
@@ -35,11 +35,6 @@ async function expectedHash(files: string[]): Promise<string> {
   const h = createHash("sha256");
   for (const f of files) h.update(Buffer.from(await digestWith("sha256sum", f), "hex"));
   return h.digest("hex");
-}
-
-function capture(): { log: Logger; lines: string[] } {
-  const lines: string[] = [];
-  return { log: new Logger({ level: "debug", sink: (l) => lines.push(l) }), lines };
 }
 
 async function tree(files: Record<string, string>): Promise<string> {

@@ -15,20 +15,9 @@ import {
 } from "../lib/key/key.ts";
 import { templateData } from "../lib/key/metadata.ts";
 import { TemplateExecError } from "../lib/key/template.ts";
-import { Logger } from "../lib/log.ts";
-import { loadSettings, type Settings, SettingsError } from "../lib/settings.ts";
+import { loadSettings, SettingsError } from "../lib/settings.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes, assertThrows } from "./assert.ts";
-
-function settings(env: Record<string, string>): Settings {
-  const r = loadSettings(["save"], env);
-  if (r.kind !== "run") throw new Error("expected settings");
-  return r.settings;
-}
-
-function capture(): { log: Logger; lines: string[] } {
-  const lines: string[] = [];
-  return { log: new Logger({ level: "debug", sink: (l) => lines.push(l) }), lines };
-}
+import { capture, settingsFrom } from "./support.ts";
 
 function warnings(lines: string[]): string[] {
   return lines.filter((l) => l.includes("level=warn"));
@@ -72,16 +61,19 @@ const DRONE = {
 
 Deno.test("default key: MD5 hex of the branch (master by default), as the Go plugin", async () => {
   const { log, lines } = capture();
-  assertEquals(await renderKey(settings({}), log), "eb0a191797624dd3a48fa681d3061212");
-  assertEquals(defaultKey(settings({})), "eb0a191797624dd3a48fa681d3061212");
-  assertEquals(await renderKey(settings({ DRONE_COMMIT_BRANCH: "develop" }), log), await md5sum("develop"));
+  assertEquals(await renderKey(settingsFrom({}), log), "eb0a191797624dd3a48fa681d3061212");
+  assertEquals(defaultKey(settingsFrom({})), "eb0a191797624dd3a48fa681d3061212");
+  assertEquals(
+    await renderKey(settingsFrom({ DRONE_COMMIT_BRANCH: "develop" }), log),
+    await md5sum("develop"),
+  );
   assertEquals(md5Hex("feature/x"), await md5sum("feature/x"));
   assertEquals(warnings(lines), []);
 });
 
 Deno.test("template key over the Drone metadata", async () => {
   const { log, lines } = capture();
-  const s = settings({
+  const s = settingsFrom({
     ...DRONE,
     PLUGIN_CACHE_KEY:
       '{{ .Repo.Name }}-{{ .Commit.Branch | replace "/" "-" }}-{{ .Build.Number }}-{{ arch }}',
@@ -94,7 +86,7 @@ Deno.test("template key over the Drone metadata", async () => {
 
 Deno.test("every metadata field of reference A§3.2, with Go types", async () => {
   const { log } = capture();
-  const s = settings(DRONE);
+  const s = settingsFrom(DRONE);
   const fields = [
     "Repo.Avatar",
     "Repo.Branch",
@@ -159,17 +151,17 @@ Deno.test("every metadata field of reference A§3.2, with Go types", async () =>
 Deno.test(".Commit.Ref comes from DRONE_COMMIT_REF (default refs/heads/master), not the SHA", async () => {
   const { log } = capture();
   assertEquals(
-    await renderTemplate("{{ .Commit.Ref }}", settings({ DRONE_COMMIT_SHA: "abc" }), log),
+    await renderTemplate("{{ .Commit.Ref }}", settingsFrom({ DRONE_COMMIT_SHA: "abc" }), log),
     "refs/heads/master",
   );
-  const s = settings({ DRONE_COMMIT_SHA: "abc", DRONE_COMMIT_REF: "refs/tags/v1" });
+  const s = settingsFrom({ DRONE_COMMIT_SHA: "abc", DRONE_COMMIT_REF: "refs/tags/v1" });
   assertEquals(await renderTemplate("{{ .Commit.Ref }}", s, log), "refs/tags/v1");
   assertEquals(templateData(s).fields.get("Commit") !== undefined, true);
 });
 
 Deno.test("unknown field: a warning naming the template and the reason, then the fallback key", async () => {
   const { log, lines } = capture();
-  const s = settings({ DRONE_COMMIT_BRANCH: "main", PLUGIN_CACHE_KEY: "{{ .Repo.Nam }}-v1" });
+  const s = settingsFrom({ DRONE_COMMIT_BRANCH: "main", PLUGIN_CACHE_KEY: "{{ .Repo.Nam }}-v1" });
   checkKeyTemplate(s); // parses: the error is only known at execution, as in Go
   assertEquals(await renderKey(s, log), await md5sum("main"));
   const warn = warnings(lines);
@@ -185,7 +177,7 @@ Deno.test("checksum of a missing file: a warning, then the Go plugin's fallback 
   try {
     const { log, lines } = capture();
     const missing = join(dir, "go.sum");
-    const s = settings({ PLUGIN_CACHE_KEY: `app-{{ checksum "${missing}" }}` });
+    const s = settingsFrom({ PLUGIN_CACHE_KEY: `app-{{ checksum "${missing}" }}` });
     assertEquals(await renderKey(s, log), "eb0a191797624dd3a48fa681d3061212");
     const warn = warnings(lines);
     assertEquals(warn.length, 1, lines.join("\n"));
@@ -208,13 +200,13 @@ Deno.test("hashFiles in a key; no match warns and renders the empty component", 
     await Deno.writeTextFile(join(dir, "a", "yarn.lock"), "lock\n");
     const { log, lines } = capture();
     const key = await renderKey(
-      settings({ PLUGIN_CACHE_KEY: `yarn-{{ hashFiles "${dir}/**/yarn.lock" }}` }),
+      settingsFrom({ PLUGIN_CACHE_KEY: `yarn-{{ hashFiles "${dir}/**/yarn.lock" }}` }),
       log,
     );
     assert(/^yarn-[0-9a-f]{64}$/.test(key), key);
     assertEquals(warnings(lines), []);
     const none = await renderKey(
-      settings({ PLUGIN_CACHE_KEY: `yarn-{{ hashFiles "${dir}/**/none.lock" }}` }),
+      settingsFrom({ PLUGIN_CACHE_KEY: `yarn-{{ hashFiles "${dir}/**/none.lock" }}` }),
       log,
     );
     assertEquals(none, "yarn-");
@@ -225,7 +217,7 @@ Deno.test("hashFiles in a key; no match warns and renders the empty component", 
 });
 
 Deno.test("syntax error: SettingsError naming the setting, with Go's message, column and caret", async () => {
-  const s = settings({ PLUGIN_CACHE_KEY: "{{ .Repo.Name }" });
+  const s = settingsFrom({ PLUGIN_CACHE_KEY: "{{ .Repo.Name }" });
   const err = assertThrows(() => checkKeyTemplate(s), SettingsError);
   assertStringIncludes(err.message, 'PLUGIN_CACHE_KEY: template: cacheKey:1:14: unexpected "}" in operand');
   assertStringIncludes(err.message, "    {{ .Repo.Name }\n                  ^");
@@ -240,7 +232,7 @@ Deno.test("syntax error: SettingsError naming the setting, with Go's message, co
 });
 
 Deno.test("restore keys: checked at startup and rendered in order; failing entries are dropped loudly", async () => {
-  const bad = settings({ PLUGIN_RESTORE_KEYS: "ok-{{ .Repo.Name }}\n{{ if }}" });
+  const bad = settingsFrom({ PLUGIN_RESTORE_KEYS: "ok-{{ .Repo.Name }}\n{{ if }}" });
   assertThrows(
     () => checkKeyTemplate(bad),
     SettingsError,
@@ -248,7 +240,7 @@ Deno.test("restore keys: checked at startup and rendered in order; failing entri
   );
 
   const { log, lines } = capture();
-  const s = settings({
+  const s = settingsFrom({
     ...DRONE,
     PLUGIN_RESTORE_KEYS:
       "{{ .Repo.Name }}-{{ .Commit.Branch }}-\n{{ .Repo.Name }}-\n{{ .Nope }}\n{{ .Build.Link | trunc 0 }}",
@@ -263,7 +255,7 @@ Deno.test("restore keys: checked at startup and rendered in order; failing entri
 
 Deno.test("renderTemplate: no fallback, execution errors are thrown", async () => {
   const err = await assertRejects(
-    () => renderTemplate("{{ .X }}", settings({}), capture().log),
+    () => renderTemplate("{{ .X }}", settingsFrom({}), capture().log),
     TemplateExecError,
   );
   assertStringIncludes(err.message, 'executing "cacheKey" at <.X>');

@@ -10,6 +10,7 @@
  */
 import { backendConformance, readAll, seededBytes, streamOf } from "./backend_conformance.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
+import { capture, settingsFrom } from "./support.ts";
 import { ListMultipartUploadsCommand } from "@aws-sdk/client-s3";
 import {
   createS3Backend,
@@ -26,8 +27,7 @@ import {
   NotFoundError,
   UnavailableError,
 } from "../lib/storage/backend.ts";
-import { Logger } from "../lib/log.ts";
-import { loadSettings, type Settings } from "../lib/settings.ts";
+import type { Settings } from "../lib/settings.ts";
 import { freePort, startSwift, type SwiftServer } from "../scripts/servers/swift.ts";
 import { startSts, type StsRole, type StsServer } from "../scripts/servers/sts.ts";
 
@@ -84,19 +84,11 @@ function backendFor(s: SwiftServer, extra: Partial<ConstructorParameters<typeof 
 
 /** Settings as the CLI would parse them from this environment. */
 function settingsOf(env: Record<string, string>): Settings {
-  const loaded = loadSettings(["save"], {
+  return settingsFrom({
     PLUGIN_PART_SIZE_MB: "5",
     PLUGIN_BACKEND_OPERATION_TIMEOUT: "20s",
     ...env,
   });
-  if (loaded.kind !== "run") throw new Error("settings did not load");
-  return loaded.settings;
-}
-
-/** A logger that records its lines. */
-function capture(): { log: Logger; lines: string[] } {
-  const lines: string[] = [];
-  return { log: new Logger({ level: "debug", sink: (l) => lines.push(l) }), lines };
 }
 
 function text(err: unknown, lines: string[]): string {
