@@ -4,7 +4,7 @@
  * with the right error, write nothing outside the mount, and leave nothing
  * at all when the mount did not exist (staging removed).
  */
-import tarStream from "tar-stream";
+import tarStream from "../lib/deps/tar_stream.ts";
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { CorruptArchiveError, unpackToMount, UnsafeArchiveError } from "../lib/archive/unpack.ts";
 import { compressStream, decompressStream } from "../lib/archive/compression.ts";

@@ -31,7 +31,7 @@ interface ChildReport {
 async function child(): Promise<void> {
   const { Logger } = await import("../lib/log.ts");
   const { loadSettings } = await import("../lib/settings.ts");
-  const { createAzureBackend } = await import("../lib/storage/azure.ts");
+  const { createAzureBackend } = await import("../lib/storage/azure/backend.ts");
   const logs: string[] = [];
   const steps: string[] = [];
   const report = (r: Omit<ChildReport, "logs">) => console.log(JSON.stringify({ ...r, logs }));

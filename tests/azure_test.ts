@@ -17,14 +17,14 @@ import {
   BlobServiceClient,
   generateAccountSASQueryParameters,
   StorageSharedKeyCredential,
-} from "@azure/storage-blob";
+} from "../lib/deps/azure_storage_blob.ts";
 import {
   AzureBackend,
   type AzureBackendOptions,
   connectAzure,
   createAzureBackend,
-} from "../lib/storage/azure.ts";
-import { PIPELINE_OPTIONS } from "../lib/storage/azure_auth.ts";
+} from "../lib/storage/azure/backend.ts";
+import { PIPELINE_OPTIONS } from "../lib/storage/azure/auth.ts";
 import {
   AccessDeniedError,
   AuthFailedError,
@@ -288,7 +288,7 @@ Deno.test("azure: credential priority (OIDC, service principal, shared key, SAS,
 });
 
 Deno.test("azure: container name from the setting, else the key template's first segment (Go plugin)", async () => {
-  const { containerName } = await import("../lib/storage/azure.ts");
+  const { containerName } = await import("../lib/storage/azure/backend.ts");
   assertEquals(containerName(settingsOf({ PLUGIN_CONTAINER: " Builds " })), "builds");
   assertEquals(containerName(settingsOf({ PLUGIN_CACHE_KEY: "/MyRepo/{{ .Commit.Branch }}" })), "myrepo");
   const none = assertThrowsSync(() => containerName(settingsOf({})));

@@ -1,5 +1,5 @@
 import { backendConformance } from "./backend_conformance.ts";
-import { createFilesystemBackend, FilesystemBackend } from "../lib/storage/filesystem.ts";
+import { createFilesystemBackend, FilesystemBackend } from "../lib/storage/filesystem/backend.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
 import { settingsFrom } from "./support.ts";
 import { InvalidSettingsError, UnavailableError } from "../lib/storage/backend.ts";

@@ -7,14 +7,14 @@
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
 import { capture, settingsFrom } from "./support.ts";
 import { backendConformance, failingStream, readAll, seededBytes, streamOf } from "./backend_conformance.ts";
-import { createGcsBackend, GcsBackend, parseAcl, parseEncryptionKey } from "../lib/storage/gcs.ts";
+import { createGcsBackend, GcsBackend, parseAcl, parseEncryptionKey } from "../lib/storage/gcs/backend.ts";
 import {
   federatedTokenSource,
   type GcsAuth,
   RefreshingToken,
   resolveGcsAuth,
   tokenAuth,
-} from "../lib/storage/gcs_auth.ts";
+} from "../lib/storage/gcs/auth.ts";
 import {
   AccessDeniedError,
   AuthFailedError,
@@ -439,7 +439,7 @@ Deno.test({
     const home = await Deno.makeTempDir();
     try {
       const code = `
-        import { createGcsBackend } from "./lib/storage/gcs.ts";
+        import { createGcsBackend } from "./lib/storage/gcs/backend.ts";
         import { Logger } from "./lib/log.ts";
         import { loadSettings } from "./lib/settings.ts";
         const r = loadSettings([], { PLUGIN_REBUILD: "true", PLUGIN_BACKEND: "gcs", PLUGIN_BUCKET: "b",

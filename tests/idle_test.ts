@@ -1,5 +1,5 @@
 import { assertEquals } from "./assert.ts";
-import { idleWatch } from "../lib/storage/idle.ts";
+import { idleWatch } from "../lib/storage/transfer/idle.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

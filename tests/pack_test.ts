@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
 import { MountNotFoundError, pack } from "../lib/archive/pack.ts";
 import { Logger } from "../lib/log.ts";
-import { FilesystemBackend } from "../lib/storage/filesystem.ts";
+import { FilesystemBackend } from "../lib/storage/filesystem/backend.ts";
 import { buildTree, bytes, collect, tempDir } from "./fixtures/archive/helpers.ts";
 
 const dec = new TextDecoder();

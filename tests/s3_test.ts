@@ -11,14 +11,14 @@
 import { backendConformance, readAll, seededBytes, streamOf } from "./backend_conformance.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
 import { capture, settingsFrom } from "./support.ts";
-import { ListMultipartUploadsCommand } from "@aws-sdk/client-s3";
+import { ListMultipartUploadsCommand } from "../lib/deps/aws_client_s3.ts";
 import {
   createS3Backend,
   makeS3Client,
   normalizeEndpoint,
   partSizeFor,
   S3Backend,
-} from "../lib/storage/s3.ts";
+} from "../lib/storage/s3/backend.ts";
 import {
   AccessDeniedError,
   AuthFailedError,

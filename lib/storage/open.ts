@@ -21,13 +21,13 @@ import { type Settings, SettingsError } from "../settings.ts";
 export async function openBackend(settings: Settings, log: Logger): Promise<Backend> {
   switch (settings.backend) {
     case "filesystem":
-      return (await import("./filesystem.ts")).createFilesystemBackend(settings, log);
+      return (await import("./filesystem/backend.ts")).createFilesystemBackend(settings, log);
     case "azure":
-      return (await import("./azure.ts")).createAzureBackend(settings, log);
+      return (await import("./azure/backend.ts")).createAzureBackend(settings, log);
     case "s3":
-      return (await import("./s3.ts")).createS3Backend(settings, log);
+      return (await import("./s3/backend.ts")).createS3Backend(settings, log);
     case "gcs":
-      return (await import("./gcs.ts")).createGcsBackend(settings, log);
+      return (await import("./gcs/backend.ts")).createGcsBackend(settings, log);
     case "sftp":
     case "harness":
       throw new SettingsError(

@@ -20,7 +20,7 @@
  *
  * @module
  */
-import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3";
+import { CreateBucketCommand, S3Client } from "../../lib/deps/aws_client_s3.ts";
 
 /** The running Swift and how to reach it. */
 export interface SwiftServer {

@@ -14,12 +14,16 @@
  *
  * @module
  */
-import { AnonymousCredential, BlobServiceClient, StorageSharedKeyCredential } from "@azure/storage-blob";
-import type { StoragePipelineOptions } from "@azure/storage-blob";
-import { ClientAssertionCredential, ClientSecretCredential } from "@azure/identity";
-import type { Logger } from "../log.ts";
-import { describeSource, type Settings } from "../settings.ts";
-import { InvalidSettingsError } from "./backend.ts";
+import {
+  AnonymousCredential,
+  BlobServiceClient,
+  StorageSharedKeyCredential,
+} from "../../deps/azure_storage_blob.ts";
+import type { StoragePipelineOptions } from "../../deps/azure_storage_blob.ts";
+import { ClientAssertionCredential, ClientSecretCredential } from "../../deps/azure_identity.ts";
+import type { Logger } from "../../log.ts";
+import { describeSource, type Settings } from "../../settings.ts";
+import { InvalidSettingsError } from "../backend.ts";
 
 /** The authentication methods, in priority order. */
 export type AzureAuthMethod = "oidc" | "service-principal" | "shared-key" | "sas" | "connection-string";

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { type Bucket, Storage } from "@google-cloud/storage";
+import { type Bucket, Storage } from "../../deps/google_cloud_storage.ts";
 import {
   AccessDeniedError,
   AuthFailedError,
@@ -31,10 +31,10 @@ import {
   TooLargeError,
   type TransferOptions,
   UnavailableError,
-} from "./backend.ts";
-import { type GcsAuth, resolveGcsAuth } from "./gcs_auth.ts";
-import type { Logger } from "../log.ts";
-import { describeSource, type Settings } from "../settings.ts";
+} from "../backend.ts";
+import { type GcsAuth, resolveGcsAuth } from "./auth.ts";
+import type { Logger } from "../../log.ts";
+import { describeSource, type Settings } from "../../settings.ts";
 
 const MiB = 1024 * 1024;
 const GRANULARITY = 256 * 1024;

@@ -33,9 +33,9 @@ import {
   type BlobServiceClient,
   type ContainerClient,
   StorageSharedKeyCredential,
-} from "@azure/storage-blob";
-import type { Logger } from "../log.ts";
-import { describeSource, type Settings } from "../settings.ts";
+} from "../../deps/azure_storage_blob.ts";
+import type { Logger } from "../../log.ts";
+import { describeSource, type Settings } from "../../settings.ts";
 import {
   AccessDeniedError,
   AuthFailedError,
@@ -48,11 +48,11 @@ import {
   TooLargeError,
   type TransferOptions,
   UnavailableError,
-} from "./backend.ts";
-import { idleWatch } from "./idle.ts";
-import { type AzureAuthInfo, connectAzure, containerName } from "./azure_auth.ts";
+} from "../backend.ts";
+import { idleWatch } from "../transfer/idle.ts";
+import { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
 
-export { type AzureAuthInfo, connectAzure, containerName } from "./azure_auth.ts";
+export { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
 
 const KIND = "azure";
 const MiB = 1024 * 1024;

@@ -38,9 +38,9 @@ import {
   S3Client,
   type ServerSideEncryption,
   UploadPartCommand,
-} from "@aws-sdk/client-s3";
-import { FetchHttpHandler } from "@smithy/fetch-http-handler";
-import { NodeHttpHandler } from "@smithy/node-http-handler";
+} from "../../deps/aws_client_s3.ts";
+import { FetchHttpHandler } from "../../deps/smithy_fetch_http_handler.ts";
+import { NodeHttpHandler } from "../../deps/smithy_node_http_handler.ts";
 import { createHash } from "node:crypto";
 import {
   AccessDeniedError,
@@ -53,18 +53,18 @@ import {
   StorageError,
   type TransferOptions,
   UnavailableError,
-} from "./backend.ts";
-import { idleWatch } from "./idle.ts";
-import type { Logger } from "../log.ts";
-import type { Settings } from "../settings.ts";
+} from "../backend.ts";
+import { idleWatch } from "../transfer/idle.ts";
+import type { Logger } from "../../log.ts";
+import type { Settings } from "../../settings.ts";
 import {
   type AwsCredentialIdentityProvider,
   chooseS3Credentials,
   isCredentialError,
   normalizeEndpoint,
-} from "./s3_credentials.ts";
+} from "./credentials.ts";
 
-export { normalizeEndpoint } from "./s3_credentials.ts";
+export { normalizeEndpoint } from "./credentials.ts";
 
 const MiB = 1024 * 1024;
 /** S3's smallest part (all but the last). */

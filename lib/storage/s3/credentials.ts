@@ -17,9 +17,13 @@
  *
  * @module
  */
-import { fromNodeProviderChain, fromTemporaryCredentials, fromWebToken } from "@aws-sdk/credential-providers";
-import type { Logger } from "../log.ts";
-import type { Settings } from "../settings.ts";
+import {
+  fromNodeProviderChain,
+  fromTemporaryCredentials,
+  fromWebToken,
+} from "../../deps/aws_credential_providers.ts";
+import type { Logger } from "../../log.ts";
+import type { Settings } from "../../settings.ts";
 
 /** A credentials provider as the S3 client takes it. */
 export type AwsCredentialIdentityProvider = ReturnType<typeof fromNodeProviderChain>;

@@ -14,10 +14,10 @@
  * @module
  */
 // The SDK's own auth library, same version (no extra download); a deno.json import entry would replace this.
-import { GoogleAuth, OAuth2Client } from "google-auth-library";
-import { AccessDeniedError, AuthFailedError, InvalidSettingsError, UnavailableError } from "./backend.ts";
-import type { Logger } from "../log.ts";
-import { describeSource, type Settings } from "../settings.ts";
+import { GoogleAuth, OAuth2Client } from "../../deps/google_auth_library.ts";
+import { AccessDeniedError, AuthFailedError, InvalidSettingsError, UnavailableError } from "../backend.ts";
+import type { Logger } from "../../log.ts";
+import { describeSource, type Settings } from "../../settings.ts";
 
 /** The OAuth scope every GCS credential asks for (full control: predefined ACLs need it, as in the Go plugin). */
 export const GCS_SCOPE = "https://www.googleapis.com/auth/devstorage.full_control";

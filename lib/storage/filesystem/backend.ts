@@ -17,9 +17,9 @@ import {
   StorageError,
   type TransferOptions,
   UnavailableError,
-} from "./backend.ts";
-import type { Logger } from "../log.ts";
-import type { Settings } from "../settings.ts";
+} from "../backend.ts";
+import type { Logger } from "../../log.ts";
+import type { Settings } from "../../settings.ts";
 
 const META_SUFFIX = ".cicache-meta.json";
 
