@@ -9,14 +9,29 @@
  * reused. Backends: filesystem always; Azure (Azurite), S3 (Swift) and GCS
  * (emulator) when their server scripts can start here.
  *
- * Environment: `BENCH_SCALE` (default 1) scales the tree; `BENCH_BACKENDS`
- * (comma list, default all) and `BENCH_FORMATS` (default `tar,zstd`) select;
+ * Two references per row, measured in the same run (ratios, never absolute
+ * times, are what this noisy machine can compare):
+ * - **rclone**: `tar -cf - | zstd -T0 -3 | rclone rcat` and `rclone cat |
+ *   zstd -dc | tar -x`, rclone (Debian's, `scripts/install/rclone.sh`) being
+ *   the independent, tuned transfer client, with the same part size and
+ *   parallelism (16 MiB × 4) on the same server (`scripts/bench_rclone.ts`);
+ *   on the filesystem backend the archive goes straight into the volume.
+ * - **archive only**: the same shell archive step with the transfer done by
+ *   ci-cache's own backend code, so it isolates the archive work.
+ * Plus a client-cost column, CPU seconds (user + sys) per GB of tree, and
+ * small-cache rows: a restore miss and a 1 MB save and restore.
+ *
+ * Environment: `BENCH_SCALE` (default 1) scales the tree; `BENCH_SHAPE`
+ * (`realistic`, default, or `many-small`: 100k files of ≈60 bytes, 20 per
+ * directory, the shape of node_modules); `BENCH_BACKENDS` (comma list,
+ * default all) and `BENCH_FORMATS` (default `tar,zstd`) select;
  * `BENCH_REPEAT` (default 3) runs each measurement that often, alternating
- * ours and the pipeline, and reports the median wall time.
+ * ours and the references, and reports the median wall time.
  *
  * @module
  */
 import { join, resolve } from "node:path";
+import { rcloneInstalled, type RcloneRemote, rcloneRemote } from "./bench_rclone.ts";
 
 const ROOT = resolve(new URL("..", import.meta.url).pathname);
 const BENCH = join(ROOT, ".bench");
@@ -24,6 +39,8 @@ const SCALE = Number(Deno.env.get("BENCH_SCALE") ?? "1");
 const FORMATS = (Deno.env.get("BENCH_FORMATS") ?? "tar,zstd").split(",");
 const BACKENDS = (Deno.env.get("BENCH_BACKENDS") ?? "filesystem,azure,s3,gcs").split(",");
 const REPEAT = Math.max(1, Number(Deno.env.get("BENCH_REPEAT") ?? "3"));
+const SHAPE = Deno.env.get("BENCH_SHAPE") ?? "realistic";
+if (SHAPE !== "realistic" && SHAPE !== "many-small") throw new Error(`BENCH_SHAPE: realistic or many-small`);
 
 /** xorshift32: deterministic bytes and choices. */
 class Rng {
@@ -74,16 +91,54 @@ interface Tree {
   path: string;
   files: number;
   bytes: number;
+  /** Files compared byte for byte after every restore (relative to `path`). */
+  probes?: string[];
 }
 
-async function buildTree(): Promise<Tree> {
-  const path = join(BENCH, `tree-s${SCALE}`, "cache");
-  const marker = join(BENCH, `tree-s${SCALE}`, "manifest.json");
+/** The tree for `shape`, built once under `.bench/` and reused. */
+async function buildTree(shape: string, scale: number): Promise<Tree> {
+  const name = shape === "realistic" ? `tree-s${scale}` : `tree-${shape}-s${scale}`;
+  const path = join(BENCH, name, "cache");
+  const marker = join(BENCH, name, "manifest.json");
   try {
     return JSON.parse(await Deno.readTextFile(marker));
   } catch { /* build it */ }
-  console.error(`building the benchmark tree (scale ${SCALE}) under ${path} …`);
-  await Deno.remove(join(BENCH, `tree-s${SCALE}`), { recursive: true }).catch(() => {});
+  console.error(`building the benchmark tree (${shape}, scale ${scale}) under ${path} …`);
+  await Deno.remove(join(BENCH, name), { recursive: true }).catch(() => {});
+  const tree = shape === "many-small"
+    ? await buildManySmall(path, scale)
+    : shape === "tiny"
+    ? await buildTiny(path)
+    : await buildRealistic(path, scale);
+  await Deno.writeTextFile(marker, JSON.stringify(tree));
+  return tree;
+}
+
+/** 100k × scale files of 40–80 bytes, 20 per directory, in nested package directories. */
+async function buildManySmall(path: string, scale: number): Promise<Tree> {
+  const rng = new Rng(7);
+  const total = Math.round(100_000 * scale);
+  let bytes = 0;
+  for (let f = 0; f < total; f++) {
+    const dir = join(path, "node_modules", `pkg-${Math.floor(f / 200)}`, `d-${Math.floor(f / 20) % 10}`);
+    if (f % 20 === 0) await Deno.mkdir(dir, { recursive: true });
+    const size = rng.int(40, 80);
+    await Deno.writeFile(join(dir, `f-${f % 20}.js`), textBytes(rng, size));
+    bytes += size;
+  }
+  return { path, files: total, bytes, probes: [join("node_modules", "pkg-0", "d-0", "f-0.js")] };
+}
+
+/** About 1 MB: ten 100 KB files (the small-cache rows). */
+async function buildTiny(path: string): Promise<Tree> {
+  const rng = new Rng(3);
+  await Deno.mkdir(join(path, "lib"), { recursive: true });
+  for (let f = 0; f < 10; f++) await Deno.writeFile(join(path, "lib", `f-${f}.js`), textBytes(rng, 100_000));
+  return { path, files: 10, bytes: 1_000_000, probes: [join("lib", "f-0.js")] };
+}
+
+async function buildRealistic(path: string, scale: number): Promise<Tree> {
+  const SCALE = scale;
   const rng = new Rng(42);
   let files = 0;
   let bytes = 0;
@@ -113,9 +168,12 @@ async function buildTree(): Promise<Tree> {
     files++;
     bytes += size;
   }
-  const tree = { path, files, bytes };
-  await Deno.writeTextFile(marker, JSON.stringify(tree));
-  return tree;
+  return {
+    path,
+    files,
+    bytes,
+    probes: [join("node_modules", "pkg-0", "file-0.js"), join("blobs", "blob-0.bin")],
+  };
 }
 
 interface Measure {
@@ -203,77 +261,170 @@ interface Row {
   backend: string;
   format: string;
   op: string;
+  tree: Tree;
   ours: Measure;
-  pipeline: Measure;
+  /** `tar | zstd | rclone rcat` and the reverse; undefined where rclone cannot reach the server. */
+  rclone?: Measure;
+  /** The shell archive step with ci-cache's own transfer code. */
+  archiveOnly?: Measure;
 }
 
-async function benchBackend(name: string, tree: Tree, rows: Row[]): Promise<void> {
+/** Shell commands of the two references for one format. */
+function shellSteps(format: string): { compress: string; decompress: string } {
+  return {
+    compress: format === "zstd" ? " | zstd -T0 -3 -q" : format === "gzip" ? " | gzip" : "",
+    decompress: format === "zstd" ? "zstd -dc -q" : format === "gzip" ? "gzip -dc" : "cat",
+  };
+}
+
+/** The rclone reference's save and restore for one object, or undefined without rclone. */
+function rcloneSteps(
+  name: string,
+  rclone: RcloneRemote | undefined,
+  cacheRoot: string,
+  object: string,
+): { save: string; restore: string; env: Record<string, string> } | undefined {
+  if (name === "filesystem") {
+    // The user's pipeline writes the archive straight into the cache volume.
+    const file = join(cacheRoot, object);
+    return { save: `{ mkdir -p '${join(file, "..")}' && cat > '${file}'; }`, restore: `cat '${file}'`, env: {} };
+  }
+  if (!rclone) return undefined;
+  return {
+    save: `rclone rcat '${rclone.path(object)}'`,
+    restore: `rclone cat '${rclone.path(object)}'`,
+    env: rclone.env,
+  };
+}
+
+async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<void> {
   const work = await Deno.makeTempDir({ dir: BENCH, prefix: `run-${name}-` });
-  const server = await startBackend(name, join(work, "cache-root"));
+  const cacheRoot = join(work, "cache-root");
+  const server = await startBackend(name, cacheRoot);
   if (!server) return;
+  const rclone = name === "filesystem" || !(await rcloneInstalled())
+    ? undefined
+    : rcloneRemote(name, server.env);
+  if (name !== "filesystem" && !rclone) {
+    console.error(`${name}: no rclone reference (see scripts/bench_rclone.ts)`);
+  }
+  const helper = join(ROOT, "scripts", "bench_transfer.ts");
+  const [tree, tiny] = trees;
   try {
     for (const format of FORMATS) {
-      const srcParent = resolve(tree.path, "..");
-      const compress = format === "zstd" ? " | zstd -T0 -3 -q" : format === "gzip" ? " | gzip" : "";
-      const decompress = format === "zstd" ? "zstd -dc -q" : format === "gzip" ? "gzip -dc" : "cat";
-      const helper = join(ROOT, "scripts", "bench_transfer.ts");
-      const runs = {
-        save: [] as Measure[],
-        restore: [] as Measure[],
-        pSave: [] as Measure[],
-        pRestore: [] as Measure[],
-      };
-      // Alternate ours and the pipeline, REPEAT times each; restores go into fresh directories (re-rooted for
-      // ours), so nothing is deleted right before a timed step.
-      for (let i = 0; i < REPEAT; i++) {
-        const key = `bench-${format}-${i}-${Date.now()}`;
-        const env = {
-          ...server.env,
-          PLUGIN_CACHE_KEY: key,
-          PLUGIN_ARCHIVE_FORMAT: format,
-          PLUGIN_LOG_LEVEL: "warn",
+      for (const t of [tree, tiny]) {
+        const srcParent = resolve(t.path, "..");
+        const { compress, decompress } = shellSteps(format);
+        const runs = {
+          save: [] as Measure[],
+          restore: [] as Measure[],
+          rSave: [] as Measure[],
+          rRestore: [] as Measure[],
+          aSave: [] as Measure[],
+          aRestore: [] as Measure[],
         };
-        runs.save.push(await measure([DENO, "run", "-A", MAIN, "save", "cache"], env, srcParent));
-        const restoreDir = join(work, `restore-ours-${format}-${i}`);
-        await Deno.mkdir(restoreDir);
-        runs.restore.push(await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, restoreDir));
-        await verifyRestored(tree, join(restoreDir, "cache"));
+        const repeat = t === tiny ? Math.max(REPEAT, 5) : REPEAT;
+        // Alternate ours and the references; restores go into fresh directories (re-rooted for ours), so
+        // nothing is deleted right before a timed step.
+        for (let i = 0; i < repeat; i++) {
+          const key = `bench-${format}-${t.files}-${i}-${Date.now()}`;
+          const env = {
+            ...server.env,
+            PLUGIN_CACHE_KEY: key,
+            PLUGIN_ARCHIVE_FORMAT: format,
+            PLUGIN_LOG_LEVEL: "warn",
+          };
+          runs.save.push(await measure([DENO, "run", "-A", MAIN, "save", "cache"], env, srcParent));
+          const restoreDir = await freshDir(work, `restore-ours-${format}-${t.files}-${i}`);
+          runs.restore.push(await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, restoreDir));
+          await verifyRestored(t, join(restoreDir, "cache"));
 
-        // The shell pipeline a user would write instead, with the same upload/download through the backend.
-        const archive = join(work, `pipeline-${i}.${format}`);
-        const objectName = `${key}-pipeline/cache`;
-        const put = `'${DENO}' run -A '${helper}' put '${objectName}' '${archive}'`;
-        runs.pSave.push(
-          await measure(
-            ["bash", "-c", `tar -cf - cache${compress} > '${archive}' && ${put}`],
-            server.env,
-            srcParent,
-          ),
-        );
-        await Deno.remove(archive).catch(() => {}); // moved into the volume on the filesystem backend
-        const pDir = join(work, `restore-pipeline-${format}-${i}`);
-        await Deno.mkdir(pDir);
-        const get = `'${DENO}' run -A '${helper}' get '${objectName}' '${archive}'`;
-        runs.pRestore.push(
-          await measure(
-            ["bash", "-c", `${get} && ${decompress} < '${archive}' | tar -xf -`],
-            server.env,
-            pDir,
-          ),
-        );
-        await verifyRestored(tree, join(pDir, "cache"));
+          const steps = rcloneSteps(name, rclone, cacheRoot, `${key}-rclone/cache`);
+          if (steps) {
+            runs.rSave.push(
+              await measure(
+                ["bash", "-c", `tar -cf - cache${compress} | ${steps.save}`],
+                steps.env,
+                srcParent,
+              ),
+            );
+            const rDir = await freshDir(work, `restore-rclone-${format}-${t.files}-${i}`);
+            runs.rRestore.push(
+              await measure(["bash", "-c", `${steps.restore} | ${decompress} | tar -xf -`], steps.env, rDir),
+            );
+            await verifyRestored(t, join(rDir, "cache"));
+          }
+
+          if (name !== "filesystem") {
+            // Archive only: the same shell archive step, the transfer through ci-cache's backend code.
+            const archive = join(work, `archive-${i}.${format}`);
+            const objectName = `${key}-archive/cache`;
+            const put = `'${DENO}' run -A '${helper}' put '${objectName}' '${archive}'`;
+            runs.aSave.push(
+              await measure(
+                ["bash", "-c", `tar -cf - cache${compress} > '${archive}' && ${put}`],
+                server.env,
+                srcParent,
+              ),
+            );
+            await Deno.remove(archive).catch(() => {});
+            const aDir = await freshDir(work, `restore-archive-${format}-${t.files}-${i}`);
+            const get = `'${DENO}' run -A '${helper}' get '${objectName}' '${archive}'`;
+            runs.aRestore.push(
+              await measure(
+                ["bash", "-c", `${get} && ${decompress} < '${archive}' | tar -xf -`],
+                server.env,
+                aDir,
+              ),
+            );
+            await Deno.remove(archive).catch(() => {});
+            await verifyRestored(t, join(aDir, "cache"));
+          }
+        }
+        const label = t === tiny ? "-1MB" : "";
+        for (
+          const [op, ours, r, a] of [["save", runs.save, runs.rSave, runs.aSave], [
+            "restore",
+            runs.restore,
+            runs.rRestore,
+            runs.aRestore,
+          ]] as const
+        ) {
+          const row: Row = {
+            backend: name,
+            format,
+            op: op + label,
+            tree: t,
+            ours: median(ours),
+            rclone: r.length ? median(r) : undefined,
+            archiveOnly: a.length ? median(a) : undefined,
+          };
+          rows.push(row);
+          printRow(row);
+        }
       }
-      rows.push({ backend: name, format, op: "save", ours: median(runs.save), pipeline: median(runs.pSave) });
-      rows.push({
-        backend: name,
-        format,
-        op: "restore",
-        ours: median(runs.restore),
-        pipeline: median(runs.pRestore),
-      });
-      printRow(tree, rows.at(-2)!);
-      printRow(tree, rows.at(-1)!);
     }
+    // A restore miss: start-up, settings, one lookup, exit.
+    const misses: Measure[] = [];
+    for (let i = 0; i < Math.max(REPEAT, 5); i++) {
+      const env = {
+        ...server.env,
+        PLUGIN_CACHE_KEY: `bench-miss-${i}-${Date.now()}`,
+        PLUGIN_LOG_LEVEL: "error",
+      };
+      misses.push(
+        await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, await freshDir(work, `miss-${i}`)),
+      );
+    }
+    const miss: Row = {
+      backend: name,
+      format: "-",
+      op: "miss",
+      tree: { ...tiny, files: 0, bytes: 0 },
+      ours: median(misses),
+    };
+    rows.push(miss);
+    printRow(miss);
   } finally {
     await server.stop();
     // The restored trees are removed only after every backend ran: ext4 makes file creation right after a big
@@ -282,52 +433,65 @@ async function benchBackend(name: string, tree: Tree, rows: Row[]): Promise<void
   }
 }
 
+async function freshDir(parent: string, name: string): Promise<string> {
+  const dir = join(parent, name);
+  await Deno.mkdir(dir);
+  return dir;
+}
+
 async function verifyRestored(tree: Tree, dir: string): Promise<void> {
-  const probe = join("node_modules", "pkg-0", "file-0.js");
-  const [a, b] = await Promise.all([Deno.readFile(join(tree.path, probe)), Deno.readFile(join(dir, probe))]);
-  if (a.length !== b.length || a.some((v, i) => v !== b[i])) throw new Error(`restore differs at ${probe}`);
-  const blob = join("blobs", "blob-0.bin");
-  const [sa, sb] = await Promise.all([Deno.stat(join(tree.path, blob)), Deno.stat(join(dir, blob))]);
-  if (sa.size !== sb.size) throw new Error(`restore differs at ${blob}`);
+  for (const probe of tree.probes ?? []) {
+    const [a, b] = await Promise.all([
+      Deno.readFile(join(tree.path, probe)),
+      Deno.readFile(join(dir, probe)),
+    ]);
+    if (a.length !== b.length || a.some((v, i) => v !== b[i])) throw new Error(`restore differs at ${probe}`);
+  }
 }
 
 function fmt(n: number | undefined, digits = 1): string {
   return n === undefined ? "n/a" : n.toFixed(digits);
 }
 
-function printRow(tree: Tree, r: Row): void {
-  const mb = tree.bytes / 1e6;
+function printRow(r: Row): void {
+  const mb = r.tree.bytes / 1e6;
+  const perGb = r.ours.cpu !== undefined && r.tree.bytes > 0 ? r.ours.cpu / (r.tree.bytes / 1e9) : undefined;
   console.log(
     [
       r.backend.padEnd(10),
       r.format.padEnd(5),
-      r.op.padEnd(7),
-      `${fmt(r.ours.seconds, 2)}s`.padStart(8),
-      `${fmt(mb / r.ours.seconds)} MB/s`.padStart(12),
-      `${fmt(tree.files / r.ours.seconds, 0)} files/s`.padStart(15),
-      `${fmt(r.ours.cpu, 2)}s`.padStart(8),
-      `${fmt(r.ours.rssMb, 0)} MB`.padStart(8),
-      `${fmt(r.pipeline.seconds, 2)}s`.padStart(9),
-      `${fmt(r.pipeline.cpu, 2)}s`.padStart(8),
-      `${fmt(r.pipeline.rssMb, 0)} MB`.padStart(8),
-      `${fmt(r.ours.seconds / r.pipeline.seconds, 2)}`.padStart(7),
+      r.op.padEnd(11),
+      `${fmt(r.ours.seconds, 2)}s`.padStart(7),
+      (mb ? `${fmt(mb / r.ours.seconds)} MB/s` : "").padStart(12),
+      (r.tree.files ? `${fmt(r.tree.files / r.ours.seconds, 0)} f/s` : "").padStart(11),
+      `${fmt(r.ours.cpu, 2)}s`.padStart(7),
+      (perGb !== undefined ? `${fmt(perGb, 1)}` : "").padStart(6),
+      `${fmt(r.ours.rssMb, 0)} MB`.padStart(7),
+      (r.rclone ? `${fmt(r.rclone.seconds, 2)}s` : "-").padStart(7),
+      (r.rclone ? `${fmt(r.rclone.cpu, 2)}s` : "-").padStart(7),
+      (r.rclone ? `${fmt(r.rclone.rssMb, 0)} MB` : "-").padStart(7),
+      (r.rclone ? fmt(r.ours.seconds / r.rclone.seconds, 2) : "-").padStart(6),
+      (r.archiveOnly ? fmt(r.ours.seconds / r.archiveOnly.seconds, 2) : "-").padStart(7),
     ].join(" "),
   );
 }
 
 if (import.meta.main) {
   await Deno.mkdir(BENCH, { recursive: true });
-  const tree = await buildTree();
+  const tree = await buildTree(SHAPE, SCALE);
+  const tiny = await buildTree("tiny", 1);
   console.log(
-    `tree: ${tree.files} files, ${(tree.bytes / 1e6).toFixed(0)} MB (scale ${SCALE}); ` +
-      `median of ${REPEAT}; CPU = user+sys; ratio = ours / pipeline wall time (below 1: ci-cache is faster)`,
+    `tree: ${SHAPE}, ${tree.files} files, ${(tree.bytes / 1e6).toFixed(0)} MB (scale ${SCALE}); median of ` +
+      `${REPEAT} (5 for the 1 MB and miss rows); CPU = user+sys; CPU/GB = ours per GB of tree; ` +
+      `ref = tar | zstd -T0 -3 | rclone rcat (filesystem: into the volume) and the reverse; ` +
+      `ratio = ours / ref wall time (below 1: ci-cache is faster); arch = ours / (shell archive + ci-cache transfer)`,
   );
   console.log(
-    "backend    fmt   op        ours        speed            rate  ours CPU ours RSS  pipeline pipe CPU pipe RSS  ratio",
+    "backend    fmt   op             ours        speed        rate     CPU CPU/GB     RSS     ref ref CPU ref RSS  ratio    arch",
   );
   const rows: Row[] = [];
   try {
-    for (const name of BACKENDS) await benchBackend(name, tree, rows);
+    for (const name of BACKENDS) await benchBackend(name, [tree, tiny], rows);
   } finally {
     for (const dir of leftovers) await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
