@@ -147,8 +147,16 @@ Deno.test("cli: a restore miss is soft unless exit-code or fail-restore-if-key-n
     const env = { PLUGIN_RESTORE: "true", PLUGIN_MOUNT: "node_modules", PLUGIN_CACHE_KEY: "nothing-here" };
     const out = join(sb.dir, "out.env");
     assertEquals(await sb.cli({ ...env, DRONE_OUTPUT: out }), 0);
-    assert(sb.logs.some((l) => l.includes("[IMPORTANT] restore cache")), "miss is logged as [IMPORTANT]");
-    assertEquals((await Deno.readTextFile(out)).trim(), "cache_hit=false");
+    const miss = sb.logs.find((l) =>
+      l.includes("[IMPORTANT] restore cache, cache miss for key nothing-here")
+    );
+    assert(miss, "miss is logged as [IMPORTANT]");
+    assert(miss.startsWith("level=warn"), `a miss is a warning, not an error: ${miss}`);
+    assertEquals((await Deno.readTextFile(out)).trim().split("\n"), [
+      "cache_hit=false",
+      "cache_state=miss",
+      "cache_key_matched=",
+    ]);
     assertEquals(await sb.cli({ ...env, PLUGIN_EXIT_CODE: "true" }), 1);
     assertEquals(await sb.cli({ ...env, PLUGIN_FAIL_RESTORE_IF_KEY_NOT_PRESENT: "true" }), 1);
     assertEquals(
@@ -301,7 +309,10 @@ Deno.test("cli: a corrupt cache is a miss and leaves nothing behind", async () =
     await Deno.remove(join(sb.work, "deps"), { recursive: true });
     const out = join(sb.dir, "out.env");
     assertEquals(await sb.cli({ ...env, PLUGIN_RESTORE: "true", DRONE_OUTPUT: out }), 0);
-    assertEquals((await Deno.readTextFile(out)).trim(), "cache_hit=false");
+    const lines = (await Deno.readTextFile(out)).trim().split("\n");
+    assertEquals(lines[0], "cache_hit=false");
+    assertMatch(lines[1], /^cache_state=(miss|failed)$/);
+    assertEquals(lines[2], "cache_key_matched=");
     assert(sb.logs.some((l) => /corrupt/i.test(l)), "reported as corrupt");
     assertEquals([...Deno.readDirSync(sb.work)].map((e) => e.name), [], "nothing left in the workspace");
     assertEquals(await sb.cli({ ...env, PLUGIN_RESTORE: "true", PLUGIN_EXIT_CODE: "true" }), 1);
