@@ -1149,8 +1149,13 @@ function specByFlag(): Map<string, SettingSpec> {
   return byFlag;
 }
 
-/** Bool literals a `--bool` flag takes from the next argument (`--override false`). */
-const BOOL_WORDS = new Set([...BOOL_TRUE, ...BOOL_FALSE].filter((w) => w.length > 1));
+/** Bool literals a `--bool` flag takes from the next argument (`--override false`, `--override 0`). */
+const BOOL_VALUES = new Set(
+  [...BOOL_TRUE, ...BOOL_FALSE].filter((w) => w !== "t" && w !== "T" && w !== "f" && w !== "F"),
+);
+
+/** Bool words that are never a mount on their own (`save node_modules false`). */
+const BOOL_WORDS = new Set([...BOOL_VALUES].filter((w) => w.length > 1));
 
 /**
  * Splits the argument list: `--flag=value`, `--flag value`, bare `--bool`,
@@ -1209,7 +1214,7 @@ function parseArgs(args: readonly string[]): ParsedArgs {
     if (value === undefined) {
       if (spec.type === "bool") {
         // `--override false`: the next argument is the value when it is a boolean word.
-        value = !negated && i + 1 < args.length && BOOL_WORDS.has(args[i + 1]) ? args[++i] : "true";
+        value = !negated && i + 1 < args.length && BOOL_VALUES.has(args[i + 1]) ? args[++i] : "true";
       } else if (i + 1 < args.length) value = args[++i];
       else throw new SettingsError(`--${name} needs a value`);
     }
@@ -1277,6 +1282,11 @@ export const KNOWN_UNUSED_ENV: Readonly<Record<string, string>> = {
   PLUGIN_ARTIFACT_FILE: "set by Harness for plugin steps (artifact metadata file); not used by a cache step",
 };
 
+/** Names documented somewhere but never read (the Go plugin's stale README): the setting meant. */
+const RENAMED_ENV: Readonly<Record<string, string>> = {
+  PLUGIN_ROLE_ARN: "PLUGIN_ASSUME_ROLE_ARN",
+};
+
 /**
  * One warning per `PLUGIN_*` variable that is no setting (see
  * {@link KNOWN_UNUSED_ENV} for the deliberate exceptions), naming the closest
@@ -1295,10 +1305,12 @@ export function unknownEnvWarnings(env: Record<string, string | undefined>): str
   const out: string[] = [];
   for (const name of Object.keys(env).sort()) {
     if (!name.startsWith("PLUGIN_") || known.has(name) || name in KNOWN_UNUSED_ENV) continue;
-    const near = closest(name.slice("PLUGIN_".length), pluginNames.map((n) => n.slice("PLUGIN_".length)));
+    const near = RENAMED_ENV[name] ??
+      closest(name.slice("PLUGIN_".length), pluginNames.map((n) => n.slice("PLUGIN_".length)))
+        ?.replace(/^/, "PLUGIN_");
     out.push(
       `${name} is not a ci-cache setting and is ignored: ` +
-        (near ? `did you mean PLUGIN_${near}?` : "run ci-cache --help for every setting"),
+        (near ? `did you mean ${near}?` : "run ci-cache --help for every setting"),
     );
   }
   return out;

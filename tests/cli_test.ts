@@ -4,61 +4,7 @@
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch, assertNotEquals, assertStringIncludes } from "./assert.ts";
-import { run } from "../main.ts";
-
-interface Sandbox {
-  dir: string;
-  work: string;
-  cache: string;
-  env: Record<string, string>;
-  logs: string[];
-  cli(extra: Record<string, string>, args?: string[], cwd?: string): Promise<number>;
-  cleanup(): Promise<void>;
-}
-
-async function sandbox(): Promise<Sandbox> {
-  const dir = await Deno.makeTempDir({ prefix: "cicache-cli-" });
-  const work = join(dir, "workspace");
-  const cache = join(dir, "cache");
-  await Deno.mkdir(work);
-  await Deno.mkdir(cache);
-  const logs: string[] = [];
-  const env = { PLUGIN_BACKEND: "filesystem", PLUGIN_FILESYSTEM_CACHE_ROOT: cache, HOME: dir };
-  return {
-    dir,
-    work,
-    cache,
-    env,
-    logs,
-    cli(extra, args = [], cwd = work) {
-      return run(args, { ...env, ...extra }, { cwd, sink: (l) => logs.push(l), print: (t) => logs.push(t) });
-    },
-    cleanup: () => Deno.remove(dir, { recursive: true }),
-  };
-}
-
-async function writeTree(root: string, files: Record<string, string>): Promise<void> {
-  for (const [rel, text] of Object.entries(files)) {
-    await Deno.mkdir(join(root, rel, ".."), { recursive: true });
-    await Deno.writeTextFile(join(root, rel), text);
-  }
-}
-
-async function readTree(root: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  async function walk(d: string, rel: string) {
-    for await (const e of Deno.readDir(d)) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isSymlink) out[r] = `-> ${await Deno.readLink(join(d, e.name))}`;
-      else if (e.isDirectory) await walk(join(d, e.name), r);
-      else out[r] = await Deno.readTextFile(join(d, e.name));
-    }
-  }
-  await walk(root, "");
-  return out;
-}
-
-const exists = (p: string) => Deno.lstat(p).then(() => true, () => false);
+import { exists, readTree, sandbox, writeTree } from "./support.ts";
 
 const NODE_MODULES = {
   "left-pad/index.js": "module.exports = 1;\n",
