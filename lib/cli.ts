@@ -266,8 +266,8 @@ async function runRestore(ctx: OpContext): Promise<number> {
   try {
     result = await restoreMounts(ctx, settings.mount, await renderRestoreKeys(settings, log));
   } catch (err) {
-    if (!isCacheFailure(err)) throw err;
     await writeFailedOutputs(settings, env, log, key);
+    if (!isCacheFailure(err)) throw err;
     log.error(`[IMPORTANT] restore cache, restore failed: ${errorText(err)}`, {
       key,
       ...(isStorageError(err) ? { kind: err.code } : {}),

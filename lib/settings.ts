@@ -1502,9 +1502,10 @@ export function helpText(version: string): string {
     "PLUGIN_REBUILD, PLUGIN_RESTORE or PLUGIN_FLUSH. Flags win over environment variables; an empty",
     "variable counts as unset.",
     "",
-    "Boolean flags ([=true|false]): --override alone means true; --override=false, --override false and",
-    "--no-override mean false (true/false, 1/0, t/f in any of those spellings). A bare true or false is",
-    "never taken as a mount. Values of enumerations are case-insensitive (--backend S3).",
+    "Boolean flags ([=true|false]): --override alone means true; --override=false, --override false,",
+    "--override 0 and --no-override mean false (true/false, True/False, TRUE/FALSE, 1/0; with = also t/f).",
+    "A bare true or false is never taken as a mount. Values of enumerations are case-insensitive",
+    "(--backend S3).",
   ];
   for (const group of Object.keys(GROUP_TITLES) as SettingGroup[]) {
     const unavailable = UNAVAILABLE_BACKENDS.includes(group) ? " (not available yet)" : "";
