@@ -1187,7 +1187,8 @@ function parseArgs(args: readonly string[]): ParsedArgs {
         throw new SettingsError(`unknown option ${arg}: run ci-cache --help for the list of settings`);
       }
       if (BOOL_WORDS.has(arg)) {
-        const flag = i > 0 && args[i - 1].startsWith("--") ? args[i - 1].split("=")[0] : "--<flag>";
+        const previous = i > 0 && args[i - 1].startsWith("--") ? args[i - 1].split("=")[0] : "";
+        const flag = byFlag.get(previous.slice(2))?.type === "bool" ? previous : "--<flag>";
         throw new SettingsError(
           `a bare ${JSON.stringify(arg)} is not a mount: to set a boolean, write ${flag}=${arg} ` +
             `(or ${flag} ${arg} right after the flag, or --no-${flag.slice(2)} for false)`,

@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch, assertNotEquals, assertStringIncludes } from "./assert.ts";
 import { exists, type Sandbox, sandbox, writeTree } from "./support.ts";
-import { UNAVAILABLE_BACKENDS } from "../lib/settings.ts";
+import { SETTING_SPECS, UNAVAILABLE_BACKENDS } from "../lib/settings.ts";
 
 /** Runs `fn` with a fresh sandbox and removes it afterwards. */
 function withSandbox(fn: (sb: Sandbox) => Promise<void>): () => Promise<void> {
@@ -72,6 +72,12 @@ Deno.test(
     assertStringIncludes(help, "accepted: logfmt, json");
     assertStringIncludes(help, "accepted: AES256, aws:kms, aws:kms:dsse");
     for (const b of UNAVAILABLE_BACKENDS) assertStringIncludes(help, `${b} (not available yet)`);
+    for (const spec of SETTING_SPECS.filter((x) => x.choices)) {
+      const block = help.slice(help.indexOf(`  --${spec.flag} <value>`)).split("\n").slice(0, 4).join("\n");
+      for (const choice of spec.choices!.filter((c) => c !== "")) {
+        assertStringIncludes(block, choice, `--help lists ${choice} for --${spec.flag}`);
+      }
+    }
     assertMatch(help, /accepted: s3, gcs, azure, filesystem/);
   }),
 );
