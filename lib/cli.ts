@@ -7,8 +7,8 @@
  *
  * @module
  */
-import { errorText, formatBytes, Logger, type Sink, stderrSink } from "./log.ts";
-import type { MountOutcome } from "./cache/outcome.ts";
+import { errorText, Logger, type Sink, stderrSink, type TerminalWriter } from "./log.ts";
+import { cacheState, describeSizes, type MountOutcome, writeStepOutputs } from "./cache/outcome.ts";
 import {
   helpText,
   loadSettings,
@@ -16,14 +16,18 @@ import {
   SETTING_SPECS,
   type Settings,
   SettingsError,
+  unknownEnvWarnings,
 } from "./settings.ts";
 import { VERSION } from "./version.ts";
 import { checkKeyTemplate, renderKey, renderRestoreKeys } from "./key/key.ts";
+import { emptyFields } from "./key/fields.ts";
+import { templateData } from "./key/metadata.ts";
 import { openBackend } from "./storage/open.ts";
 import { isStorageError } from "./storage/backend.ts";
 import { type OpContext, saveMounts } from "./cache/save.ts";
 import { restoreMounts } from "./cache/restore.ts";
 import { flush } from "./cache/flush.ts";
+import { unsetMountVariables } from "./cache/layout.ts";
 
 /** Where `run` writes; tests capture both. */
 export interface RunOptions {
@@ -32,7 +36,13 @@ export interface RunOptions {
   sink?: Sink;
   /** `--help`/`--version` output (stdout by default). */
   print?: (text: string) => void;
+  /** Whether the log goes to a terminal (default: stderr is one and no sink was given). */
+  terminal?: boolean;
+  /** Raw terminal output: the redrawn status line, template carets (stderr by default). */
+  tty?: TerminalWriter;
 }
+
+const HELP_HINT = "run ci-cache --help for every setting";
 
 /**
  * Runs ci-cache with command-line arguments and an environment, and returns
@@ -50,6 +60,8 @@ export async function run(
 ): Promise<number> {
   const sink = options.sink ?? stderrSink;
   const print = options.print ?? ((text: string) => console.log(text));
+  const terminal = options.terminal ?? (options.sink === undefined && Deno.stderr.isTerminal());
+  const logOptions = { sink, terminal, tty: options.tty };
   let settings: Settings;
   try {
     const loaded = loadSettings(args, env);
@@ -63,27 +75,83 @@ export async function run(
     }
     settings = loaded.settings;
   } catch (err) {
-    const log = new Logger({ sink });
-    log.error("invalid settings", { error: errorText(err), help: "run ci-cache --help for every setting" });
+    // The settings did not parse, but the log format the user asked for still counts.
+    const log = new Logger({ ...logOptions, format: requestedLogFormat(args, env) });
+    warnUnknownEnv(log, env);
+    logSettingsError(log, err);
     return 1;
   }
 
   const log = new Logger({
+    ...logOptions,
     level: settings.debug ? "debug" : settings.logLevel as "error" | "warn" | "info" | "debug",
     format: settings.logFormat as "logfmt" | "json",
-    sink,
     secrets: secretValues(settings),
   });
+  warnUnknownEnv(log, env);
   try {
     return await execute(settings, env, options.cwd ?? Deno.cwd(), log);
   } catch (err) {
     if (err instanceof SettingsError) {
-      log.error("invalid settings", { error: err.message, help: "run ci-cache --help for every setting" });
+      logSettingsError(log, err);
       return 1;
     }
-    log.error(`[IMPORTANT] ${settings.mode} cache failed`, { error: errorText(err) });
+    const kind = isStorageError(err) ? { kind: err.code } : {};
+    if (!isCacheFailure(err)) {
+      // Rejected credentials, refused access, wrong backend settings: the pipeline must be fixed.
+      log.error(`${settings.mode} failed: the storage backend refused the request`, {
+        error: errorText(err),
+        ...kind,
+      });
+      return 1;
+    }
+    log.error(`[IMPORTANT] ${settings.mode} cache failed`, { error: errorText(err), ...kind });
     return settings.exitCode ? 1 : 0;
   }
+}
+
+/** `--log-format json`, `--log.format=json` or `PLUGIN_LOG_FORMAT=json`, read leniently before parsing. */
+function requestedLogFormat(
+  args: readonly string[],
+  env: Record<string, string | undefined>,
+): "logfmt" | "json" {
+  for (let i = 0; i < args.length; i++) {
+    const m = /^--log[.-]format(?:=(.*))?$/.exec(args[i]);
+    if (m) return (m[1] ?? args[i + 1] ?? "").toLowerCase() === "json" ? "json" : "logfmt";
+  }
+  const fromEnv = [env.PLUGIN_LOG_FORMAT, env.LOG_FORMAT].find((v) => v !== undefined && v !== "");
+  return fromEnv?.toLowerCase() === "json" ? "json" : "logfmt";
+}
+
+function warnUnknownEnv(log: Logger, env: Record<string, string | undefined>): void {
+  for (const warning of unknownEnvWarnings(env)) log.warn(warning);
+}
+
+/**
+ * One structured line per settings error. A multi-line message (a template
+ * excerpt with its caret) keeps its first line in the structured line; on a
+ * terminal the excerpt follows on its own lines, where the caret lines up.
+ */
+function logSettingsError(log: Logger, err: unknown): void {
+  const text = err instanceof SettingsError ? err.message : errorText(err);
+  const [first, ...rest] = text.split("\n");
+  if (log.terminal && rest.length > 0) {
+    log.error("invalid settings", { error: first, help: HELP_HINT });
+    log.terminalText(rest.join("\n"));
+    return;
+  }
+  log.error("invalid settings", { error: text, help: HELP_HINT });
+}
+
+/**
+ * Whether a storage failure is the store's fault (unreachable, unavailable,
+ * failing): a cache failure, exit 0 unless `exit-code`. Rejected
+ * credentials, refused access and wrong settings fail the step: the
+ * pipeline must be fixed.
+ */
+function isCacheFailure(err: unknown): boolean {
+  if (err instanceof SettingsError) return false;
+  return !isStorageError(err) || !["AuthFailed", "AccessDenied", "InvalidSettings"].includes(err.code);
 }
 
 async function execute(
@@ -99,27 +167,66 @@ async function execute(
     );
   }
   if (settings.mode === "save" && settings.mount.length === 0) {
-    throw new SettingsError("nothing to save: set PLUGIN_MOUNT (or --mount, or give mounts as arguments)");
+    const how = settings.source.mount === "default" && Object.keys(env).some((k) => k.startsWith("PLUGIN_"))
+      ? "set PLUGIN_MOUNT (or give mounts as arguments)"
+      : "give mounts as arguments (ci-cache save node_modules) or with --mount";
+    throw new SettingsError(`nothing to save: ${how}`);
   }
   checkKeyTemplate(settings);
+  for (const mount of settings.mount) {
+    for (const name of unsetMountVariables(mount, env)) {
+      log.warn(`mount ${mount} uses $${name}, which is unset or empty: it expands to nothing`, {
+        mount,
+        variable: name,
+      });
+    }
+  }
 
   let backend;
   try {
     backend = await openBackend(settings, log);
   } catch (err) {
     if (err instanceof SettingsError) throw err;
-    // Backend setup failures fail the step (exit 1), as in the Go plugin: the settings must be fixed.
-    log.error("could not set up the storage backend", {
+    const fields = {
       backend: settings.backend,
       error: errorText(err),
       ...(isStorageError(err) ? { kind: err.code } : {}),
-    });
+    };
+    if (isStorageError(err, "Unavailable")) {
+      // The store cannot be reached: a cache failure, so the build goes on without its cache.
+      log.error(`[IMPORTANT] ${settings.mode} cache failed: the storage backend is unavailable`, fields);
+      if (settings.mode === "restore") await writeFailedOutputs(settings, env, log, "");
+      return settings.exitCode ? 1 : 0;
+    }
+    // Rejected credentials and wrong backend settings fail the step (exit 1), as in the Go plugin.
+    log.error("could not set up the storage backend", fields);
     return 1;
   }
   try {
-    const key = await renderKey(settings, log);
+    // Flushing a prefix needs no key: rendering one would log an unrelated key.
+    const key = settings.mode === "flush" && settings.flushPrefix !== ""
+      ? ""
+      : await renderKey(settings, log);
+    if (settings.cacheKey !== "" && key !== "") {
+      const empty = emptyFields(settings.cacheKey, templateData(settings));
+      if (empty.length > 0) {
+        log.warn(
+          `cache key template uses ${empty.join(", ")}, which ${
+            empty.length > 1 ? "are" : "is"
+          } empty here: ` +
+            "the key may be a prefix of other keys. Set the build metadata (DRONE_* variables or the " +
+            "matching flags) or drop the field",
+          { template: settings.cacheKey, key },
+        );
+      }
+    }
     const ctx: OpContext = { settings, backend, log, key, env, cwd };
-    log.info(`${settings.mode} started`, { key, backend: backend.kind, mounts: settings.mount.join(",") });
+    const target = key !== "" ? { key } : { prefix: settings.flushPrefix };
+    log.info(`${settings.mode} started`, {
+      ...target,
+      backend: backend.kind,
+      ...(settings.mode === "flush" ? {} : { mounts: settings.mount.join(",") }),
+    });
     switch (settings.mode) {
       case "save":
         return await runSave(ctx);
@@ -154,32 +261,68 @@ async function runSave(ctx: OpContext): Promise<number> {
 }
 
 async function runRestore(ctx: OpContext): Promise<number> {
-  const { settings } = ctx;
-  const result = await restoreMounts(ctx, settings.mount, await renderRestoreKeys(settings, ctx.log));
-  const restored = result.outcomes.filter((o) => o.status === "restored").length;
-  const total = result.outcomes.length;
-  ctx.log.info("restore done", {
-    key: ctx.key,
+  const { settings, log, key, env } = ctx;
+  let result;
+  try {
+    result = await restoreMounts(ctx, settings.mount, await renderRestoreKeys(settings, log));
+  } catch (err) {
+    await writeFailedOutputs(settings, env, log, key);
+    if (!isCacheFailure(err)) throw err;
+    log.error(`[IMPORTANT] restore cache, restore failed: ${errorText(err)}`, {
+      key,
+      ...(isStorageError(err) ? { kind: err.code } : {}),
+    });
+    return settings.exitCode ? 1 : 0;
+  }
+  const { outcomes } = result;
+  const restored = outcomes.filter((o) => o.status === "restored").length;
+  const total = outcomes.length;
+  const state = result.match === "miss" ? "miss" : cacheState(outcomes);
+  await writeStepOutputs(env, log, {
+    hit: result.match === "exact" && state === "complete",
+    state,
+    matchedKey: restored > 0 ? result.matchedKey ?? "" : "",
+    primaryKey: key,
+  });
+  log.info("restore done", {
+    key,
     match: result.match,
     matched_key: result.matchedKey,
+    state,
     restored,
     of: total,
-    mounts: summarize(result.outcomes),
+    mounts: summarize(outcomes),
   });
-  if (result.match === "miss" || restored === 0) {
-    ctx.log.error(`[IMPORTANT] restore cache, cache miss for key ${ctx.key}`, {
-      reasons: result.outcomes.map((o) => `${o.mount}: ${o.reason}`).join("; ") || undefined,
-    });
+  const reasons = (statuses: string[]) =>
+    outcomes.filter((o) => statuses.includes(o.status)).map((o) => `${o.mount}: ${o.reason}`).join("; ") ||
+    undefined;
+  if (state === "failed") {
+    log.error(`[IMPORTANT] restore cache, restore failed: ${reasons(["failed"])}`, { key });
+    return settings.exitCode ? 1 : 0;
+  }
+  if (state === "miss") {
+    // A miss is expected on a first build: a warning, and only a failure when asked for.
+    log.warn(`[IMPORTANT] restore cache, cache miss for key ${key}`, { reasons: reasons(["miss"]) });
     return settings.exitCode || settings.failRestoreIfKeyNotPresent ? 1 : 0;
   }
-  if (restored < total) {
-    ctx.log.error(`[IMPORTANT] restore cache, partially restored (${restored}/${total} mounts)`, {
-      failed: result.outcomes.filter((o) => o.status !== "restored").map((o) => `${o.mount}: ${o.reason}`)
-        .join("; "),
+  if (state === "partial") {
+    log.error(`[IMPORTANT] restore cache, partially restored (${restored}/${total} mounts)`, {
+      failed: reasons(["failed", "miss"]),
     });
     return settings.exitCode ? 1 : 0;
   }
   return 0;
+}
+
+/** Step outputs of a restore that could not run at all. */
+async function writeFailedOutputs(
+  settings: Settings,
+  env: Record<string, string | undefined>,
+  log: Logger,
+  key: string,
+): Promise<void> {
+  if (settings.mode !== "restore") return;
+  await writeStepOutputs(env, log, { hit: false, state: "failed", matchedKey: "", primaryKey: key });
 }
 
 async function runFlush(ctx: OpContext): Promise<number> {
@@ -193,7 +336,7 @@ async function runFlush(ctx: OpContext): Promise<number> {
 function summarize(outcomes: readonly MountOutcome[]): string {
   return outcomes.map((o) => {
     const sizes = o.rawBytes !== undefined && o.storedBytes !== undefined
-      ? ` ${formatBytes(o.rawBytes)}/${formatBytes(o.storedBytes)}`
+      ? ` ${describeSizes(o.rawBytes, o.storedBytes)}`
       : "";
     return `${o.mount}: ${o.status}${sizes}${
       o.status === "failed" || o.status === "miss" ? ` (${o.reason})` : ""

@@ -21,8 +21,16 @@ const encoder = new TextEncoder();
 
 /** Writes a line to stderr synchronously, so lines never interleave mid-line. */
 export const stderrSink: Sink = (line) => {
-  Deno.stderr.writeSync(encoder.encode(line + "\n"));
+  writeAll(line + "\n");
 };
+
+/** Raw terminal output (status line redraws, caret excerpts): stderr by default. */
+export type TerminalWriter = (text: string) => void;
+
+function writeAll(text: string): void {
+  const bytes = encoder.encode(text);
+  for (let off = 0; off < bytes.length;) off += Deno.stderr.writeSync(bytes.subarray(off));
+}
 
 /** Options for {@link Logger}. */
 export interface LoggerOptions {
@@ -35,6 +43,14 @@ export interface LoggerOptions {
   fields?: Fields;
   /** Whether lines go to a terminal (default: stderr is one and no sink was given). */
   terminal?: boolean;
+  /** Where raw terminal output goes when `terminal` is true (default: stderr). */
+  tty?: TerminalWriter;
+}
+
+/** The status line shared by a logger and its children: one segment per active meter. */
+interface StatusBoard {
+  segments: Map<object, string>;
+  drawn: boolean;
 }
 
 /**
@@ -52,6 +68,8 @@ export class Logger {
   /** Lines go to an interactive terminal: progress is a redrawn status line instead of periodic lines. */
   readonly terminal: boolean;
   #sink: Sink;
+  #tty: TerminalWriter;
+  #board: StatusBoard = { segments: new Map(), drawn: false };
   #secrets: string[];
   #fields: Fields;
 
@@ -59,6 +77,7 @@ export class Logger {
     this.level = options.level ?? "info";
     this.format = options.format ?? "logfmt";
     this.#sink = options.sink ?? stderrSink;
+    this.#tty = options.tty ?? writeAll;
     this.terminal = options.terminal ?? (options.sink === undefined && Deno.stderr.isTerminal());
     this.#secrets = [];
     this.#fields = options.fields ?? {};
@@ -80,7 +99,9 @@ export class Logger {
       format: this.format,
       sink: this.#sink,
       terminal: this.terminal,
+      tty: this.#tty,
     });
+    child.#board = this.#board;
     child.#secrets = this.#secrets;
     child.#fields = { ...this.#fields, ...fields };
     return child;
@@ -104,9 +125,37 @@ export class Logger {
     this.#write("debug", msg, fields);
   }
 
-  /** Redraws the terminal status line (`""` clears it); only on a terminal. */
-  status(text: string): void {
-    if (this.terminal) Deno.stderr.writeSync(encoder.encode(`\r\x1b[K${this.redact(text)}`));
+  /**
+   * Sets the status line segment of `owner` (`""` removes it) and redraws
+   * the line; only on a terminal. Concurrent transfers share the line.
+   */
+  status(owner: object, text: string): void {
+    if (!this.terminal) return;
+    if (text === "") this.#board.segments.delete(owner);
+    else this.#board.segments.set(owner, this.redact(text));
+    this.#redraw();
+  }
+
+  /**
+   * Writes text as it is, on its own lines, to the terminal (a template
+   * excerpt with its caret); nothing when not on a terminal.
+   */
+  terminalText(text: string): void {
+    if (!this.terminal) return;
+    this.#clearStatus();
+    this.#tty(this.redact(text).replace(/\n?$/, "\n"));
+    this.#redraw();
+  }
+
+  #clearStatus(): void {
+    if (this.#board.drawn) this.#tty("\r\x1b[K");
+    this.#board.drawn = false;
+  }
+
+  #redraw(): void {
+    const line = [...this.#board.segments.values()].join(" · ");
+    this.#tty(`\r\x1b[K${line}`);
+    this.#board.drawn = line !== "";
   }
 
   /** Replaces every registered secret in `text` by `***`. */
@@ -120,6 +169,13 @@ export class Logger {
     if (!this.enabled(level)) return;
     const record: Fields = { level, ts: new Date().toISOString(), msg, ...this.#fields, ...fields };
     const line = this.format === "json" ? JSON.stringify(record, jsonReplacer) : toLogfmt(record);
+    if (this.terminal && this.#board.drawn) {
+      // A log line never lands in the middle of the status line: clear it, write, redraw below.
+      this.#clearStatus();
+      this.#sink(this.redact(line));
+      this.#redraw();
+      return;
+    }
     this.#sink(this.redact(line));
   }
 }
@@ -165,14 +221,26 @@ export function formatBytes(n: number): string {
   return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
+/** Bytes per second as MiB/s, the unit of the sizes next to it. */
+export function mibPerSecond(bytes: number, seconds: number): number {
+  return Number((bytes / 1024 / 1024 / Math.max(seconds, 1e-3)).toFixed(1));
+}
+
+/** Seconds for humans (`42 s`, `3 min 5 s`). */
+function formatSeconds(s: number): string {
+  const whole = Math.max(0, Math.round(s));
+  return whole < 60 ? `${whole} s` : `${Math.floor(whole / 60)} min ${whole % 60} s`;
+}
+
 /**
- * Counts bytes flowing through a stream and reports progress: a redrawn
- * status line on a terminal (twice a second), else a log line every
- * `intervalMs` (transfers shorter than that print nothing).
+ * Counts bytes flowing through a stream and reports progress: on a terminal
+ * a redrawn status line (twice a second: bytes, total and percent when the
+ * size is known, rate, ETA), else a log line every `intervalMs` (transfers
+ * shorter than that print nothing). Never both.
  *
  * @example
  * ```ts
- * const meter = new ProgressMeter(log, "upload", { mount: "node_modules" });
+ * const meter = new ProgressMeter(log, "download", { mount: "node_modules" }, 10_000, info.size);
  * await source.pipeThrough(meter.stream()).pipeTo(sink);
  * meter.stop();
  * ```
@@ -187,6 +255,8 @@ export class ProgressMeter {
     private readonly what: string,
     private readonly fields: Fields = {},
     intervalMs = 10_000,
+    /** Expected byte count, when known (a download's object size). */
+    readonly total?: number,
   ) {
     const timer = setInterval(() => this.#report(), log.terminal ? 500 : intervalMs);
     Deno.unrefTimer(timer as unknown as number);
@@ -209,29 +279,49 @@ export class ProgressMeter {
     return (performance.now() - this.started) / 1000;
   }
 
-  /** Stops periodic reporting. */
+  /** Stops periodic reporting and removes this meter from the status line. */
   stop(): void {
     if (this.#timer === undefined) return;
     clearInterval(this.#timer);
     this.#timer = undefined;
-    if (this.#drawn) this.log.status("");
+    this.log.status(this, "");
   }
 
-  #drawn = false;
+  /** The progress figures: bytes, rate, and with a known total the percent and ETA. */
+  snapshot(): { bytes: number; mibPerS: number; total?: number; percent?: number; etaS?: number } {
+    const rate = this.bytes / Math.max(this.seconds, 1e-3);
+    const out: ReturnType<ProgressMeter["snapshot"]> = {
+      bytes: this.bytes,
+      mibPerS: mibPerSecond(this.bytes, this.seconds),
+    };
+    if (this.total !== undefined && this.total > 0) {
+      out.total = this.total;
+      out.percent = Math.min(100, Math.floor((this.bytes / this.total) * 100));
+      if (rate > 0) out.etaS = Math.max(0, (this.total - this.bytes) / rate);
+    }
+    return out;
+  }
 
   #report(): void {
-    const mbps = this.bytes / 1e6 / Math.max(this.seconds, 1e-3);
+    const p = this.snapshot();
     if (this.log.terminal) {
       const name = Object.values(this.fields)[0] ?? "";
-      this.log.status(`${this.what} ${name}: ${formatBytes(this.bytes)} at ${mbps.toFixed(1)} MB/s`);
-      this.#drawn = true;
+      const amount = p.total !== undefined
+        ? `${formatBytes(p.bytes)} / ${formatBytes(p.total)} (${p.percent}%)`
+        : formatBytes(p.bytes);
+      const eta = p.etaS !== undefined ? `, ETA ${formatSeconds(p.etaS)}` : "";
+      this.log.status(this, `${this.what} ${name}: ${amount} at ${p.mibPerS.toFixed(1)} MiB/s${eta}`);
       return;
     }
     this.log.info(`${this.what} in progress`, {
       ...this.fields,
-      bytes: this.bytes,
-      transferred: formatBytes(this.bytes),
-      mb_per_s: Number(mbps.toFixed(1)),
+      bytes: p.bytes,
+      transferred: formatBytes(p.bytes),
+      ...(p.total !== undefined
+        ? { total_bytes: p.total, total: formatBytes(p.total), percent: p.percent }
+        : {}),
+      mib_per_s: p.mibPerS,
+      ...(p.etaS !== undefined ? { eta_s: Math.round(p.etaS) } : {}),
     });
   }
 }

@@ -511,6 +511,7 @@ export const SETTINGS = [
     env: ["PLUGIN_ENCRYPTION", "AWS_ENCRYPTION"],
     type: "string",
     default: "",
+    choices: ["", "AES256", "aws:kms", "aws:kms:dsse"],
     group: "s3",
     help: "S3 server-side encryption: `AES256`, `aws:kms`, `aws:kms:dsse`.",
   },
@@ -1049,12 +1050,21 @@ export function parseValue(
       return (raw.includes("\n") ? raw.split("\n") : raw.split(",")).map((s) => s.trim()).filter((s) =>
         s !== ""
       );
-    case "string":
-      if (spec.choices && !spec.choices.includes(raw)) {
-        const accepted = spec.choices.filter((c) => c !== "").join(", ");
-        throw new SettingsError(`${from}=${JSON.stringify(raw)} is not valid: use one of ${accepted}`);
+    case "string": {
+      if (!spec.choices) return raw;
+      // Enumerations are case-insensitive (`--backend S3`); the canonical spelling is kept.
+      const choice = spec.choices.find((c) => c.toLowerCase() === raw.toLowerCase());
+      if (choice === undefined) {
+        const accepted = spec.choices.filter((c) => c !== "").map(describeChoice).join(", ");
+        const near = closest(raw.toLowerCase(), spec.choices.filter((c) => c !== ""));
+        throw new SettingsError(
+          `${from}=${JSON.stringify(raw)} is not valid: use one of ${accepted}${
+            near ? ` (did you mean ${near}?)` : ""
+          }`,
+        );
       }
-      return raw;
+      return choice;
+    }
   }
 }
 
@@ -1116,7 +1126,8 @@ export function parseDuration(raw: string): number | undefined {
 /** Parsed command line: subcommand, flag values and positional mounts. */
 interface ParsedArgs {
   command?: Mode | "help" | "version";
-  flags: Map<string, string>;
+  /** Setting key → value and the flag spelling used (`--backend.operation-timeout` stays as typed). */
+  flags: Map<string, { value: string; flag: string }>;
   positional: string[];
 }
 
@@ -1138,9 +1149,19 @@ function specByFlag(): Map<string, SettingSpec> {
   return byFlag;
 }
 
+/** Bool literals a `--bool` flag takes from the next argument (`--override false`, `--override 0`). */
+const BOOL_VALUES = new Set(
+  [...BOOL_TRUE, ...BOOL_FALSE].filter((w) => w !== "t" && w !== "T" && w !== "f" && w !== "F"),
+);
+
+/** Bool words that are never a mount on their own (`save node_modules false`). */
+const BOOL_WORDS = new Set([...BOOL_VALUES].filter((w) => w.length > 1));
+
 /**
  * Splits the argument list: `--flag=value`, `--flag value`, bare `--bool`,
- * `--no-bool`, `-h`, a leading subcommand and positional mounts.
+ * `--bool true|false`, `--no-bool`, `-h`, a leading subcommand and positional
+ * mounts. A bare `true`/`false` is never a mount: it is a boolean meant for
+ * a flag, and an error says how to write it.
  */
 function parseArgs(args: readonly string[]): ParsedArgs {
   const byFlag = specByFlag();
@@ -1165,6 +1186,14 @@ function parseArgs(args: readonly string[]): ParsedArgs {
       if (arg.startsWith("-") && arg !== "-") {
         throw new SettingsError(`unknown option ${arg}: run ci-cache --help for the list of settings`);
       }
+      if (BOOL_WORDS.has(arg)) {
+        const previous = i > 0 && args[i - 1].startsWith("--") ? args[i - 1].split("=")[0] : "";
+        const flag = byFlag.get(previous.slice(2))?.type === "bool" ? previous : "--<flag>";
+        throw new SettingsError(
+          `a bare ${JSON.stringify(arg)} is not a mount: to set a boolean, write ${flag}=${arg} ` +
+            `(or ${flag} ${arg} right after the flag, or --no-${flag.slice(2)} for false)`,
+        );
+      }
       out.positional.push(arg);
       continue;
     }
@@ -1172,27 +1201,118 @@ function parseArgs(args: readonly string[]): ParsedArgs {
     let name = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
     let value: string | undefined = eq >= 0 ? arg.slice(eq + 1) : undefined;
     let spec = byFlag.get(name);
+    let negated = false;
     if (!spec && name.startsWith("no-") && value === undefined) {
       const positive = byFlag.get(name.slice(3));
       if (positive?.type === "bool") {
         spec = positive;
         value = "false";
         name = name.slice(3);
+        negated = true;
       }
     }
-    if (!spec) {
-      throw new SettingsError(`unknown option --${name}: run ci-cache --help for the list of settings`);
-    }
+    if (!spec) throw new SettingsError(unknownFlagMessage(name, byFlag));
     if (value === undefined) {
-      if (spec.type === "bool") value = "true";
-      else if (i + 1 < args.length) value = args[++i];
+      if (spec.type === "bool") {
+        // `--override false`: the next argument is the value when it is a boolean word.
+        value = !negated && i + 1 < args.length && BOOL_VALUES.has(args[i + 1]) ? args[++i] : "true";
+      } else if (i + 1 < args.length) value = args[++i];
       else throw new SettingsError(`--${name} needs a value`);
     }
     const prior = out.flags.get(spec.key);
     if (prior !== undefined && (spec.type === "list" || spec.type === "keys")) {
-      value = `${prior}${spec.type === "keys" ? "\n" : ","}${value}`;
+      value = `${prior.value}${spec.type === "keys" ? "\n" : ","}${value}`;
     }
-    out.flags.set(spec.key, value);
+    out.flags.set(spec.key, { value, flag: `--${name}` });
+  }
+  return out;
+}
+
+function unknownFlagMessage(name: string, byFlag: Map<string, SettingSpec>): string {
+  const normalized = name.toLowerCase().replaceAll("_", "-");
+  const near = byFlag.has(normalized) ? normalized : closest(normalized, [...byFlag.keys()]);
+  return `unknown option --${name}${
+    near ? `: did you mean --${near}?` : ""
+  } (run ci-cache --help for every setting)`;
+}
+
+/**
+ * The closest candidate to `word` (edit distance with transpositions, `_`
+ * and `-` ignored), or undefined when nothing is near enough to be a typo.
+ *
+ * @example
+ * ```ts
+ * closest("archive-fromat", ["archive-format", "cache-key"]); // "archive-format"
+ * ```
+ */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  const squash = (w: string) => w.toLowerCase().replace(/[-_.]/g, "");
+  const target = squash(word);
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(target, squash(c));
+    if (d < bestDistance) [best, bestDistance] = [c, d];
+  }
+  const allowed = Math.max(1, Math.min(3, Math.floor(target.length / 4)));
+  return bestDistance <= allowed ? best : undefined;
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions, adjacent transpositions. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/**
+ * `PLUGIN_*` variables that are not settings of ci-cache but are set on
+ * purpose by Drone, Harness or old pipeline files: accepted without a
+ * warning. Every other unknown `PLUGIN_*` variable is most likely a typo.
+ */
+export const KNOWN_UNUSED_ENV: Readonly<Record<string, string>> = {
+  PLUGIN_ARTIFACT_FILE: "set by Harness for plugin steps (artifact metadata file); not used by a cache step",
+};
+
+/** Names documented somewhere but never read (the Go plugin's stale README): the setting meant. */
+const RENAMED_ENV: Readonly<Record<string, string>> = {
+  PLUGIN_ROLE_ARN: "PLUGIN_ASSUME_ROLE_ARN",
+};
+
+/**
+ * One warning per `PLUGIN_*` variable that is no setting (see
+ * {@link KNOWN_UNUSED_ENV} for the deliberate exceptions), naming the closest
+ * real setting, so `PLUGIN_CACHEKEY` does not silently save under the
+ * default key.
+ *
+ * @example
+ * ```ts
+ * unknownEnvWarnings({ PLUGIN_CACHEKEY: "abc" });
+ * // ["PLUGIN_CACHEKEY is not a ci-cache setting and is ignored: did you mean PLUGIN_CACHE_KEY?"]
+ * ```
+ */
+export function unknownEnvWarnings(env: Record<string, string | undefined>): string[] {
+  const known = new Set(SETTING_SPECS.flatMap((s) => s.env));
+  const pluginNames = [...known].filter((e) => e.startsWith("PLUGIN_"));
+  const out: string[] = [];
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith("PLUGIN_") || known.has(name) || name in KNOWN_UNUSED_ENV) continue;
+    const near = RENAMED_ENV[name] ??
+      closest(name.slice("PLUGIN_".length), pluginNames.map((n) => n.slice("PLUGIN_".length)))
+        ?.replace(/^/, "PLUGIN_");
+    out.push(
+      `${name} is not a ci-cache setting and is ignored: ` +
+        (near ? `did you mean ${near}?` : "run ci-cache --help for every setting"),
+    );
   }
   return out;
 }
@@ -1222,10 +1342,10 @@ export function loadSettings(args: readonly string[], env: Record<string, string
   const values: Record<string, unknown> = {};
   const source: Record<string, string> = {};
   for (const spec of SETTING_SPECS) {
-    const flagValue = parsed.flags.get(spec.key);
-    if (flagValue !== undefined) {
-      values[spec.key] = parseValue(spec, flagValue, `--${spec.flag}`);
-      source[spec.key] = `--${spec.flag}`;
+    const fromFlag = parsed.flags.get(spec.key);
+    if (fromFlag !== undefined) {
+      values[spec.key] = parseValue(spec, fromFlag.value, fromFlag.flag);
+      source[spec.key] = fromFlag.flag;
       continue;
     }
     const name = spec.env.find((e) => env[e] !== undefined && env[e] !== "");
@@ -1246,13 +1366,13 @@ export function loadSettings(args: readonly string[], env: Record<string, string
 
   const settings = values as Settings;
   settings.source = source;
-  settings.mode = resolveMode(parsed.command as Mode | undefined, settings);
+  settings.mode = resolveMode(parsed.command as Mode | undefined, settings, parsed.positional);
   if (settings.backend === "") settings.backend = settings.bucket !== "" ? "s3" : "filesystem";
   validate(settings);
   return { kind: "run", settings };
 }
 
-function resolveMode(command: Mode | undefined, s: Settings): Mode {
+function resolveMode(command: Mode | undefined, s: Settings, positional: readonly string[]): Mode {
   const fromEnv: Mode[] = [];
   if (s.rebuild) fromEnv.push("save");
   if (s.restore) fromEnv.push("restore");
@@ -1262,15 +1382,26 @@ function resolveMode(command: Mode | undefined, s: Settings): Mode {
     if (other.length > 0) {
       throw new SettingsError(
         `the ${command} command conflicts with ${
-          other.map(modeSetting).join(" and ")
+          other.map((m) => describeSource(s, modeKey(m))).join(" and ")
         }=true: remove one of them`,
       );
     }
     return command;
   }
   if (fromEnv.length > 1) {
+    const names = fromEnv.map((m) => describeSource(s, modeKey(m)));
+    const list = names.length === 2
+      ? `${names[0]} and ${names[1]} are both true`
+      : `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are all true`;
+    throw new SettingsError(`${list}, but only one mode can run: set exactly one`);
+  }
+  if (fromEnv.length === 0 && positional.length > 0) {
+    // `ci-cache sav`: the first word was meant as a command, not a mount.
+    const near = closest(positional[0], ["save", "restore", "flush", "rebuild"]);
     throw new SettingsError(
-      `${fromEnv.map(modeSetting).join(" and ")} are all true, but only one mode can run: set exactly one`,
+      `unknown command ${positional[0]}: use ci-cache save, restore or flush` +
+        (near ? ` (did you mean ${near}?)` : "") +
+        ", or set PLUGIN_REBUILD, PLUGIN_RESTORE or PLUGIN_FLUSH to true to give mounts without a command",
     );
   }
   if (fromEnv.length === 0) {
@@ -1281,8 +1412,8 @@ function resolveMode(command: Mode | undefined, s: Settings): Mode {
   return fromEnv[0];
 }
 
-function modeSetting(m: Mode): string {
-  return m === "save" ? "PLUGIN_REBUILD" : m === "restore" ? "PLUGIN_RESTORE" : "PLUGIN_FLUSH";
+function modeKey(m: Mode): string {
+  return m === "save" ? "rebuild" : m;
 }
 
 /** The setting's origin, for messages: `--flag`, `ENV_VAR`, or the flag name for defaults. */
@@ -1320,9 +1451,20 @@ function validate(s: Settings): void {
   if (!SETTINGS.find((x) => x.key === "backend")!.choices.includes(s.backend as never)) {
     throw new SettingsError(
       `${describeSource(s, "backend")}=${JSON.stringify(s.backend)} is not a backend: ` +
-        `use one of s3, gcs, azure, filesystem, sftp, harness`,
+        `use one of ${SETTINGS.find((x) => x.key === "backend")!.choices.map(describeChoice).join(", ")}`,
     );
   }
+}
+
+/**
+ * Backends that are in the settings table but not built yet: `--help` and
+ * error messages mark them. The one place to flip when a backend lands.
+ */
+export const UNAVAILABLE_BACKENDS: readonly string[] = ["sftp", "harness"];
+
+/** An enumeration value as `--help` and errors show it (`sftp (not available yet)`). */
+function describeChoice(choice: string): string {
+  return UNAVAILABLE_BACKENDS.includes(choice) ? `${choice} (not available yet)` : choice;
 }
 
 /** Values of the secret settings that are set, for log redaction. */
@@ -1360,13 +1502,23 @@ export function helpText(version: string): string {
     "As a Drone/Harness plugin: no arguments; settings come from PLUGIN_* variables and the mode from",
     "PLUGIN_REBUILD, PLUGIN_RESTORE or PLUGIN_FLUSH. Flags win over environment variables; an empty",
     "variable counts as unset.",
+    "",
+    "Boolean flags ([=true|false]): --override alone means true; --override=false, --override false,",
+    "--override 0 and --no-override mean false (true/false, True/False, TRUE/FALSE, 1/0; with = also t/f).",
+    "A bare true or false is never taken as a mount. Values of enumerations are case-insensitive",
+    "(--backend S3).",
   ];
   for (const group of Object.keys(GROUP_TITLES) as SettingGroup[]) {
-    lines.push("", `${GROUP_TITLES[group]}:`);
+    const unavailable = UNAVAILABLE_BACKENDS.includes(group) ? " (not available yet)" : "";
+    lines.push("", `${GROUP_TITLES[group]}${unavailable}:`);
     for (const spec of SETTING_SPECS.filter((x) => x.group === group)) {
       const def = formatDefault(spec);
-      lines.push(`  --${spec.flag}${spec.type === "bool" ? "" : " <" + spec.type + ">"}`);
+      const value = spec.type === "bool" ? "[=true|false]" : ` <${spec.choices ? "value" : spec.type}>`;
+      lines.push(`  --${spec.flag}${value}`);
       lines.push(`      ${spec.help}${def ? ` Default: ${def}.` : ""}`);
+      if (spec.choices) {
+        lines.push(`      accepted: ${spec.choices.filter((c) => c !== "").map(describeChoice).join(", ")}`);
+      }
       if (spec.env.length > 0) lines.push(`      env: ${spec.env.join(", ")}`);
     }
   }

@@ -4,61 +4,7 @@
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch, assertNotEquals, assertStringIncludes } from "./assert.ts";
-import { run } from "../main.ts";
-
-interface Sandbox {
-  dir: string;
-  work: string;
-  cache: string;
-  env: Record<string, string>;
-  logs: string[];
-  cli(extra: Record<string, string>, args?: string[], cwd?: string): Promise<number>;
-  cleanup(): Promise<void>;
-}
-
-async function sandbox(): Promise<Sandbox> {
-  const dir = await Deno.makeTempDir({ prefix: "cicache-cli-" });
-  const work = join(dir, "workspace");
-  const cache = join(dir, "cache");
-  await Deno.mkdir(work);
-  await Deno.mkdir(cache);
-  const logs: string[] = [];
-  const env = { PLUGIN_BACKEND: "filesystem", PLUGIN_FILESYSTEM_CACHE_ROOT: cache, HOME: dir };
-  return {
-    dir,
-    work,
-    cache,
-    env,
-    logs,
-    cli(extra, args = [], cwd = work) {
-      return run(args, { ...env, ...extra }, { cwd, sink: (l) => logs.push(l), print: (t) => logs.push(t) });
-    },
-    cleanup: () => Deno.remove(dir, { recursive: true }),
-  };
-}
-
-async function writeTree(root: string, files: Record<string, string>): Promise<void> {
-  for (const [rel, text] of Object.entries(files)) {
-    await Deno.mkdir(join(root, rel, ".."), { recursive: true });
-    await Deno.writeTextFile(join(root, rel), text);
-  }
-}
-
-async function readTree(root: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  async function walk(d: string, rel: string) {
-    for await (const e of Deno.readDir(d)) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isSymlink) out[r] = `-> ${await Deno.readLink(join(d, e.name))}`;
-      else if (e.isDirectory) await walk(join(d, e.name), r);
-      else out[r] = await Deno.readTextFile(join(d, e.name));
-    }
-  }
-  await walk(root, "");
-  return out;
-}
-
-const exists = (p: string) => Deno.lstat(p).then(() => true, () => false);
+import { exists, readTree, sandbox, writeTree } from "./support.ts";
 
 const NODE_MODULES = {
   "left-pad/index.js": "module.exports = 1;\n",
@@ -147,8 +93,16 @@ Deno.test("cli: a restore miss is soft unless exit-code or fail-restore-if-key-n
     const env = { PLUGIN_RESTORE: "true", PLUGIN_MOUNT: "node_modules", PLUGIN_CACHE_KEY: "nothing-here" };
     const out = join(sb.dir, "out.env");
     assertEquals(await sb.cli({ ...env, DRONE_OUTPUT: out }), 0);
-    assert(sb.logs.some((l) => l.includes("[IMPORTANT] restore cache")), "miss is logged as [IMPORTANT]");
-    assertEquals((await Deno.readTextFile(out)).trim(), "cache_hit=false");
+    const miss = sb.logs.find((l) =>
+      l.includes("[IMPORTANT] restore cache, cache miss for key nothing-here")
+    );
+    assert(miss, "miss is logged as [IMPORTANT]");
+    assert(miss.startsWith("level=warn"), `a miss is a warning, not an error: ${miss}`);
+    assertEquals((await Deno.readTextFile(out)).trim().split("\n"), [
+      "cache_hit=false",
+      "cache_state=miss",
+      "cache_key_matched=",
+    ]);
     assertEquals(await sb.cli({ ...env, PLUGIN_EXIT_CODE: "true" }), 1);
     assertEquals(await sb.cli({ ...env, PLUGIN_FAIL_RESTORE_IF_KEY_NOT_PRESENT: "true" }), 1);
     assertEquals(
@@ -301,7 +255,10 @@ Deno.test("cli: a corrupt cache is a miss and leaves nothing behind", async () =
     await Deno.remove(join(sb.work, "deps"), { recursive: true });
     const out = join(sb.dir, "out.env");
     assertEquals(await sb.cli({ ...env, PLUGIN_RESTORE: "true", DRONE_OUTPUT: out }), 0);
-    assertEquals((await Deno.readTextFile(out)).trim(), "cache_hit=false");
+    const lines = (await Deno.readTextFile(out)).trim().split("\n");
+    assertEquals(lines[0], "cache_hit=false");
+    assertMatch(lines[1], /^cache_state=(miss|failed)$/);
+    assertEquals(lines[2], "cache_key_matched=");
     assert(sb.logs.some((l) => /corrupt/i.test(l)), "reported as corrupt");
     assertEquals([...Deno.readDirSync(sb.work)].map((e) => e.name), [], "nothing left in the workspace");
     assertEquals(await sb.cli({ ...env, PLUGIN_RESTORE: "true", PLUGIN_EXIT_CODE: "true" }), 1);

@@ -2,7 +2,7 @@ import { backendConformance } from "./backend_conformance.ts";
 import { createFilesystemBackend, FilesystemBackend } from "../lib/storage/filesystem/backend.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
 import { settingsFrom } from "./support.ts";
-import { InvalidSettingsError, UnavailableError } from "../lib/storage/backend.ts";
+import { InvalidSettingsError } from "../lib/storage/backend.ts";
 import { Logger } from "../lib/log.ts";
 
 backendConformance("filesystem", async () => {
@@ -15,11 +15,11 @@ backendConformance("filesystem", async () => {
 
 const quiet = new Logger({ sink: () => {} });
 
-Deno.test("filesystem: a missing root says to mount the volume", async () => {
+Deno.test("filesystem: a missing root says to mount the volume (a settings error, exit 1)", async () => {
   const err = await assertRejects(
     () =>
       createFilesystemBackend(settingsFrom({ PLUGIN_FILESYSTEM_CACHE_ROOT: "/nonexistent/cache" }), quiet),
-    UnavailableError,
+    InvalidSettingsError,
   );
   assertStringIncludes(err.message, "mounted");
   assertStringIncludes(err.message, "PLUGIN_FILESYSTEM_CACHE_ROOT");

@@ -42,6 +42,18 @@ Deno.test({
       assertEquals(back.length, big.length);
       assert(back.every((b, i) => b === big[i]), "restored bytes differ");
       assert(!lines.join("\n").includes(swift.secretKey), "the secret key was logged");
+      // Rejected credentials are not a cache outage: they fail the step (exit 1), on save and on restore.
+      const wrong = { ...env, PLUGIN_SECRET_KEY: "wrong-secret-for-this-test" };
+      for (const mode of ["PLUGIN_REBUILD", "PLUGIN_RESTORE"]) {
+        lines.length = 0;
+        assertEquals(
+          await run([], { ...wrong, [mode]: "true" }, { sink }),
+          1,
+          `${mode}: ${lines.join("\n")}`,
+        );
+        assert(lines.some((l) => l.includes("kind=AuthFailed")), lines.join("\n"));
+        assert(!lines.some((l) => l.includes("[IMPORTANT]")), "not reported as a cache failure");
+      }
     } finally {
       await Deno.remove(dir, { recursive: true });
       await swift.stop();

@@ -1,12 +1,15 @@
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "./assert.ts";
 import {
+  closest,
   helpText,
+  KNOWN_UNUSED_ENV,
   loadSettings,
   parseDuration,
   secretValues,
   SETTING_SPECS,
   type Settings,
   SettingsError,
+  unknownEnvWarnings,
 } from "../lib/settings.ts";
 import { VERSION } from "../lib/version.ts";
 
@@ -196,4 +199,33 @@ Deno.test("settings: every flag and env var is unique", () => {
 Deno.test("settings: version matches deno.json", async () => {
   const denoJson = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
   assertEquals(VERSION, denoJson.version);
+});
+
+Deno.test("settings: closest names a typo's setting, and nothing for unrelated words", () => {
+  assertEquals(closest("archive-fromat", ["archive-format", "cache-key"]), "archive-format");
+  assertEquals(closest("CACHEKEY", ["CACHE_KEY", "MOUNT"]), "CACHE_KEY");
+  assertEquals(closest("sav", ["save", "restore", "flush"]), "save");
+  assertEquals(closest("kubernetes", ["save", "restore", "flush"]), undefined);
+});
+
+Deno.test("settings: unknown PLUGIN_* variables, known ones and deliberate extras", () => {
+  assertEquals(unknownEnvWarnings({ PLUGIN_CACHE_KEY: "k", DRONE_REPO: "x", HOME: "/root" }), []);
+  assertEquals(Object.keys(KNOWN_UNUSED_ENV).flatMap((k) => unknownEnvWarnings({ [k]: "x" })), []);
+  const [w] = unknownEnvWarnings({ PLUGIN_ARCHIVE_FROMAT: "zstd" });
+  assertStringIncludes(w, "did you mean PLUGIN_ARCHIVE_FORMAT?");
+  for (const spec of SETTING_SPECS) {
+    for (const e of spec.env) assertEquals(unknownEnvWarnings({ [e]: "x" }), [], e);
+  }
+});
+
+Deno.test("settings: boolean flags take true/false after a space; bare booleans are no mounts", () => {
+  assertEquals(load(["save", "--override", "false", "m"]).override, false);
+  assertEquals(load(["save", "--override", "0", "m"]).mount, ["m"]);
+  assertEquals(load(["save", "--override", "m"]).override, true);
+  assertEquals(load(["save", "--override", "m"]).mount, ["m"]);
+  assertEquals(load(["save", "--no-override", "m"]).override, false);
+  const e = assertThrows(() => load(["save", "m", "false"]), SettingsError);
+  assertStringIncludes(e.message, "is not a mount");
+  assertEquals(load(["save", "--backend", "AZURE", "m"]).backend, "azure");
+  assertEquals(load(["save", "--azure-access-tier", "cool", "m"]).azureAccessTier, "Cool");
 });

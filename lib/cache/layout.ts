@@ -37,6 +37,23 @@ export function expandMount(mount: string, env: Record<string, string | undefine
 }
 
 /**
+ * The variables a mount refers to (`$VAR`, `${VAR}`, and `HOME` for `~`)
+ * that are unset or empty, so `$NOPE_UNSET/.m2` can warn before it silently
+ * becomes `/.m2`.
+ *
+ * @example
+ * ```ts
+ * unsetMountVariables("$NOPE_UNSET/.m2", {}); // ["NOPE_UNSET"]
+ * ```
+ */
+export function unsetMountVariables(mount: string, env: Record<string, string | undefined>): string[] {
+  const withHome = mount.replace("~", "$HOME");
+  const names = [...withHome.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g)]
+    .map((m) => m[1] ?? m[2]);
+  return [...new Set(names)].filter((n) => !env[n]);
+}
+
+/**
  * Cleans a slash path like Go's `path.Clean`, but refuses a `..` that would
  * climb above the start (the Go plugin silently escaped the key prefix).
  * Returns the segments.

@@ -3,8 +3,9 @@
  * under the first matching `restore-keys` prefix), then for each one stream
  * download → decompress → safe extraction. Explicit mounts fetch
  * `<key>/<mount>` directly; no mounts lists under the key with the Go
- * plugin's strict matching (A§2.6.2). Writes `cache_hit`, `cache_state` and
- * `cache_key_matched` to `$DRONE_OUTPUT` and the metrics file (A§2.9).
+ * plugin's strict matching (A§2.6.2). Writes the metrics file (A§2.9); the
+ * step outputs are the caller's (`writeStepOutputs` in outcome.ts), so a
+ * restore that throws still reports `cache_state=failed`.
  *
  * @module
  */
@@ -35,7 +36,7 @@ export interface RestoreResult {
 
 /**
  * Restores the mounts (or, with none, everything under the key) and writes
- * the step outputs and metrics file.
+ * the metrics file.
  *
  * @example
  * ```ts
@@ -90,7 +91,6 @@ export async function restoreMounts(
     });
   }
   const result: RestoreResult = { match, matchedKey: match === "miss" ? undefined : matchedKey, outcomes };
-  await writeOutputs(ctx, result);
   await writeMetrics(ctx, outcomes);
   return result;
 }
@@ -218,7 +218,13 @@ async function restoreOne(ctx: OpContext, p: Planned): Promise<MountOutcome> {
   let outcome: MountOutcome;
   try {
     const body = await ctx.backend.get(p.object);
-    const meter = new ProgressMeter(log, "download", { mount: p.mount, object: p.object });
+    const meter = new ProgressMeter(
+      log,
+      "download",
+      { mount: p.mount, object: p.object },
+      undefined,
+      p.info?.size,
+    );
     const decoder = decompressStream();
     try {
       const result = await unpackToMount(body.pipeThrough(meter.stream()).pipeThrough(decoder.stream), {
@@ -254,21 +260,6 @@ async function restoreOne(ctx: OpContext, p: Planned): Promise<MountOutcome> {
   }
   logOutcome(log, "restore", outcome);
   return outcome;
-}
-
-/** Appends `cache_hit`, `cache_state` and `cache_key_matched` to `$DRONE_OUTPUT` (all backends). */
-async function writeOutputs(ctx: OpContext, r: RestoreResult): Promise<void> {
-  const file = ctx.env.DRONE_OUTPUT;
-  if (!file) return;
-  const restored = r.outcomes.filter((o) => o.status === "restored").length;
-  const lines = [`cache_hit=${r.match === "exact" && restored > 0 && restored === r.outcomes.length}`];
-  if (restored > 0) lines.push(`cache_state=${restored === r.outcomes.length ? "complete" : "partial"}`);
-  if (restored > 0 && r.matchedKey) lines.push(`cache_key_matched=${r.matchedKey}`);
-  try {
-    await Deno.writeTextFile(file, lines.join("\n") + "\n", { append: true, create: true, mode: 0o644 });
-  } catch (err) {
-    ctx.log.error("could not write step outputs", { file, error: reasonOf(err) });
-  }
 }
 
 /** Appends `{cache_size_bytes, dst_path}` per restored mount to the metrics file (A§2.9). */

@@ -19,7 +19,7 @@ import {
   UnavailableError,
 } from "../backend.ts";
 import type { Logger } from "../../log.ts";
-import type { Settings } from "../../settings.ts";
+import { describeSource, type Settings } from "../../settings.ts";
 
 const META_SUFFIX = ".cicache-meta.json";
 
@@ -253,26 +253,25 @@ export class FilesystemBackend implements Backend {
 export async function createFilesystemBackend(settings: Settings, log: Logger): Promise<Backend> {
   const root = settings.filesystemCacheRoot;
   const ctx = { backend: "filesystem", op: "connect", object: root };
+  const setting = describeSource(settings, "filesystemCacheRoot");
   if (resolve(root) === "/") {
     throw new InvalidSettingsError(
-      "PLUGIN_FILESYSTEM_CACHE_ROOT must not be /: point it at the cache volume, e.g. /tmp/cache",
+      `${setting} must not be /: point it at the cache volume, e.g. /tmp/cache`,
       ctx,
     );
   }
   try {
     const info = await Deno.stat(root);
     if (!info.isDirectory) {
-      throw new InvalidSettingsError(
-        `cache root ${root} is not a directory (PLUGIN_FILESYSTEM_CACHE_ROOT)`,
-        ctx,
-      );
+      throw new InvalidSettingsError(`cache root ${root} is not a directory (${setting})`, ctx);
     }
   } catch (err) {
     if (err instanceof StorageError) throw err;
     if (err instanceof Deno.errors.NotFound) {
-      throw new UnavailableError(
+      // A missing root is a pipeline mistake (the volume is not mounted), not an outage: exit 1.
+      throw new InvalidSettingsError(
         `cache root ${root} does not exist: make sure the cache volume is mounted there, ` +
-          `or set PLUGIN_FILESYSTEM_CACHE_ROOT to an existing directory`,
+          `or set ${setting} to an existing directory`,
         { ...ctx, cause: err },
       );
     }

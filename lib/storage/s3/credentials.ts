@@ -23,6 +23,7 @@ import {
   fromWebToken,
 } from "../../deps/aws_credential_providers.ts";
 import type { Logger } from "../../log.ts";
+import { InvalidSettingsError } from "../backend.ts";
 import type { Settings } from "../../settings.ts";
 
 /** A credentials provider as the S3 client takes it. */
@@ -44,19 +45,56 @@ export interface S3Credentials {
 }
 
 /** The subset of settings the credential choice reads. */
-export type CredentialSettings = Pick<
-  Settings,
-  | "accessKey"
-  | "secretKey"
-  | "sessionToken"
-  | "assumeRoleArn"
-  | "assumeRoleSessionName"
-  | "externalId"
-  | "oidcTokenId"
-  | "userRoleArn"
-  | "userRoleExternalId"
-  | "stsEndpoint"
->;
+export type CredentialSettings =
+  & Pick<
+    Settings,
+    | "accessKey"
+    | "secretKey"
+    | "sessionToken"
+    | "assumeRoleArn"
+    | "assumeRoleSessionName"
+    | "externalId"
+    | "oidcTokenId"
+    | "userRoleArn"
+    | "userRoleExternalId"
+    | "stsEndpoint"
+  >
+  & Partial<Pick<Settings, "source">>;
+
+/** The setting a value came from (`--access-key`, `AWS_ACCESS_KEY_ID`, …), or its plugin variable. */
+function sourceOf(s: CredentialSettings, key: "accessKey" | "secretKey"): string {
+  const from = s.source?.[key];
+  if (from && from !== "default") return from;
+  return key === "accessKey" ? "PLUGIN_ACCESS_KEY" : "PLUGIN_SECRET_KEY";
+}
+
+/**
+ * Refuses half a static key pair, naming the half that is missing and where
+ * the other half came from. The Go plugin silently fell back to the default
+ * credential chain, which then failed far from the cause.
+ */
+function checkKeyPair(s: CredentialSettings): void {
+  if (s.accessKey && !s.secretKey) {
+    throw new InvalidSettingsError(
+      `the access key is set (${
+        sourceOf(s, "accessKey")
+      }) but the secret key is not: set PLUGIN_SECRET_KEY ` +
+        "(or --secret-key, AWS_SECRET_ACCESS_KEY), or unset the access key to use a role or the default " +
+        "credential chain",
+      { backend: "s3", op: "connect" },
+    );
+  }
+  if (s.secretKey && !s.accessKey) {
+    throw new InvalidSettingsError(
+      `the secret key is set (${
+        sourceOf(s, "secretKey")
+      }) but the access key is not: set PLUGIN_ACCESS_KEY ` +
+        "(or --access-key, AWS_ACCESS_KEY_ID), or unset the secret key to use a role or the default " +
+        "credential chain",
+      { backend: "s3", op: "connect" },
+    );
+  }
+}
 
 /**
  * Normalises an endpoint setting: a scheme-less value gets `https://`, as in
@@ -74,7 +112,8 @@ export function normalizeEndpoint(endpoint: string): string {
 }
 
 /**
- * Chooses the credentials for the s3 backend from the settings, registering
+ * Chooses the credentials for the s3 backend from the settings (half a key
+ * pair is an {@link InvalidSettingsError} naming the missing half), registering
  * every secret (given or derived from STS) with the logger for redaction.
  * Nothing is fetched yet: the first request resolves the provider, and the
  * S3 client refreshes temporary credentials five minutes before they expire.
@@ -87,6 +126,7 @@ export function normalizeEndpoint(endpoint: string): string {
  * ```
  */
 export function chooseS3Credentials(s: CredentialSettings, log: Logger, region: string): S3Credentials {
+  checkKeyPair(s);
   for (const secret of [s.secretKey, s.sessionToken, s.oidcTokenId]) if (secret) log.addSecret(secret);
   const stsEndpoint = s.stsEndpoint ? normalizeEndpoint(s.stsEndpoint) : undefined;
   const clientConfig = { region, ...(stsEndpoint ? { endpoint: stsEndpoint } : {}) };
