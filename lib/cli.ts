@@ -22,7 +22,8 @@ import { checkKeyTemplate, renderKey, renderRestoreKeys } from "./key/key.ts";
 import { openBackend } from "./storage/open.ts";
 import { isStorageError } from "./storage/backend.ts";
 import { type OpContext, saveMounts } from "./cache/save.ts";
-import { restoreMounts } from "./cache/restore.ts";
+import { lookupCache, restoreMounts } from "./cache/restore.ts";
+import { chooseWhatToCache, mountsToSave } from "./cache/choose.ts";
 import { flush } from "./cache/flush.ts";
 
 /** Where `run` writes; tests capture both. */
@@ -93,12 +94,12 @@ async function execute(
   log: Logger,
 ): Promise<number> {
   if (log.enabled("debug")) log.debug("settings", describeSettings(settings));
-  if (settings.autoDetect) {
-    log.warn(
-      "auto-detect (PLUGIN_AUTO_CACHE) is not supported by ci-cache yet: using the given mounts and key",
-    );
+  const choice = await chooseWhatToCache(settings, env, cwd, log);
+  if (choice.skip) {
+    log.info(`${settings.mode} skipped`, { reason: choice.skip });
+    return 0;
   }
-  if (settings.mode === "save" && settings.mount.length === 0) {
+  if (settings.mode === "save" && choice.mounts.length === 0) {
     throw new SettingsError("nothing to save: set PLUGIN_MOUNT (or --mount, or give mounts as arguments)");
   }
   checkKeyTemplate(settings);
@@ -117,14 +118,16 @@ async function execute(
     return 1;
   }
   try {
-    const key = await renderKey(settings, log);
-    const ctx: OpContext = { settings, backend, log, key, env, cwd };
-    log.info(`${settings.mode} started`, { key, backend: backend.kind, mounts: settings.mount.join(",") });
+    const key = choice.key ?? await renderKey(settings, log);
+    const ctx: OpContext = { settings, backend, log, key, env, cwd, exclude: choice.exclude };
+    log.info(`${settings.mode} started`, { key, backend: backend.kind, mounts: choice.mounts.join(",") });
     switch (settings.mode) {
       case "save":
-        return await runSave(ctx);
+        return await runSave(ctx, await mountsToSave(ctx, choice));
       case "restore":
-        return await runRestore(ctx);
+        return settings.lookupOnly
+          ? await runLookup(ctx, choice.mounts)
+          : await runRestore(ctx, choice.mounts);
       case "flush":
         return await runFlush(ctx);
       default:
@@ -135,8 +138,8 @@ async function execute(
   }
 }
 
-async function runSave(ctx: OpContext): Promise<number> {
-  const outcomes = await saveMounts(ctx, ctx.settings.mount);
+async function runSave(ctx: OpContext, mounts: readonly string[]): Promise<number> {
+  const outcomes = await saveMounts(ctx, mounts);
   const count = (s: string) => outcomes.filter((o) => o.status === s).length;
   const failed = outcomes.filter((o) => o.status === "failed");
   ctx.log.info("save done", {
@@ -153,9 +156,9 @@ async function runSave(ctx: OpContext): Promise<number> {
   return ctx.settings.exitCode ? 1 : 0;
 }
 
-async function runRestore(ctx: OpContext): Promise<number> {
+async function runRestore(ctx: OpContext, mounts: readonly string[]): Promise<number> {
   const { settings } = ctx;
-  const result = await restoreMounts(ctx, settings.mount, await renderRestoreKeys(settings, ctx.log));
+  const result = await restoreMounts(ctx, mounts, await renderRestoreKeys(settings, ctx.log));
   const restored = result.outcomes.filter((o) => o.status === "restored").length;
   const total = result.outcomes.length;
   ctx.log.info("restore done", {
@@ -180,6 +183,22 @@ async function runRestore(ctx: OpContext): Promise<number> {
     return settings.exitCode ? 1 : 0;
   }
   return 0;
+}
+
+/** Lookup only: report whether a cache exists; download nothing. A miss is treated as a restore miss. */
+async function runLookup(ctx: OpContext, mounts: readonly string[]): Promise<number> {
+  const { settings } = ctx;
+  const result = await lookupCache(ctx, mounts, await renderRestoreKeys(settings, ctx.log));
+  ctx.log.info("lookup done (lookup-only: nothing downloaded)", {
+    key: ctx.key,
+    match: result.match,
+    matched_key: result.matchedKey,
+    cache_hit: result.hit,
+    found: result.found.map((f) => `${f.mount}: ${f.object ?? "missing"}`).join("; ") || undefined,
+  });
+  if (result.match !== "miss") return 0;
+  ctx.log.warn(`lookup: cache miss for key ${ctx.key}`);
+  return settings.exitCode || settings.failRestoreIfKeyNotPresent ? 1 : 0;
 }
 
 async function runFlush(ctx: OpContext): Promise<number> {
