@@ -12,11 +12,13 @@
  * Environment: `BENCH_SCALE` (default 1) scales the tree; `BENCH_BACKENDS`
  * (comma list, default all) and `BENCH_FORMATS` (default `tar,zstd`) select;
  * `BENCH_REPEAT` (default 3) runs each measurement that often, alternating
- * ours and the pipeline, and reports the median wall time.
+ * ours and the pipeline, and reports the median wall time. `BENCH_GLOB=0`
+ * leaves out the glob-expansion rows (scripts/bench_glob.ts).
  *
  * @module
  */
 import { join, resolve } from "node:path";
+import { benchGlob } from "./bench_glob.ts";
 
 const ROOT = resolve(new URL("..", import.meta.url).pathname);
 const BENCH = join(ROOT, ".bench");
@@ -328,6 +330,11 @@ if (import.meta.main) {
   const rows: Row[] = [];
   try {
     for (const name of BACKENDS) await benchBackend(name, tree, rows);
+    if (Deno.env.get("BENCH_GLOB") !== "0") {
+      const globDir = await Deno.makeTempDir({ dir: BENCH, prefix: "glob-" });
+      leftovers.push(globDir);
+      benchGlob(globDir);
+    }
   } finally {
     for (const dir of leftovers) await Deno.remove(dir, { recursive: true }).catch(() => {});
   }

@@ -188,3 +188,58 @@ Deno.test("mounts: CLI save of a glob with excludes, restore into a fresh checko
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("mounts: the segment-wise matcher agrees with picomatch on whole paths", async () => {
+  const { default: picomatch } = await import("../lib/deps/picomatch.ts");
+  const patterns = [
+    "packages/**/node_modules",
+    "**/node_modules",
+    "a/**/b/**/c",
+    "*/x",
+    "**",
+    "a/**",
+    "**/*.log",
+    "src/*a*b*/z",
+    "a?c/**/d",
+    "x/{a,b}/y",
+    "x/{a,b/c}/y",
+    "[ab]*/q",
+    "**/.cache",
+    "a**b/c",
+  ];
+  const paths = [
+    "packages/node_modules",
+    "packages/a/node_modules",
+    "packages/a/b/node_modules",
+    "packages/a/node_modules/x",
+    "node_modules",
+    "a/b/c",
+    "a/x/b/y/c",
+    "a/c",
+    "a",
+    "a/b",
+    "q/x",
+    "q/r/x",
+    "debug.log",
+    "d/e/f.log",
+    "src/xaybz/z",
+    "src/ab/z",
+    "src/ba/z",
+    "abc/d",
+    "abc/e/f/d",
+    "x/a/y",
+    "x/b/c/y",
+    "x/c/y",
+    "a1/q",
+    "c1/q",
+    ".cache",
+    "p/.cache",
+    "aXb/c",
+    "ab/c",
+  ];
+  for (const pattern of patterns) {
+    const ours = globObjectMatcher(pattern, {}).match;
+    const theirs = picomatch(pattern, { dot: true });
+    for (const path of paths) assertEquals(ours(path), theirs(path), `${pattern} vs ${path}`);
+  }
+});

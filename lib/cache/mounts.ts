@@ -167,6 +167,75 @@ interface CompiledGlob {
   depth: number;
 }
 
+/** Characters with a meaning in a glob segment besides `*` and `?`. */
+const SPECIAL = /[[\]{}()!+@\\]/;
+
+/**
+ * A quick check of one path segment against one pattern segment, run before
+ * picomatch's regular expression: a literal segment is compared directly; a
+ * segment of literal text, `*` and `?` only is decided exactly in linear time
+ * (its literal pieces must occur in order, the first at the start and the
+ * last at the end unless a wildcard stands there); other segments must at
+ * least start and end with their literal head and tail. Picomatch then only
+ * runs where a match is likely, so `a*a*a*a*a*b` against long names of `a`s
+ * costs a scan instead of exponential backtracking.
+ */
+function segmentFilter(segment: string): (name: string) => boolean {
+  if (!/[*?[\]{}()!+@\\]/.test(segment)) return (name) => name === segment;
+  const head = segment.split(/[*?[\]{}()!+@\\]/)[0];
+  const tail = segment.split(/[*?[\]{}()!+@\\]/).at(-1)!;
+  if (SPECIAL.test(segment)) return (name) => name.startsWith(head) && name.endsWith(tail);
+  const pieces = segment.split(/[*?]+/);
+  const minLength = segment.replace(/\*/g, "").length;
+  const middle = pieces.slice(1, -1).filter((x) => x !== "");
+  return (name) => {
+    if (name.length < minLength || !name.startsWith(head) || !name.endsWith(tail)) return false;
+    let at = head.length;
+    const end = name.length - tail.length;
+    for (const piece of middle) {
+      const i = name.indexOf(piece, at);
+      if (i < 0 || i + piece.length > end) return false;
+      at = i + piece.length;
+    }
+    return true;
+  };
+}
+
+/**
+ * The matcher of a pattern: segment by segment (each segment a picomatch
+ * matcher behind {@link segmentFilter}; `**` matches any number of
+ * segments, found by a small table over pattern × path segments, so a path
+ * costs at most their product in segment checks). Patterns whose braces or
+ * classes contain `/` go to picomatch whole.
+ */
+function guardedMatcher(pattern: string): (path: string) => boolean {
+  if (/\{[^}]*\/|\[[^\]]*\//.test(pattern)) return picomatch(pattern, PM_OPTIONS);
+  const segs = pattern.split("/").map((seg) => {
+    if (seg === "**") return undefined;
+    const quick = segmentFilter(seg);
+    const full = picomatch(seg, PM_OPTIONS);
+    return (name: string) => quick(name) && full(name);
+  });
+  return (path) => {
+    const parts = path.split("/");
+    // reach[j]: pattern segments so far can consume exactly the first j path segments.
+    let reach = new Array<boolean>(parts.length + 1).fill(false);
+    reach[0] = true;
+    for (const seg of segs) {
+      const next = new Array<boolean>(parts.length + 1).fill(false);
+      if (seg === undefined) {
+        let any = false;
+        for (let j = 0; j <= parts.length; j++) next[j] = any ||= reach[j];
+      } else {
+        for (let j = 0; j < parts.length; j++) if (reach[j] && seg(parts[j])) next[j + 1] = true;
+      }
+      reach = next;
+      if (!reach.includes(true)) return false;
+    }
+    return reach[parts.length];
+  };
+}
+
 function compileGlob(expanded: string): CompiledGlob {
   const slashed = expanded.replaceAll("\\", "/");
   const lead = slashed.startsWith("./") ? "./" : slashed.startsWith("/") ? "/" : "";
@@ -175,7 +244,7 @@ function compileGlob(expanded: string): CompiledGlob {
   const base = scan.isGlob ? scan.base : pattern;
   const rest = scan.isGlob ? scan.glob : "";
   const depth = rest.includes("**") ? Infinity : rest.split("/").filter((s) => s !== "").length;
-  return { lead, pattern, base, match: picomatch(pattern, PM_OPTIONS), depth };
+  return { lead, pattern, base, match: guardedMatcher(pattern), depth };
 }
 
 /**
