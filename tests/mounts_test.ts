@@ -243,3 +243,55 @@ Deno.test("mounts: the segment-wise matcher agrees with picomatch on whole paths
     for (const path of paths) assertEquals(ours(path), theirs(path), `${pattern} vs ${path}`);
   }
 });
+
+Deno.test("mounts: a pathological pattern on a deep tree finishes (backtracking-prone segments pre-checked)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cicache-deep-" });
+  try {
+    const name = "a".repeat(32);
+    let p = dir;
+    for (let d = 0; d < 40; d++) {
+      await Deno.mkdir(`${p}/${name}`, { recursive: true });
+      await Deno.writeTextFile(`${p}/zz`, "");
+      p = `${p}/${name}`;
+    }
+    const opts = { cwd: dir, env: {} };
+    // Each would take minutes to hours with a backtracking regular expression on the whole path.
+    assertEquals(globMatches("**/a*a*a*a*a*a*a*a*a*a*a*a*a*b", opts), []);
+    assertEquals(globMatches("**/**/**/**/**/**/**/**/*a*a*a*a*a*a*a*a*a*a*a*a*/zzz", opts), []);
+    assertEquals(globMatches("**/*a*a*a*a*a*a*a*a*a*a*a*a*/zz", opts).length, 39);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("mounts: restore-keys fallback with a glob mount finds the newest cache and restores every match", async () => {
+  const { dir, work, cache, fresh } = await monorepo();
+  const logs: string[] = [];
+  const env = { PLUGIN_BACKEND: "filesystem", PLUGIN_FILESYSTEM_CACHE_ROOT: cache, HOME: dir };
+  const cli = (extra: Record<string, string>, cwd: string) =>
+    run([], { ...env, ...extra }, { cwd, sink: (l) => logs.push(l) });
+  try {
+    const mount = { PLUGIN_MOUNT: "packages/*/node_modules" };
+    assertEquals(await cli({ ...mount, PLUGIN_REBUILD: "true", PLUGIN_CACHE_KEY: "deps-old" }, work), 0);
+    const out = join(dir, "out");
+    assertEquals(
+      await cli({
+        ...mount,
+        PLUGIN_RESTORE: "true",
+        PLUGIN_CACHE_KEY: "deps-new",
+        PLUGIN_RESTORE_KEYS: "deps-",
+        DRONE_OUTPUT: out,
+      }, fresh),
+      0,
+      logs.join("\n"),
+    );
+    assertEquals(await Deno.readTextFile(join(fresh, "packages/ui/node_modules/react/index.js")), "react");
+    assertEquals(
+      await Deno.readTextFile(join(fresh, "packages/util/node_modules/lodash/lodash.js")),
+      "lodash",
+    );
+    assertStringIncludes(await Deno.readTextFile(out), "cache_key_matched=deps-old");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
