@@ -1,9 +1,9 @@
 /**
  * Lookup only (`lookupCache` in lib/cache/restore.ts, `--lookup-only`):
  * existence is decided by metadata calls, never by downloading. On the
- * filesystem backend a wrapper counts the Backend calls; against Swift (S3)
- * a byte-transparent TCP proxy in front of the server records every HTTP
- * request line, so a GET of object data would show.
+ * filesystem backend a wrapper counts the Backend calls; against Swift (S3),
+ * Azurite and the GCS emulator a byte-transparent TCP proxy in front of the
+ * server records every HTTP request line, so a GET of object data would show.
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
@@ -14,6 +14,8 @@ import type { Backend } from "../lib/storage/backend.ts";
 import type { OpContext } from "../lib/cache/save.ts";
 import { capture, settingsFrom } from "./support.ts";
 import { startSwift } from "../scripts/servers/swift.ts";
+import { startAzurite } from "../scripts/servers/azurite.ts";
+import { startGcs } from "../scripts/servers/gcs.ts";
 
 /** Wraps a backend and counts calls per method. */
 function counting(inner: Backend): { backend: Backend; calls: Record<string, number> } {
@@ -193,52 +195,104 @@ function requestRecorder(target: { hostname: string; port: number }) {
   };
 }
 
-Deno.test({
-  name: "lookup: against Swift (S3) a lookup sends HEADs and a LIST, and no GET of object data",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const swift = await startSwift();
-    const dir = await Deno.makeTempDir({ prefix: "cicache-lookup-s3-" });
-    const proxy = requestRecorder({ hostname: "127.0.0.1", port: Number(new URL(swift.endpoint).port) });
-    try {
-      await writeFiles(dir, { "m1/a.txt": "a", "m2/b.txt": "b", "pk/p1/out/c": "c" });
-      const env = { ...swift.env, PLUGIN_CACHE_KEY: "lk", PLUGIN_MOUNT: "m1,m2,pk/*/out", HOME: dir };
-      const logs: string[] = [];
-      const sink = (l: string) => logs.push(l);
-      assertEquals(await run([], { ...env, PLUGIN_REBUILD: "true" }, { cwd: dir, sink }), 0, logs.join("\n"));
-      await Deno.remove(join(dir, "m1"), { recursive: true });
+/** A real server for one backend, and how a GET of object data looks in its request lines. */
+interface LookupServer {
+  name: string;
+  start(): Promise<{ env: Record<string, string>; endpoint: string; stop: () => Promise<void> }>;
+  /** True for a request line that downloads object data (not metadata, not a listing). */
+  isDataGet(line: string): boolean;
+  /** True for the metadata call of one object under the key `lk`. */
+  isObjectMeta(line: string): boolean;
+  isList(line: string): boolean;
+}
 
-      const viaProxy = { ...env, PLUGIN_ENDPOINT: proxy.endpoint, DRONE_OUTPUT: join(dir, "out") };
-      assertEquals(await run(["restore", "--lookup-only"], viaProxy, { cwd: dir, sink }), 0, logs.join("\n"));
-      assertEquals(await Deno.readTextFile(join(dir, "out")), "cache_hit=true\ncache_key_matched=lk\n");
-      const objectGets = proxy.requests.filter((r) => r.startsWith("GET ") && !r.includes("list-type"));
-      assertEquals(objectGets, [], proxy.requests.join("\n"));
-      // One HEAD per literal mount (besides the bucket check when the backend opens), one LIST for the glob.
-      assertEquals(
-        proxy.requests.filter((r) => r.startsWith(`HEAD /${swift.bucket}/lk/`)),
-        [`HEAD /${swift.bucket}/lk/m1`, `HEAD /${swift.bucket}/lk/m2`],
-        proxy.requests.join("\n"),
-      );
-      assertEquals(
-        proxy.requests.filter((r) => r.includes("list-type")).length,
-        1,
-        proxy.requests.join("\n"),
-      );
-      assert(!await exists(join(dir, "m1")));
-
-      // The same recorder sees the GETs of a real restore: the check above can fail.
-      proxy.requests.length = 0;
-      assertEquals(await run(["restore"], viaProxy, { cwd: dir, sink }), 0, logs.join("\n"));
-      assert(
-        proxy.requests.some((r) => r.startsWith("GET ") && r.includes("/m1")),
-        proxy.requests.join("\n"),
-      );
-      assertEquals(await Deno.readTextFile(join(dir, "m1/a.txt")), "a");
-    } finally {
-      await proxy.close();
-      await Deno.remove(dir, { recursive: true });
-      await swift.stop();
-    }
+const SERVERS: LookupServer[] = [
+  {
+    name: "s3 (Swift)",
+    async start() {
+      const s = await startSwift();
+      return { env: s.env, endpoint: s.endpoint, stop: s.stop };
+    },
+    isDataGet: (l) =>
+      l.startsWith("GET ") && !l.includes("list-type") && l.split(" ")[1].split("/").length > 2,
+    isObjectMeta: (l) => /^HEAD \/[^/]+\/lk\//.test(l),
+    isList: (l) => l.startsWith("GET ") && l.includes("list-type"),
   },
-});
+  {
+    name: "azure (Azurite)",
+    async start() {
+      const s = await startAzurite();
+      return { env: s.env, endpoint: s.env.PLUGIN_ENDPOINT, stop: s.stop };
+    },
+    isDataGet: (l) => l.startsWith("GET ") && !l.includes("comp="),
+    isObjectMeta: (l) => /^HEAD \/[^/]+\/[^/]+\/lk\//.test(l),
+    isList: (l) => l.startsWith("GET ") && l.includes("comp=list"),
+  },
+  {
+    name: "gcs (emulator)",
+    async start() {
+      const s = await startGcs();
+      return { env: s.env, endpoint: s.endpoint, stop: s.stop };
+    },
+    isDataGet: (l) => l.startsWith("GET ") && (l.includes("alt=media") || /^GET \/download\//.test(l)),
+    isObjectMeta: (l) => l.startsWith("GET ") && l.includes("/o/lk%2F") && !l.includes("alt=media"),
+    isList: (l) => l.startsWith("GET ") && /\/o\?/.test(l) && l.includes("prefix=lk"),
+  },
+];
+
+for (const server of SERVERS) {
+  Deno.test({
+    name:
+      `lookup: against ${server.name} a lookup sends metadata calls and a listing, and no GET of object data`,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      const s = await server.start();
+      const dir = await Deno.makeTempDir({ prefix: "cicache-lookup-srv-" });
+      const target = new URL(s.endpoint);
+      const proxy = requestRecorder({ hostname: target.hostname, port: Number(target.port) });
+      try {
+        await writeFiles(dir, { "m1/a.txt": "a", "m2/b.txt": "b", "pk/p1/out/c": "c" });
+        const env = { ...s.env, PLUGIN_CACHE_KEY: "lk", PLUGIN_MOUNT: "m1,m2,pk/*/out", HOME: dir };
+        const logs: string[] = [];
+        const sink = (l: string) => logs.push(l);
+        assertEquals(
+          await run([], { ...env, PLUGIN_REBUILD: "true" }, { cwd: dir, sink }),
+          0,
+          logs.join("\n"),
+        );
+        await Deno.remove(join(dir, "m1"), { recursive: true });
+
+        const proxied = new URL(s.endpoint);
+        proxied.port = new URL(proxy.endpoint).port;
+        const viaProxy = {
+          ...env,
+          PLUGIN_ENDPOINT: proxied.toString().replace(/\/$/, ""),
+          DRONE_OUTPUT: join(dir, "out"),
+        };
+        assertEquals(
+          await run(["restore", "--lookup-only"], viaProxy, { cwd: dir, sink }),
+          0,
+          logs.join("\n"),
+        );
+        assertEquals(await Deno.readTextFile(join(dir, "out")), "cache_hit=true\ncache_key_matched=lk\n");
+        const seen = proxy.requests.join("\n");
+        assertEquals(proxy.requests.filter(server.isDataGet), [], seen);
+        // One metadata call per literal mount, one listing for the glob.
+        assertEquals(proxy.requests.filter(server.isObjectMeta).length, 2, seen);
+        assertEquals(proxy.requests.filter(server.isList).length, 1, seen);
+        assert(!await exists(join(dir, "m1")));
+
+        // The same recorder sees the data GETs of a real restore: the checks above can fail.
+        proxy.requests.length = 0;
+        assertEquals(await run(["restore"], viaProxy, { cwd: dir, sink }), 0, logs.join("\n"));
+        assert(proxy.requests.some(server.isDataGet), proxy.requests.join("\n"));
+        assertEquals(await Deno.readTextFile(join(dir, "m1/a.txt")), "a");
+      } finally {
+        await proxy.close();
+        await Deno.remove(dir, { recursive: true });
+        await s.stop();
+      }
+    },
+  });
+}
