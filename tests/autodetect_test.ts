@@ -333,21 +333,26 @@ Deno.test("autodetect: pnpm, pip and cargo (beyond the Go plugin) keyed on their
     const pipCache = join(p.work, "..", "pip-cache");
     const key = `${ACCOUNT}/` + md5(await p.file("package.json")) + md5(await p.file("pnpm-lock.yaml")) +
       md5(await p.file("requirements.txt")) + md5(await p.file("Cargo.lock"));
-    await writeFiles(p.work, {
-      ".pnpm-store/v3/files/00/abc": "blob",
-      "node_modules/ms/index.js": "ms",
-      "../pip-cache/http/x": "wheel",
-      "../cargo-home/registry/index/x": "idx",
-      "../cargo-home/git/db/x": "git",
-    });
-    const extra = { PLUGIN_REBUILD: "true", CARGO_HOME: cargoHome, PIP_CACHE_DIR: pipCache };
-    assertEquals(await p.cli(extra), 0, p.logs.join("\n"));
-    assertStringIncludes(p.logs.join("\n"), `key=${key}`);
-    for (
-      const d of [join(p.work, ".pnpm-store"), pipCache, join(cargoHome, "registry"), join(cargoHome, "git")]
-    ) {
-      assert(await exists(objectPath(p.cache, key, d)), d);
-    }
+    Object.assign(p.env, { CARGO_HOME: cargoHome, PIP_CACHE_DIR: pipCache });
+    await roundTrip(
+      p,
+      key,
+      {
+        ".pnpm-store/v3/files/00/abc": "blob",
+        "node_modules/ms/index.js": "ms",
+        "../pip-cache/http/x": "wheel",
+        "../cargo-home/registry/index/x": "idx",
+        "../cargo-home/git/db/x": "git",
+      },
+      [
+        join(p.work, ".pnpm-store"),
+        join(p.work, "node_modules"),
+        pipCache,
+        join(cargoHome, "registry"),
+        join(cargoHome, "git"),
+      ],
+      [".npmrc"],
+    );
     assertEquals(await p.text(".npmrc"), `store-dir=${join(p.work, ".pnpm-store")}\n`);
   } finally {
     await p.cleanup();
