@@ -22,7 +22,8 @@ import { checkKeyTemplate, renderKey, renderRestoreKeys } from "./key/key.ts";
 import { openBackend } from "./storage/open.ts";
 import { isStorageError } from "./storage/backend.ts";
 import { type OpContext, saveMounts } from "./cache/save.ts";
-import { lookupCache, restoreMounts } from "./cache/restore.ts";
+import { restoreMounts } from "./cache/restore.ts";
+import { lookupCache } from "./cache/lookup.ts";
 import { chooseWhatToCache, mountsToSave } from "./cache/choose.ts";
 import { flush } from "./cache/flush.ts";
 

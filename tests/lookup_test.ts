@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 import { run } from "../main.ts";
-import { lookupCache } from "../lib/cache/restore.ts";
+import { lookupCache } from "../lib/cache/lookup.ts";
 import { createFilesystemBackend } from "../lib/storage/filesystem/backend.ts";
 import type { Backend } from "../lib/storage/backend.ts";
 import type { OpContext } from "../lib/cache/save.ts";

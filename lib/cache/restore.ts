@@ -19,7 +19,7 @@ import { MOUNT_CONCURRENCY, type OpContext } from "./save.ts";
 import { globObjectMatcher, isGlobMount } from "./mounts.ts";
 
 /** One object chosen for restore, and where it goes. */
-interface Planned {
+export interface Planned {
   mount: string;
   object: string;
   info?: ObjectInfo;
@@ -86,7 +86,7 @@ export async function restoreMounts(
  * objects are not inspected further: no metadata call per object, no
  * download of a first header.
  */
-async function findCache(
+export async function findCache(
   ctx: OpContext,
   mounts: readonly string[],
   restoreKeys: readonly string[],
@@ -115,62 +115,14 @@ async function findCache(
 }
 
 /** One target per literal mount, every match of a glob mount (or one miss for a glob without any). */
-function targetsOf(mounts: readonly string[], plan: readonly Planned[]): { mount: string; p?: Planned }[] {
+export function targetsOf(
+  mounts: readonly string[],
+  plan: readonly Planned[],
+): { mount: string; p?: Planned }[] {
   return mounts.flatMap((mount) => {
     const found = plan.filter((p) => p.from === mount);
     return found.length > 0 ? found.map((p) => ({ mount: p.mount, p })) : [{ mount }];
   });
-}
-
-/** What {@link lookupCache} found. */
-export interface LookupResult {
-  match: RestoreResult["match"];
-  matchedKey?: string;
-  /** Objects found, per configured mount (listing mode: every object under the key). */
-  found: { mount: string; object?: string }[];
-  /** Every configured mount has a cache under the exact key. */
-  hit: boolean;
-}
-
-/**
- * Lookup only: whether the key (or a restore key) has a cache, without
- * downloading anything. One metadata call per literal mount, one listing
- * per glob mount or listing restore. Writes `cache_hit` and
- * `cache_key_matched` to `$DRONE_OUTPUT`.
- *
- * @example
- * ```ts
- * const r = await lookupCache(ctx, ["node_modules"], []);
- * if (!r.hit) console.log("build needed");
- * ```
- */
-export async function lookupCache(
-  ctx: OpContext,
-  mounts: readonly string[],
-  restoreKeys: readonly string[],
-): Promise<LookupResult> {
-  const { match, matchedKey, plan } = await findCache(ctx, mounts, restoreKeys, false);
-  const found = mounts.length > 0
-    ? targetsOf(mounts, plan).map(({ mount, p }) => ({ mount, object: p?.object }))
-    : plan.map((p) => ({ mount: p.mount, object: p.object }));
-  const complete = found.length > 0 && found.every((f) => f.object !== undefined);
-  const result: LookupResult = {
-    match,
-    matchedKey: match === "miss" ? undefined : matchedKey,
-    found,
-    hit: match === "exact" && complete,
-  };
-  const file = ctx.env.DRONE_OUTPUT;
-  if (file) {
-    const lines = [`cache_hit=${result.hit}`];
-    if (result.matchedKey) lines.push(`cache_key_matched=${result.matchedKey}`);
-    try {
-      await Deno.writeTextFile(file, lines.join("\n") + "\n", { append: true, create: true, mode: 0o644 });
-    } catch (err) {
-      ctx.log.error("could not write step outputs", { file, error: reasonOf(err) });
-    }
-  }
-  return result;
 }
 
 function safeObjectName(ctx: OpContext, mount: string): string {
