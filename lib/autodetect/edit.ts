@@ -11,7 +11,7 @@
 import { dirname } from "node:path";
 import type { Logger } from "../log.ts";
 
-/** Reads a text file, or "" when it does not exist. */
+/** Reads a text file; undefined when it does not exist. */
 export async function readOptional(path: string): Promise<string | undefined> {
   try {
     return await Deno.readTextFile(path);

@@ -1,12 +1,15 @@
 /**
  * Choosing what to cache: glob mounts and excludes.
  *
- * A mount may be a glob (`**`, `*`, `?`, `{a,b}`, `[…]`, e.g. `packages/*\/node_modules`). At save time it expands to every matching directory or file, each saved as
- * its own object named as any mount (`<key>/<match>`, as the upstream Go
- * plugin names doublestar matches). Matching uses picomatch; the walk never
- * follows symlinks, does not descend into a match (a nested match is already
- * inside its parent's archive) nor into an excluded path, and stops at the
- * pattern's depth when it has no `**`.
+ * A mount may be a glob (`**`, `*`, `?`, `{a,b}`, `[…]`, e.g.
+ * `packages/*\/node_modules`). At save time it expands to every matching
+ * directory or file, each saved as its own object named as any mount
+ * (`<key>/<match>`, as the upstream Go plugin names doublestar matches).
+ * Matching uses picomatch, segment by segment behind a linear pre-check (no
+ * catastrophic backtracking); the walk never follows symlinks, does not
+ * descend into a match (a nested match is already inside its parent's
+ * archive) nor into an excluded path, and stops at the pattern's depth when
+ * it has no `**`.
  *
  * Excludes (`!pattern` entries in the mount list, or `PLUGIN_EXCLUDE`) leave
  * matching paths out of every archive. A pattern without `/` matches a name
