@@ -26,6 +26,8 @@ import { openBackend } from "./storage/open.ts";
 import { isStorageError } from "./storage/backend.ts";
 import { type OpContext, saveMounts } from "./cache/save.ts";
 import { restoreMounts } from "./cache/restore.ts";
+import { lookupCache } from "./cache/lookup.ts";
+import { chooseWhatToCache, mountsToSave } from "./cache/choose.ts";
 import { flush } from "./cache/flush.ts";
 import { unsetMountVariables } from "./cache/layout.ts";
 
@@ -161,12 +163,12 @@ async function execute(
   log: Logger,
 ): Promise<number> {
   if (log.enabled("debug")) log.debug("settings", describeSettings(settings));
-  if (settings.autoDetect) {
-    log.warn(
-      "auto-detect (PLUGIN_AUTO_CACHE) is not supported by ci-cache yet: using the given mounts and key",
-    );
+  const choice = await chooseWhatToCache(settings, env, cwd, log);
+  if (choice.skip) {
+    log.info(`${settings.mode} skipped`, { reason: choice.skip });
+    return 0;
   }
-  if (settings.mode === "save" && settings.mount.length === 0) {
+  if (settings.mode === "save" && choice.mounts.length === 0) {
     const how = settings.source.mount === "default" && Object.keys(env).some((k) => k.startsWith("PLUGIN_"))
       ? "set PLUGIN_MOUNT (or give mounts as arguments)"
       : "give mounts as arguments (ci-cache save node_modules) or with --mount";
@@ -206,7 +208,7 @@ async function execute(
     // Flushing a prefix needs no key: rendering one would log an unrelated key.
     const key = settings.mode === "flush" && settings.flushPrefix !== ""
       ? ""
-      : await renderKey(settings, log);
+      : choice.key ?? await renderKey(settings, log);
     if (settings.cacheKey !== "" && key !== "") {
       const empty = emptyFields(settings.cacheKey, templateData(settings));
       if (empty.length > 0) {
@@ -220,18 +222,20 @@ async function execute(
         );
       }
     }
-    const ctx: OpContext = { settings, backend, log, key, env, cwd };
+    const ctx: OpContext = { settings, backend, log, key, env, cwd, exclude: choice.exclude };
     const target = key !== "" ? { key } : { prefix: settings.flushPrefix };
     log.info(`${settings.mode} started`, {
       ...target,
       backend: backend.kind,
-      ...(settings.mode === "flush" ? {} : { mounts: settings.mount.join(",") }),
+      ...(settings.mode === "flush" ? {} : { mounts: choice.mounts.join(",") }),
     });
     switch (settings.mode) {
       case "save":
-        return await runSave(ctx);
+        return await runSave(ctx, await mountsToSave(ctx, choice));
       case "restore":
-        return await runRestore(ctx);
+        return settings.lookupOnly
+          ? await runLookup(ctx, choice.mounts)
+          : await runRestore(ctx, choice.mounts);
       case "flush":
         return await runFlush(ctx);
       default:
@@ -242,8 +246,8 @@ async function execute(
   }
 }
 
-async function runSave(ctx: OpContext): Promise<number> {
-  const outcomes = await saveMounts(ctx, ctx.settings.mount);
+async function runSave(ctx: OpContext, mounts: readonly string[]): Promise<number> {
+  const outcomes = await saveMounts(ctx, mounts);
   const count = (s: string) => outcomes.filter((o) => o.status === s).length;
   const failed = outcomes.filter((o) => o.status === "failed");
   ctx.log.info("save done", {
@@ -260,11 +264,11 @@ async function runSave(ctx: OpContext): Promise<number> {
   return ctx.settings.exitCode ? 1 : 0;
 }
 
-async function runRestore(ctx: OpContext): Promise<number> {
+async function runRestore(ctx: OpContext, mounts: readonly string[]): Promise<number> {
   const { settings, log, key, env } = ctx;
   let result;
   try {
-    result = await restoreMounts(ctx, settings.mount, await renderRestoreKeys(settings, log));
+    result = await restoreMounts(ctx, mounts, await renderRestoreKeys(settings, log));
   } catch (err) {
     await writeFailedOutputs(settings, env, log, key);
     if (!isCacheFailure(err)) throw err;
@@ -323,6 +327,22 @@ async function writeFailedOutputs(
 ): Promise<void> {
   if (settings.mode !== "restore") return;
   await writeStepOutputs(env, log, { hit: false, state: "failed", matchedKey: "", primaryKey: key });
+}
+
+/** Lookup only: report whether a cache exists; download nothing. A miss is treated as a restore miss. */
+async function runLookup(ctx: OpContext, mounts: readonly string[]): Promise<number> {
+  const { settings } = ctx;
+  const result = await lookupCache(ctx, mounts, await renderRestoreKeys(settings, ctx.log));
+  ctx.log.info("lookup done (lookup-only: nothing downloaded)", {
+    key: ctx.key,
+    match: result.match,
+    matched_key: result.matchedKey,
+    cache_hit: result.hit,
+    found: result.found.map((f) => `${f.mount}: ${f.object ?? "missing"}`).join("; ") || undefined,
+  });
+  if (result.match !== "miss") return 0;
+  ctx.log.warn(`lookup: cache miss for key ${ctx.key}`);
+  return settings.exitCode || settings.failRestoreIfKeyNotPresent ? 1 : 0;
 }
 
 async function runFlush(ctx: OpContext): Promise<number> {

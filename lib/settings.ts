@@ -93,7 +93,28 @@ export const SETTINGS = [
     type: "list",
     default: [],
     group: "cache",
-    help: "Paths to cache, comma separated (`~` and `$VAR` expanded). Positional arguments add mounts.",
+    help:
+      "Paths to cache, comma separated (`~` and `$VAR` expanded); globs (`packages/**/node_modules`) and " +
+      "`!pattern` excludes allowed. Positional arguments add mounts.",
+  },
+  {
+    key: "exclude",
+    flag: "exclude",
+    env: ["PLUGIN_EXCLUDE"],
+    type: "list",
+    default: [],
+    group: "cache",
+    help: "Save: glob patterns left out of every archive (like `!pattern` mounts), comma separated. New.",
+  },
+  {
+    key: "lookupOnly",
+    flag: "lookup-only",
+    env: ["PLUGIN_LOOKUP_ONLY"],
+    type: "bool",
+    default: false,
+    group: "cache",
+    help: "Restore: only check whether a cache exists (one metadata call per mount), write `cache_hit` and " +
+      "`cache_key_matched` to `$DRONE_OUTPUT`, download nothing. New.",
   },
   {
     key: "cacheKey",
@@ -267,7 +288,8 @@ export const SETTINGS = [
     type: "bool",
     default: false,
     group: "cache",
-    help: "Harness cache intelligence. Not supported yet: a warning, then the given mounts are used.",
+    help: "Harness cache intelligence: detect build tools, cache their directories, key on their manifests " +
+      "(docs/choosing.md).",
   },
   {
     key: "autoDetectEarlyExit",
@@ -276,7 +298,8 @@ export const SETTINGS = [
     type: "bool",
     default: false,
     group: "cache",
-    help: "Accepted for compatibility; has no effect (as in the Go plugin).",
+    help: "Auto-detect with mounts but no key: skip the cache instead of using the key `default` (the Go " +
+      "plugin only logs).",
   },
   // ── archive ────────────────────────────────────────────────────────────
   {

@@ -26,12 +26,14 @@
  * directory, the shape of node_modules); `BENCH_BACKENDS` (comma list,
  * default all) and `BENCH_FORMATS` (default `tar,zstd`) select;
  * `BENCH_REPEAT` (default 3) runs each measurement that often, alternating
- * ours and the references, and reports the median wall time.
+ * ours and the references, and reports the median wall time. `BENCH_GLOB=0`
+ * leaves out the glob-expansion rows (scripts/bench_glob.ts).
  *
  * @module
  */
 import { join, resolve } from "node:path";
 import { rcloneInstalled, type RcloneRemote, rcloneRemote } from "./bench_rclone.ts";
+import { benchGlob } from "./bench_glob.ts";
 
 const ROOT = resolve(new URL("..", import.meta.url).pathname);
 const BENCH = join(ROOT, ".bench");
@@ -287,7 +289,11 @@ function rcloneSteps(
   if (name === "filesystem") {
     // The user's pipeline writes the archive straight into the cache volume.
     const file = join(cacheRoot, object);
-    return { save: `{ mkdir -p '${join(file, "..")}' && cat > '${file}'; }`, restore: `cat '${file}'`, env: {} };
+    return {
+      save: `{ mkdir -p '${join(file, "..")}' && cat > '${file}'; }`,
+      restore: `cat '${file}'`,
+      env: {},
+    };
   }
   if (!rclone) return undefined;
   return {
@@ -492,6 +498,11 @@ if (import.meta.main) {
   const rows: Row[] = [];
   try {
     for (const name of BACKENDS) await benchBackend(name, [tree, tiny], rows);
+    if (Deno.env.get("BENCH_GLOB") !== "0") {
+      const globDir = await Deno.makeTempDir({ dir: BENCH, prefix: "glob-" });
+      leftovers.push(globDir);
+      benchGlob(globDir);
+    }
   } finally {
     for (const dir of leftovers) await Deno.remove(dir, { recursive: true }).catch(() => {});
   }

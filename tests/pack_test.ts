@@ -316,3 +316,31 @@ Deno.test("pack: a file replaced by a directory or removed during the walk is ar
     await cleanup();
   }
 });
+
+Deno.test("pack: the exclude predicate leaves paths out with everything below them, never asked about the mount", async () => {
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    await Deno.mkdir(`${dir}/m/.cache/deep`, { recursive: true });
+    await Deno.mkdir(`${dir}/m/keep`);
+    await Deno.writeTextFile(`${dir}/m/.cache/deep/x`, "x");
+    await Deno.writeTextFile(`${dir}/m/keep/a.txt`, "a");
+    await Deno.writeTextFile(`${dir}/m/keep/b.log`, "b");
+    const asked: string[] = [];
+    const exclude = (p: string) => {
+      asked.push(p);
+      return p.endsWith("/.cache") || p.endsWith(".log");
+    };
+    const { stream, stats } = pack({ mount: "m", cwd: dir, exclude });
+    const entries = rawEntries(await collect(stream)).filter((e) => e.type !== "g");
+    assertEquals(entries.map((e) => `${e.type} ${e.name}`), [
+      `5 ${dir}/m`,
+      `5 ${dir}/m/keep`,
+      `0 ${dir}/m/keep/a.txt`,
+    ]);
+    assertEquals((await stats).files, 1);
+    assert(!asked.includes(`${dir}/m`), "the mount itself is never excluded");
+    assert(!asked.some((p) => p.includes("/.cache/")), "an excluded directory is not walked");
+  } finally {
+    await cleanup();
+  }
+});

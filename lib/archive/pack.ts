@@ -53,6 +53,11 @@ export interface PackOptions {
   preserveMetadata?: boolean;
   /** Receives warnings (skipped sockets, FIFOs and devices; files that changed while being read). */
   log?: Logger;
+  /**
+   * Paths (absolute) to leave out, with everything below them: the exclude
+   * patterns. Never asked about the mount itself.
+   */
+  exclude?: (path: string) => boolean;
 }
 
 /** Counts of what an archive holds. */
@@ -544,6 +549,7 @@ export function pack(options: PackOptions): {
           const i = top.next++;
           const child = top.children[i];
           const path = `${top.path === "/" ? "" : top.path}/${child}`;
+          if (options.exclude?.(path)) continue;
           const name = childName(top.name, child);
           if (top.isFile[i] && visitFile(path, name)) continue;
           lstatAndVisit(path, name);

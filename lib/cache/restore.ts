@@ -17,12 +17,15 @@ import { ProgressMeter } from "../log.ts";
 import { expandMount, keyPrefix, META, mountObjectPath, objectName } from "./layout.ts";
 import { logOutcome, mapBounded, type MountOutcome, reasonOf } from "./outcome.ts";
 import { MOUNT_CONCURRENCY, type OpContext } from "./save.ts";
+import { globObjectMatcher, isGlobMount } from "./mounts.ts";
 
 /** One object chosen for restore, and where it goes. */
-interface Planned {
+export interface Planned {
   mount: string;
   object: string;
   info?: ObjectInfo;
+  /** The configured mount (literal or glob) this object answers; none in listing mode. */
+  from?: string;
 }
 
 /** What a restore found and did. */
@@ -48,25 +51,7 @@ export async function restoreMounts(
   mounts: readonly string[],
   restoreKeys: readonly string[],
 ): Promise<RestoreResult> {
-  let match: RestoreResult["match"] = "exact";
-  let matchedKey = ctx.key;
-  let plan = await planExact(ctx, mounts);
-  if (plan.length === 0) {
-    match = "miss";
-    for (const prefix of restoreKeys) {
-      const found = await planFallback(ctx, mounts, prefix);
-      if (found) {
-        match = "fallback";
-        matchedKey = found.key;
-        plan = found.plan;
-        ctx.log.info("restore: exact key missed; using the newest cache under a restore key", {
-          restore_key: prefix,
-          matched_key: found.key,
-        });
-        break;
-      }
-    }
-  }
+  const { match, matchedKey, plan } = await findCache(ctx, mounts, restoreKeys, true);
   let outcomes: MountOutcome[];
   if (match === "miss") {
     outcomes = mounts.map((mount) => ({
@@ -77,12 +62,12 @@ export async function restoreMounts(
     }));
     if (mounts.length === 0) ctx.log.warn("restore: cache miss: no objects under the key", { key: ctx.key });
   } else {
-    const targets = mounts.length > 0 ? mounts.map((mount) => plan.find((p) => p.mount === mount)) : plan;
-    outcomes = await mapBounded([...targets.entries()], MOUNT_CONCURRENCY, async ([i, p]) => {
+    const targets = mounts.length > 0 ? targetsOf(mounts, plan) : plan.map((p) => ({ mount: p.mount, p }));
+    outcomes = await mapBounded(targets, MOUNT_CONCURRENCY, async ({ mount, p }) => {
       if (p) return await restoreOne(ctx, p);
       const missing: MountOutcome = {
-        mount: mounts[i],
-        object: safeObjectName(ctx, mounts[i]),
+        mount,
+        object: safeObjectName(ctx, mount),
         status: "miss",
         reason: `no object for this mount under key ${matchedKey}`,
       };
@@ -95,7 +80,53 @@ export async function restoreMounts(
   return result;
 }
 
+/**
+ * Finds the cache to restore: the exact key, else the newest cache under the
+ * first matching restore key. With `resolve` false (lookup-only) listed
+ * objects are not inspected further: no metadata call per object, no
+ * download of a first header.
+ */
+export async function findCache(
+  ctx: OpContext,
+  mounts: readonly string[],
+  restoreKeys: readonly string[],
+  resolve: boolean,
+): Promise<{ match: RestoreResult["match"]; matchedKey: string; plan: Planned[] }> {
+  let match: RestoreResult["match"] = "exact";
+  let matchedKey = ctx.key;
+  let plan = await planExact(ctx, mounts, resolve);
+  if (plan.length === 0) {
+    match = "miss";
+    for (const prefix of restoreKeys) {
+      const found = await planFallback(ctx, mounts, prefix, resolve);
+      if (found) {
+        match = "fallback";
+        matchedKey = found.key;
+        plan = found.plan;
+        ctx.log.info("restore: exact key missed; using the newest cache under a restore key", {
+          restore_key: prefix,
+          matched_key: found.key,
+        });
+        break;
+      }
+    }
+  }
+  return { match, matchedKey, plan };
+}
+
+/** One target per literal mount, every match of a glob mount (or one miss for a glob without any). */
+export function targetsOf(
+  mounts: readonly string[],
+  plan: readonly Planned[],
+): { mount: string; p?: Planned }[] {
+  return mounts.flatMap((mount) => {
+    const found = plan.filter((p) => p.from === mount);
+    return found.length > 0 ? found.map((p) => ({ mount: p.mount, p })) : [{ mount }];
+  });
+}
+
 function safeObjectName(ctx: OpContext, mount: string): string {
+  if (isGlobMount(mount)) return "";
   try {
     return objectName(ctx.settings.remoteRoot, ctx.key, expandMount(mount, ctx.env), ctx.env);
   } catch {
@@ -103,17 +134,44 @@ function safeObjectName(ctx: OpContext, mount: string): string {
   }
 }
 
-/** Explicit mounts: stat `<key>/<mount>` for each. No mounts: list under the key. */
-async function planExact(ctx: OpContext, mounts: readonly string[]): Promise<Planned[]> {
+/**
+ * Explicit mounts: stat `<key>/<mount>` for each literal one; glob mounts
+ * match the object names listed under the key (so they restore into a fresh
+ * checkout too). No mounts: list under the key.
+ */
+async function planExact(ctx: OpContext, mounts: readonly string[], resolve = true): Promise<Planned[]> {
   if (mounts.length > 0) {
-    const planned = await mapBounded(mounts, 8, async (mount): Promise<Planned | undefined> => {
+    const literal = mounts.filter((m) => !isGlobMount(m));
+    const planned = await mapBounded(literal, 8, async (mount): Promise<Planned | undefined> => {
       const object = objectName(ctx.settings.remoteRoot, ctx.key, expandMount(mount, ctx.env), ctx.env);
       const info = await ctx.backend.stat(object);
-      return info ? { mount, object, info } : undefined;
+      return info ? { mount, object, info, from: mount } : undefined;
     });
-    return planned.filter((p): p is Planned => p !== undefined);
+    const globs = mounts.filter(isGlobMount);
+    const globbed = globs.length > 0 ? await planGlobs(ctx, globs) : [];
+    return [...planned.filter((p): p is Planned => p !== undefined), ...globbed];
   }
-  return await planListing(ctx, keyPrefix(ctx.settings.remoteRoot, ctx.key));
+  return await planListing(ctx, keyPrefix(ctx.settings.remoteRoot, ctx.key), resolve);
+}
+
+/** Objects under `<key>/` whose mount part matches a glob mount, each restored to its own path. */
+async function planGlobs(ctx: OpContext, globs: readonly string[]): Promise<Planned[]> {
+  const prefix = `${keyPrefix(ctx.settings.remoteRoot, ctx.key)}/`;
+  const matchers = globs.map((g) => ({ glob: g, ...globObjectMatcher(g, ctx.env) }));
+  const planned: Planned[] = [];
+  for await (const info of ctx.backend.list(prefix)) {
+    if (!info.name.startsWith(prefix)) continue;
+    const rel = info.name.slice(prefix.length);
+    const m = matchers.find((x) => x.match(rel));
+    if (m) planned.push({ mount: m.mountOf(rel), object: info.name, info, from: m.glob });
+  }
+  if (planned.length === 0) {
+    ctx.log.warn("restore: glob mount matched no object under the key", {
+      mounts: globs.join(","),
+      key: ctx.key,
+    });
+  }
+  return planned;
 }
 
 /**
@@ -122,7 +180,7 @@ async function planExact(ctx: OpContext, mounts: readonly string[]): Promise<Pla
  * everything the plain prefix listing returns counts, and the first path
  * segment after the prefix is taken as the key's.
  */
-async function planListing(ctx: OpContext, prefix: string): Promise<Planned[]> {
+async function planListing(ctx: OpContext, prefix: string, resolve = true): Promise<Planned[]> {
   const { strictKeyMatching, enableCacheKeySeparator } = ctx.settings;
   const listPrefix = enableCacheKeySeparator || strictKeyMatching ? `${prefix}/` : prefix;
   const planned: Planned[] = [];
@@ -131,6 +189,7 @@ async function planListing(ctx: OpContext, prefix: string): Promise<Planned[]> {
     if (rel === undefined || (strictKeyMatching && !info.name.startsWith(`${prefix}/`))) continue;
     planned.push({ mount: rel, object: info.name, info });
   }
+  if (!resolve) return planned;
   // Restore each object to its mount as saved (metadata). Without metadata (the Go plugin's objects) go where
   // the Go plugin would: absolute-name archives to the object path taken as absolute, relative-name archives
   // (saved from `./` mounts) to that path under the working directory.
@@ -178,20 +237,25 @@ async function planFallback(
   ctx: OpContext,
   mounts: readonly string[],
   restoreKey: string,
+  resolve: boolean,
 ): Promise<{ key: string; plan: Planned[] } | undefined> {
   const root = ctx.settings.remoteRoot === "" ? "" : `${keyPrefix("", ctx.settings.remoteRoot)}/`;
   const cleanKey = restoreKey.replace(/^(\.\/|\/)+/, "");
   if (cleanKey.split("/").includes("..")) return undefined;
   const prefix = root + cleanKey;
   const groups = new Map<string, { newest: number; entries: ObjectInfo[] }>();
-  const mountPaths = mounts.map((m) => mountObjectPath(expandMount(m, ctx.env), ctx.env));
+  const mountPaths = mounts.filter((m) => !isGlobMount(m)).map((m) =>
+    mountObjectPath(expandMount(m, ctx.env), ctx.env)
+  );
+  const globs = mounts.filter(isGlobMount).map((g) => globObjectMatcher(g, ctx.env));
   for await (const info of ctx.backend.list(prefix)) {
     let key: string | undefined;
-    if (mountPaths.length > 0) {
+    if (mounts.length > 0) {
       const mp = mountPaths.find((p) =>
         info.name.endsWith(`/${p}`) && info.name.length - p.length - 1 >= prefix.length
       );
       if (mp) key = info.name.slice(root.length, info.name.length - mp.length - 1);
+      else if (globs.length > 0) key = globKeyOf(info.name, root, prefix, globs);
     } else {
       const slash = info.name.indexOf("/", Math.max(prefix.length, root.length + 1));
       if (slash > 0) key = info.name.slice(root.length, slash);
@@ -207,8 +271,26 @@ async function planFallback(
   if (!best) return undefined;
   const [key] = best;
   const sub: OpContext = { ...ctx, key };
-  const plan = await planExact(sub, mounts);
+  const plan = await planExact(sub, mounts, resolve);
   return plan.length > 0 ? { key, plan } : undefined;
+}
+
+/** The shortest key (after `root`, at least `prefix` long) under which the rest of `name` matches a glob. */
+function globKeyOf(
+  name: string,
+  root: string,
+  prefix: string,
+  globs: readonly { match: (p: string) => boolean }[],
+): string | undefined {
+  for (
+    let s = name.indexOf("/", Math.max(prefix.length, root.length + 1));
+    s > 0;
+    s = name.indexOf("/", s + 1)
+  ) {
+    const rel = name.slice(s + 1);
+    if (globs.some((g) => g.match(rel))) return name.slice(root.length, s);
+  }
+  return undefined;
 }
 
 async function restoreOne(ctx: OpContext, p: Planned): Promise<MountOutcome> {

@@ -24,6 +24,8 @@ export interface OpContext {
   key: string;
   env: Record<string, string | undefined>;
   cwd: string;
+  /** Save: absolute paths left out of every archive (the exclude patterns, see mounts.ts). */
+  exclude?: (path: string) => boolean;
 }
 
 /** Mounts processed at once (each transfer has its own internal concurrency). */
@@ -75,6 +77,7 @@ async function saveMount(ctx: OpContext, mount: string): Promise<MountOutcome> {
       skipSymlinks: settings.skipSymlinks,
       preserveMetadata: settings.preserveMetadata,
       log,
+      exclude: ctx.exclude,
     });
     const meter = new ProgressMeter(log, "upload", { mount, object });
     const format = settings.archiveFormat as ArchiveFormat;
