@@ -6,8 +6,10 @@
  * The tree is seeded and realistic: ≈20k small text-like files of 1–20 KB in
  * nested package directories, a few 50 MB files (one random, two
  * compressible), and symlinks; ≈370 MB. It is built once under `.bench/` and
- * reused. Backends: filesystem always; Azure (Azurite), S3 (Swift) and GCS
- * (emulator) when their server scripts can start here.
+ * reused. Backends: filesystem always; Azure (Azurite), S3 (Swift), GCS
+ * (emulator) and SFTP (OpenSSH sshd) when their server scripts can start
+ * here. The SFTP baseline pipes into OpenSSH's own `ssh … 'cat > file'` on the
+ * same server instead of the upload helper.
  *
  * Environment: `BENCH_SCALE` (default 1) scales the tree; `BENCH_BACKENDS`
  * (comma list, default all) and `BENCH_FORMATS` (default `tar,zstd`) select;
@@ -22,7 +24,7 @@ const ROOT = resolve(new URL("..", import.meta.url).pathname);
 const BENCH = join(ROOT, ".bench");
 const SCALE = Number(Deno.env.get("BENCH_SCALE") ?? "1");
 const FORMATS = (Deno.env.get("BENCH_FORMATS") ?? "tar,zstd").split(",");
-const BACKENDS = (Deno.env.get("BENCH_BACKENDS") ?? "filesystem,azure,s3,gcs").split(",");
+const BACKENDS = (Deno.env.get("BENCH_BACKENDS") ?? "filesystem,azure,s3,gcs,sftp").split(",");
 const REPEAT = Math.max(1, Number(Deno.env.get("BENCH_REPEAT") ?? "3"));
 
 /** xorshift32: deterministic bytes and choices. */
@@ -164,6 +166,9 @@ function median(runs: Measure[]): Measure {
 interface Server {
   env: Record<string, string>;
   stop: () => Promise<void>;
+  /** sftp: `ssh …` for the baseline, and the cache root on the server. */
+  sshCommand?: string;
+  cacheRoot?: string;
 }
 
 async function startBackend(name: string, cacheRoot: string): Promise<Server | undefined> {
@@ -178,6 +183,7 @@ async function startBackend(name: string, cacheRoot: string): Promise<Server | u
     azure: ["azurite.ts", "startAzurite"],
     s3: ["swift.ts", "startSwift"],
     gcs: ["gcs.ts", "startGcs"],
+    sftp: ["sshd.ts", "startSshd"],
   };
   const [file, fn] = scripts[name] ?? [];
   if (!file) return undefined;
@@ -243,24 +249,22 @@ async function benchBackend(name: string, tree: Tree, rows: Row[]): Promise<void
         const archive = join(work, `pipeline-${i}.${format}`);
         const objectName = `${key}-pipeline/cache`;
         const put = `'${DENO}' run -A '${helper}' put '${objectName}' '${archive}'`;
-        runs.pSave.push(
-          await measure(
-            ["bash", "-c", `tar -cf - cache${compress} > '${archive}' && ${put}`],
-            server.env,
-            srcParent,
-          ),
-        );
+        // sftp: OpenSSH's own client streams the archive into the same server.
+        const remote = server.sshCommand ? `${server.cacheRoot}/${objectName}` : "";
+        const saveCmd = server.sshCommand
+          ? `tar -cf - cache${compress} | ${server.sshCommand} "mkdir -p '${
+            resolve(remote, "..")
+          }' && cat > '${remote}'"`
+          : `tar -cf - cache${compress} > '${archive}' && ${put}`;
+        runs.pSave.push(await measure(["bash", "-c", saveCmd], server.env, srcParent));
         await Deno.remove(archive).catch(() => {}); // moved into the volume on the filesystem backend
         const pDir = join(work, `restore-pipeline-${format}-${i}`);
         await Deno.mkdir(pDir);
         const get = `'${DENO}' run -A '${helper}' get '${objectName}' '${archive}'`;
-        runs.pRestore.push(
-          await measure(
-            ["bash", "-c", `${get} && ${decompress} < '${archive}' | tar -xf -`],
-            server.env,
-            pDir,
-          ),
-        );
+        const restoreCmd = server.sshCommand
+          ? `${server.sshCommand} "cat '${remote}'" | ${decompress} | tar -xf -`
+          : `${get} && ${decompress} < '${archive}' | tar -xf -`;
+        runs.pRestore.push(await measure(["bash", "-c", restoreCmd], server.env, pDir));
         await verifyRestored(tree, join(pDir, "cache"));
       }
       rows.push({ backend: name, format, op: "save", ours: median(runs.save), pipeline: median(runs.pSave) });
