@@ -141,6 +141,42 @@ Deno.test({
         await assertRejects(() => b.get("../outside"), InvalidSettingsError);
       });
 
+      await t.step("a chunk is released only after all of its bytes were written", async () => {
+        // One request in flight: each piece's reply comes before the chunk's next piece is sent.
+        const b = new SftpBackend({
+          connect: await connectOptions(settingsFrom(sshd.env)),
+          root: sshd.cacheRoot,
+          log,
+          requestsInFlight: 1,
+        });
+        await b.open();
+        backends.push(b);
+        const data = seededBytes(9 * 1024 * 1024 + 333, 31);
+        const chunk = 3 * 1024 * 1024 + 1; // several write requests per chunk
+        let pos = 0;
+        let released = 0;
+        const body = new ReadableStream<Uint8Array>({
+          pull(c) {
+            if (pos >= data.length) return c.close();
+            c.enqueue(data.slice(pos, pos + chunk));
+            pos += chunk;
+          },
+        });
+        // The producer reuses released memory at once: poison it, as a reused buffer would be overwritten.
+        await b.put("release/obj", body, {}, {
+          release: (c) => {
+            released++;
+            c.fill(0xee);
+          },
+        });
+        assertEquals(released, 4);
+        assert(
+          sameBytes(await Deno.readFile(`${sshd.cacheRoot}/release/obj`), data),
+          "released memory was sent",
+        );
+        await b.delete("release/obj");
+      });
+
       await t.step("wrong password: AuthFailedError naming the setting, at once", async () => {
         if (!sshd.passwordUser) throw new Error("password auth needs root");
         const started = Date.now();

@@ -405,15 +405,16 @@ export class SftpBackend implements Backend {
         const { value, done } = await reader.read();
         signal?.throwIfAborted(); // an abort cancels the body, which then reads as done
         if (done) break;
-        let pending = 0;
         const piece = REQUEST_BYTES;
+        // The chunk goes back to the producer only when every one of its pieces was written: count them all
+        // before the first is sent (an early reply must not release a chunk with pieces still to send).
+        let pending = Math.ceil(value.length / piece);
         for (let off = 0; off < value.length; off += piece) {
           while (inFlight.size >= this.#inFlight) await Promise.race(inFlight);
           throwIfFailed();
           const data = value.subarray(off, Math.min(off + piece, value.length));
           const pos = written;
           written += data.length;
-          pending++;
           const request = this.#fileRequest(
             "put",
             name,
