@@ -16,8 +16,8 @@
  *   who logs in with the key; password auth is then unavailable
  *   (`passwordUser` is undefined) because only root can check passwords.
  *
- * sshd runs in the foreground (`-D`) under a small `bash` guard that kills it
- * by PID when its stdin closes, so it also stops when the test run dies.
+ * sshd runs in the foreground (`-D`), stopped by PID; a small watchdog kills
+ * it by PID (and removes the temp dir) when the test process dies.
  *
  * Run alone: `deno run -A scripts/servers/sshd.ts` prints the environment
  * for the ci-cache CLI and waits for Ctrl-C.
@@ -221,16 +221,18 @@ export async function startSshd(options: SshdOptions = {}): Promise<SshdServer> 
       await Deno.writeTextFile(`${dir}/sshd_config`, config);
       if (isRoot) await Deno.mkdir("/run/sshd", { recursive: true, mode: 0o755 });
       const logPath = `${dir}/sshd.log`;
-      // The guard kills sshd by PID when its stdin closes: on stop(), and when this process dies.
+      // sshd runs in the foreground under bash; a watchdog subshell (which outlives a killed bash) kills sshd
+      // by PID and removes the temp dir as soon as this process is gone, so a dying test run leaves nothing.
+      const cleanup = options.keepDir ? "" : `; rm -rf ${dir}`;
       const guard = `${SSHD} -D -f ${dir}/sshd_config -E ${logPath} & p=$!; ` +
-        `trap 'kill $p 2>/dev/null; wait $p' EXIT; read -r _ || true`;
+        `( while kill -0 ${Deno.pid} 2>/dev/null && kill -0 $p 2>/dev/null; do sleep 1; done; ` +
+        `kill $p 2>/dev/null${cleanup} ) </dev/null >/dev/null 2>&1 & wait $p`;
       const child = new Deno.Command("bash", {
         args: ["-c", guard],
-        stdin: "piped",
+        stdin: "null",
         stdout: "null",
         stderr: "null",
       }).spawn();
-      const stdin = child.stdin.getWriter();
       let exited = false;
       const status = child.status.then((s) => {
         exited = true;
@@ -250,9 +252,16 @@ export async function startSshd(options: SshdOptions = {}): Promise<SshdServer> 
       if (!exited && (await banner(port))) {
         const knownHostsFile = `${dir}/known_hosts`;
         await Deno.writeTextFile(knownHostsFile, `[127.0.0.1]:${port} ${hostPub[0]} ${hostPub[1]}\n`);
+        const pid = await sshdPid();
         const stop = async () => {
-          await stdin.close().catch(() => {});
+          const kill = (signal: Deno.Signal) => {
+            try {
+              if (!exited && pid) Deno.kill(pid, signal);
+            } catch { /* already gone */ }
+          };
+          kill("SIGTERM");
           const timer = setTimeout(() => {
+            kill("SIGKILL");
             try {
               if (!exited) child.kill("SIGKILL");
             } catch { /* already gone */ }
@@ -304,7 +313,10 @@ export async function startSshd(options: SshdOptions = {}): Promise<SshdServer> 
           stop,
         };
       }
-      await stdin.close().catch(() => {});
+      const stray = await sshdPid();
+      try {
+        if (stray) Deno.kill(stray, "SIGKILL");
+      } catch { /* already gone */ }
       try {
         if (!exited) child.kill("SIGKILL");
       } catch { /* already gone */ }
