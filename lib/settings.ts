@@ -893,7 +893,37 @@ export const SETTINGS = [
     type: "string",
     default: "",
     group: "sftp",
-    help: "SFTP port.",
+    help: "SFTP port (22 when empty).",
+  },
+  {
+    key: "sftpKeyPassphrase",
+    flag: "sftp-key-passphrase",
+    env: ["PLUGIN_SFTP_KEY_PASSPHRASE", "SFTP_KEY_PASSPHRASE"],
+    type: "string",
+    default: "",
+    secret: true,
+    group: "sftp",
+    help: "Passphrase of an encrypted private key file. New.",
+  },
+  {
+    key: "sftpKnownHostsFile",
+    flag: "sftp-known-hosts-file",
+    env: ["PLUGIN_SFTP_KNOWN_HOSTS_FILE", "SFTP_KNOWN_HOSTS_FILE"],
+    type: "string",
+    default: "",
+    group: "sftp",
+    help: "OpenSSH known_hosts file the server's host key must be in. New.",
+  },
+  {
+    key: "sftpHostKeyFingerprint",
+    flag: "sftp-host-key-fingerprint",
+    env: ["PLUGIN_SFTP_HOST_KEY_FINGERPRINT", "SFTP_HOST_KEY_FINGERPRINT"],
+    type: "string",
+    default: "",
+    group: "sftp",
+    help:
+      "Pinned host key fingerprint(s), `SHA256:…`, comma separated. Neither this nor a known_hosts file: " +
+      "the key is not verified (as in the Go plugin) and a warning shows it. New.",
   },
   // ── harness cache service ──────────────────────────────────────────────
   {

@@ -6,8 +6,10 @@
  * The tree is seeded and realistic: ≈20k small text-like files of 1–20 KB in
  * nested package directories, a few 50 MB files (one random, two
  * compressible), and symlinks; ≈370 MB. It is built once under `.bench/` and
- * reused. Backends: filesystem always; Azure (Azurite), S3 (Swift) and GCS
- * (emulator) when their server scripts can start here.
+ * reused. Backends: filesystem always; Azure (Azurite), S3 (Swift), GCS
+ * (emulator) and SFTP (OpenSSH sshd) when their server scripts can start
+ * here. On SFTP the reference transfer is OpenSSH's own `ssh … 'cat > file'`
+ * (and `ssh … cat`) on the same server, not rclone.
  *
  * Two references per row, measured in the same run (ratios, never absolute
  * times, are what this noisy machine can compare):
@@ -39,7 +41,7 @@ const ROOT = resolve(new URL("..", import.meta.url).pathname);
 const BENCH = join(ROOT, ".bench");
 const SCALE = Number(Deno.env.get("BENCH_SCALE") ?? "1");
 const FORMATS = (Deno.env.get("BENCH_FORMATS") ?? "tar,zstd").split(",");
-const BACKENDS = (Deno.env.get("BENCH_BACKENDS") ?? "filesystem,azure,s3,gcs").split(",");
+const BACKENDS = (Deno.env.get("BENCH_BACKENDS") ?? "filesystem,azure,s3,gcs,sftp").split(",");
 const REPEAT = Math.max(1, Number(Deno.env.get("BENCH_REPEAT") ?? "3"));
 const SHAPE = Deno.env.get("BENCH_SHAPE") ?? "realistic";
 if (SHAPE !== "realistic" && SHAPE !== "many-small") throw new Error(`BENCH_SHAPE: realistic or many-small`);
@@ -224,6 +226,9 @@ function median(runs: Measure[]): Measure {
 interface Server {
   env: Record<string, string>;
   stop: () => Promise<void>;
+  /** sftp: `ssh …` for the reference, and the cache root on the server. */
+  sshCommand?: string;
+  cacheRoot?: string;
 }
 
 async function startBackend(name: string, cacheRoot: string): Promise<Server | undefined> {
@@ -238,6 +243,7 @@ async function startBackend(name: string, cacheRoot: string): Promise<Server | u
     azure: ["azurite.ts", "startAzurite"],
     s3: ["swift.ts", "startSwift"],
     gcs: ["gcs.ts", "startGcs"],
+    sftp: ["sshd.ts", "startSshd"],
   };
   const [file, fn] = scripts[name] ?? [];
   if (!file) return undefined;
@@ -282,6 +288,7 @@ function shellSteps(format: string): { compress: string; decompress: string } {
 /** The rclone reference's save and restore for one object, or undefined without rclone. */
 function rcloneSteps(
   name: string,
+  server: Server,
   rclone: RcloneRemote | undefined,
   cacheRoot: string,
   object: string,
@@ -292,6 +299,15 @@ function rcloneSteps(
     return {
       save: `{ mkdir -p '${join(file, "..")}' && cat > '${file}'; }`,
       restore: `cat '${file}'`,
+      env: {},
+    };
+  }
+  if (server.sshCommand) {
+    // sftp: OpenSSH's own client streams the archive into the same server.
+    const remote = `${server.cacheRoot}/${object}`;
+    return {
+      save: `${server.sshCommand} "mkdir -p '${resolve(remote, "..")}' && cat > '${remote}'"`,
+      restore: `${server.sshCommand} "cat '${remote}'"`,
       env: {},
     };
   }
@@ -308,10 +324,10 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
   const cacheRoot = join(work, "cache-root");
   const server = await startBackend(name, cacheRoot);
   if (!server) return;
-  const rclone = name === "filesystem" || !(await rcloneInstalled())
+  const rclone = name === "filesystem" || name === "sftp" || !(await rcloneInstalled())
     ? undefined
     : rcloneRemote(name, server.env);
-  if (name !== "filesystem" && !rclone) {
+  if (name !== "filesystem" && name !== "sftp" && !rclone) {
     console.error(`${name}: no rclone reference (see scripts/bench_rclone.ts)`);
   }
   const helper = join(ROOT, "scripts", "bench_transfer.ts");
@@ -345,7 +361,7 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
           runs.restore.push(await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, restoreDir));
           await verifyRestored(t, join(restoreDir, "cache"));
 
-          const steps = rcloneSteps(name, rclone, cacheRoot, `${key}-rclone/cache`);
+          const steps = rcloneSteps(name, server, rclone, cacheRoot, `${key}-rclone/cache`);
           if (steps) {
             runs.rSave.push(
               await measure(

@@ -18,7 +18,7 @@ const TITLES: Record<SettingGroup, string> = {
   s3: "S3 backend (endpoint, bucket and OIDC token also serve GCS and Azure)",
   gcs: "GCS backend",
   azure: "Azure backend",
-  sftp: "SFTP backend (not available yet)",
+  sftp: "SFTP backend",
   harness: "Harness cache service (not available yet)",
 };
 

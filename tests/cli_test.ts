@@ -320,7 +320,7 @@ Deno.test("cli: settings errors exit 1 and name the setting", async () => {
     assert(sb.logs.some((l) => l.includes("../escape")));
     assertEquals(await sb.cli({ PLUGIN_REBUILD: "true" }), 1, "save without mounts");
     assertEquals(await sb.cli({ PLUGIN_REBUILD: "true", PLUGIN_MOUNT: "x", PLUGIN_BACKEND: "sftp" }), 1);
-    assert(sb.logs.some((l) => l.includes("not available yet")));
+    assert(sb.logs.some((l) => l.includes("SFTP_CACHE_ROOT is not set")));
   } finally {
     await sb.cleanup();
   }

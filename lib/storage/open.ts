@@ -29,9 +29,10 @@ export async function openBackend(settings: Settings, log: Logger): Promise<Back
     case "gcs":
       return (await import("./gcs/backend.ts")).createGcsBackend(settings, log);
     case "sftp":
+      return (await import("./sftp/backend.ts")).createSftpBackend(settings, log);
     case "harness":
       throw new SettingsError(
-        `backend "${settings.backend}" is not available yet in ci-cache: use filesystem, s3, gcs or azure ` +
+        `backend "${settings.backend}" is not available yet in ci-cache: use filesystem, s3, gcs, azure or sftp ` +
           `(or keep the Go plugin for this step)`,
       );
     default:
