@@ -28,10 +28,11 @@ export async function openBackend(settings: Settings, log: Logger): Promise<Back
       return (await import("./s3/backend.ts")).createS3Backend(settings, log);
     case "gcs":
       return (await import("./gcs/backend.ts")).createGcsBackend(settings, log);
-    case "sftp":
     case "harness":
+      return (await import("./harness/backend.ts")).createHarnessBackend(settings, log);
+    case "sftp":
       throw new SettingsError(
-        `backend "${settings.backend}" is not available yet in ci-cache: use filesystem, s3, gcs or azure ` +
+        `backend "${settings.backend}" is not available yet in ci-cache: use filesystem, s3, gcs, azure or harness ` +
           `(or keep the Go plugin for this step)`,
       );
     default:
