@@ -6,8 +6,11 @@
  * The tree is seeded and realistic: ≈20k small text-like files of 1–20 KB in
  * nested package directories, a few 50 MB files (one random, two
  * compressible), and symlinks; ≈370 MB. It is built once under `.bench/` and
- * reused. Backends: filesystem always; Azure (Azurite), S3 (Swift) and GCS
- * (emulator) when their server scripts can start here.
+ * reused. Backends: filesystem always; Azure (Azurite), S3 (Swift), GCS
+ * (emulator) and Harness (the test cache service in front of Swift, multipart
+ * on) when their server scripts can start here. `harness-1g` saves and
+ * restores one 1 GiB random file (tar) through the Harness backend: its peak
+ * RSS shows the save's memory stays bounded whatever the size.
  *
  * Environment: `BENCH_SCALE` (default 1) scales the tree; `BENCH_BACKENDS`
  * (comma list, default all) and `BENCH_FORMATS` (default `tar,zstd`) select;
@@ -22,7 +25,7 @@ const ROOT = resolve(new URL("..", import.meta.url).pathname);
 const BENCH = join(ROOT, ".bench");
 const SCALE = Number(Deno.env.get("BENCH_SCALE") ?? "1");
 const FORMATS = (Deno.env.get("BENCH_FORMATS") ?? "tar,zstd").split(",");
-const BACKENDS = (Deno.env.get("BENCH_BACKENDS") ?? "filesystem,azure,s3,gcs").split(",");
+const BACKENDS = (Deno.env.get("BENCH_BACKENDS") ?? "filesystem,azure,s3,gcs,harness,harness-1g").split(",");
 const REPEAT = Math.max(1, Number(Deno.env.get("BENCH_REPEAT") ?? "3"));
 
 /** xorshift32: deterministic bytes and choices. */
@@ -118,6 +121,35 @@ async function buildTree(): Promise<Tree> {
   return tree;
 }
 
+/** One 1 GiB random file (plus the small probe file `verifyRestored` reads), built once. */
+async function buildBigTree(): Promise<Tree> {
+  const path = join(BENCH, "tree-1g", "cache");
+  const marker = join(BENCH, "tree-1g", "manifest.json");
+  try {
+    return JSON.parse(await Deno.readTextFile(marker));
+  } catch { /* build it */ }
+  console.error(`building the 1 GiB tree under ${path} …`);
+  await Deno.remove(join(BENCH, "tree-1g"), { recursive: true }).catch(() => {});
+  const rng = new Rng(7);
+  await Deno.mkdir(join(path, "node_modules", "pkg-0"), { recursive: true });
+  await Deno.mkdir(join(path, "blobs"), { recursive: true });
+  const probe = textBytes(rng, 4096);
+  await Deno.writeFile(join(path, "node_modules", "pkg-0", "file-0.js"), probe);
+  const file = await Deno.open(join(path, "blobs", "blob-0.bin"), {
+    write: true,
+    create: true,
+    truncate: true,
+  });
+  const size = 1024 * 1024 * 1024;
+  for (let done = 0; done < size; done += 16 * 1024 * 1024) {
+    await file.write(randomBytes(rng, 16 * 1024 * 1024));
+  }
+  file.close();
+  const tree = { path, files: 2, bytes: size + probe.length };
+  await Deno.writeTextFile(marker, JSON.stringify(tree));
+  return tree;
+}
+
 interface Measure {
   seconds: number;
   /** User + system CPU seconds. */
@@ -174,6 +206,32 @@ async function startBackend(name: string, cacheRoot: string): Promise<Server | u
       stop: () => Promise.resolve(),
     };
   }
+  if (name.startsWith("harness")) {
+    try {
+      const { startSwift } = await import(join(ROOT, "scripts", "servers", "swift.ts"));
+      const { startHarnessService } = await import(join(ROOT, "scripts", "servers", "harness.ts"));
+      const swift = await startSwift();
+      const service = await startHarnessService({ swift, token: "bench-token", accountId: "bench" });
+      return {
+        env: {
+          PLUGIN_BACKEND: "harness",
+          PLUGIN_CACHE_SERVICE_BASE_URL: service.baseUrl,
+          PLUGIN_CACHE_SERVICE_BEARER_TOKEN: "bench-token",
+          PLUGIN_ACCOUNT_ID: "bench",
+          PLUGIN_ENABLE_MULTIPART: "true",
+        },
+        stop: async () => {
+          await service.stop();
+          await swift.stop();
+        },
+      };
+    } catch (err) {
+      console.error(
+        `skipping ${name}: its test servers did not start (${err instanceof Error ? err.message : err})`,
+      );
+      return undefined;
+    }
+  }
   const scripts: Record<string, [string, string]> = {
     azure: ["azurite.ts", "startAzurite"],
     s3: ["swift.ts", "startSwift"],
@@ -212,7 +270,7 @@ async function benchBackend(name: string, tree: Tree, rows: Row[]): Promise<void
   const server = await startBackend(name, join(work, "cache-root"));
   if (!server) return;
   try {
-    for (const format of FORMATS) {
+    for (const format of name.endsWith("-1g") ? ["tar"] : FORMATS) {
       const srcParent = resolve(tree.path, "..");
       const compress = format === "zstd" ? " | zstd -T0 -3 -q" : format === "gzip" ? " | gzip" : "";
       const decompress = format === "zstd" ? "zstd -dc -q" : format === "gzip" ? "gzip -dc" : "cat";
@@ -327,7 +385,9 @@ if (import.meta.main) {
   );
   const rows: Row[] = [];
   try {
-    for (const name of BACKENDS) await benchBackend(name, tree, rows);
+    for (const name of BACKENDS) {
+      await benchBackend(name, name.endsWith("-1g") ? await buildBigTree() : tree, rows);
+    }
   } finally {
     for (const dir of leftovers) await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
