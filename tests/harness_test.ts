@@ -345,6 +345,12 @@ Deno.test({
       }
       assert(!lines.join("\n").includes(TOKEN), "the token was logged");
       assert(!lines.join("\n").includes("X-Amz-Signature"), "a pre-signed URL was logged");
+      // A Go manifest records no size: stat adds up its parts (HEAD), list sums the hidden part entries.
+      const backend = backendFor(service);
+      assertEquals((await backend.stat(name2))?.size, archive.length);
+      const listed = [];
+      for await (const info of backend.list(`${key2}/`)) listed.push([info.name, info.size]);
+      assertEquals(listed, [[name2, archive.length]]);
       // A manifest whose checksum does not match is refused, not restored.
       await putRaw(
         s3,
@@ -354,7 +360,6 @@ Deno.test({
           "0".repeat(32)
         }</Checksum></CompleteMultipartUpload>`,
       );
-      const backend = backendFor(service);
       const err = await assertRejects(async () => await readAll(await backend.get(name2)));
       assertStringIncludes(String(err), "does not match the manifest's checksum");
     } finally {
@@ -440,6 +445,37 @@ Deno.test({
       )
     );
     assertStringIncludes(String(missing), "PLUGIN_CACHE_SERVICE_BASE_URL");
+    const zero = await assertRejects(() =>
+      Promise.resolve().then(() =>
+        createHarnessBackend(
+          settingsFrom({
+            PLUGIN_BACKEND: "harness",
+            PLUGIN_CACHE_SERVICE_BASE_URL: service.baseUrl,
+            PLUGIN_MULTIPART_CHUNK_SIZE_MB: "0",
+          }),
+          capture().log,
+          {},
+        )
+      )
+    );
+    assertStringIncludes(String(zero), "PLUGIN_MULTIPART_CHUNK_SIZE_MB");
+    // HARNESS_CI_USE_GCS_CACHE_SERVICE=true (any case) sends backend=gcs.
+    const gcs = createHarnessBackend(
+      settingsFrom({
+        PLUGIN_BACKEND: "harness",
+        PLUGIN_CACHE_SERVICE_BASE_URL: service.baseUrl,
+        PLUGIN_CACHE_SERVICE_BEARER_TOKEN: TOKEN,
+        PLUGIN_ACCOUNT_ID: ACCOUNT,
+      }),
+      capture().log,
+      { HARNESS_CI_USE_GCS_CACHE_SERVICE: "TRUE" },
+    );
+    service.requests.length = 0;
+    assertEquals(await gcs.stat("gcs/missing"), null);
+    assertEquals(
+      service.requests[0],
+      `GET /cache/intel/exists?accountId=${ACCOUNT}&cacheKey=gcs%2Fmissing&backend=gcs`,
+    );
     const dir = await Deno.makeTempDir();
     try {
       const mount = `${dir}/cache`;

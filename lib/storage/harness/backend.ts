@@ -29,8 +29,6 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { request as httpRequest } from "node:http";
-import { request as httpsRequest } from "node:https";
 import { dirname } from "node:path";
 import {
   AccessDeniedError,
@@ -68,6 +66,7 @@ import {
   partKey,
 } from "./manifest.ts";
 import { parseRetryAfter } from "../transfer/retry.ts";
+import { httpPut, type PutAnswer } from "./put.ts";
 
 const MiB = 1024 * 1024;
 /** Largest download range: as fast as larger ones, half the memory. */
@@ -369,13 +368,12 @@ export class HarnessBackend implements Backend {
       { key: name, uploads: "" },
       signal,
       "put",
-      async (url, s) => {
-        const res = await fetch(url, { method: "PUT", body: new Uint8Array(0), signal: s });
-        const text = await res.text();
-        if (res.status !== 200) throw storageStatus(res, text);
-        const header = res.headers.get("x-upload-id");
+      async (url, s, touch) => {
+        const res = await httpPut(url, new Uint8Array(0), 0, s, touch);
+        if (res.status !== 200) throw putStatus(res);
+        const header = res.headers["x-upload-id"];
         if (header) return header;
-        const xml = text.match(/<UploadId>([^<]+)<\/UploadId>/);
+        const xml = res.text.match(/<UploadId>([^<]+)<\/UploadId>/);
         if (xml) return xml[1].trim();
         return `${BigInt(Date.now()) * 1_000_000n}-${name}`;
       },
@@ -393,11 +391,10 @@ export class HarnessBackend implements Backend {
     signal: AbortSignal,
     needEtag = false,
   ): Promise<string> {
-    return this.#storageCall("upload", name, extra, signal, "put", async (url, s) => {
-      const res = await fetch(url, { method: "PUT", body: data as Uint8Array<ArrayBuffer>, signal: s });
-      const text = await res.text();
-      if (res.status !== 200) throw storageStatus(res, text);
-      const etag = (res.headers.get("etag") ?? "").replace(/^"|"$/g, "");
+    return this.#storageCall("upload", name, extra, signal, "put", async (url, s, touch) => {
+      const res = await httpPut(url, data, data.length, s, touch);
+      if (res.status !== 200) throw putStatus(res);
+      const etag = (res.headers.etag ?? "").replace(/^"|"$/g, "");
       if (needEtag && etag === "") throw new Error(`the storage answered the PUT of ${name} without an ETag`);
       return etag;
     });
@@ -438,10 +435,8 @@ export class HarnessBackend implements Backend {
       }
       this.#o.log?.debug("harness: spooled upload (multipart disabled)", { object: name, bytes: size });
       await this.#storageCall("upload", name, {}, signal, "put", async (url, s, touch) => {
-        const res = await putFile(url, path, size, s, touch);
-        if (res.status !== 200) {
-          throw new HttpStatusError(res.status, "storage", res.retryAfterMs, res.detail);
-        }
+        const res = await httpPut(url, { path }, size, s, touch);
+        if (res.status !== 200) throw putStatus(res);
       });
     } finally {
       await Deno.remove(path).catch(() => {});
@@ -773,14 +768,18 @@ function concat(chunks: Uint8Array[]): Uint8Array {
   return out;
 }
 
-function storageStatus(res: Response, text: string): HttpStatusError {
+/** A storage answer that is not a success, with the S3-style error code when the body has one. */
+function statusError(status: number, text: string, retryAfterMs: number | undefined): HttpStatusError {
   const code = text.match(/<Code>([^<]{1,64})<\/Code>/)?.[1];
-  return new HttpStatusError(
-    res.status,
-    "storage",
-    parseRetryAfter(res.headers.get("retry-after")),
-    code ? ` (${code})` : "",
-  );
+  return new HttpStatusError(status, "storage", retryAfterMs, code ? ` (${code})` : "");
+}
+
+function storageStatus(res: Response, text: string): HttpStatusError {
+  return statusError(res.status, text, parseRetryAfter(res.headers.get("retry-after")));
+}
+
+function putStatus(res: PutAnswer): HttpStatusError {
+  return statusError(res.status, res.text, res.retryAfterMs);
 }
 
 /** A temp dir on the workspace's disk (not a tmpfs /tmp): the working directory's parent, else itself. */
@@ -794,65 +793,6 @@ function spoolDirectory(): string {
     } catch { /* not writable */ }
   }
   return Deno.env.get("TMPDIR") ?? "/tmp";
-}
-
-/**
- * PUTs a file with a Content-Length (a pre-signed PUT needs one; `fetch`
- * streams bodies chunked), through node:http at this edge only.
- */
-function putFile(
-  url: string,
-  path: string,
-  size: number,
-  signal: AbortSignal,
-  touch: () => void,
-): Promise<{ status: number; retryAfterMs?: number; detail: string }> {
-  return new Promise((resolve, reject) => {
-    const u = new URL(url);
-    const send = u.protocol === "https:" ? httpsRequest : httpRequest;
-    const req = send(u, { method: "PUT", headers: { "content-length": String(size) } }, (res) => {
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => {
-        touch();
-        if (text.length < 4096) text += c;
-      });
-      res.on("end", () => {
-        signal.removeEventListener("abort", onAbort);
-        const code = text.match(/<Code>([^<]{1,64})<\/Code>/)?.[1];
-        const retry = res.headers["retry-after"];
-        resolve({
-          status: res.statusCode ?? 0,
-          retryAfterMs: parseRetryAfter(Array.isArray(retry) ? retry[0] : retry),
-          detail: code ? ` (${code})` : "",
-        });
-      });
-      res.on("error", reject);
-    });
-    const onAbort = () => req.destroy(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    req.on("error", (err) => {
-      signal.removeEventListener("abort", onAbort);
-      reject(signal.aborted ? signal.reason : err);
-    });
-    (async () => {
-      const file = await Deno.open(path);
-      try {
-        const buf = new Uint8Array(MiB);
-        for (;;) {
-          const n = await file.read(buf);
-          if (n === null) break;
-          touch();
-          if (!req.write(buf.slice(0, n))) await new Promise((r) => req.once("drain", r));
-        }
-        req.end();
-      } catch (err) {
-        req.destroy(err as Error);
-      } finally {
-        file.close();
-      }
-    })();
-  });
 }
 
 /**
