@@ -514,6 +514,27 @@ Deno.test({
       const back = await Deno.readFile(`${mount}/sub/big.bin`);
       assert(back.length === big.length && back.every((b, i) => b === big[i]), "restored bytes differ");
       assertStringIncludes(await Deno.readTextFile(`${dir}/out.env`), "cache_hit=true");
+      // Restore keys work through list_entries: a new key misses, the prefix finds the saved one.
+      await Deno.remove(mount, { recursive: true });
+      await Deno.remove(`${dir}/out.env`);
+      const fallback = {
+        ...env,
+        PLUGIN_RESTORE: "true",
+        PLUGIN_CACHE_KEY: `${key}-next`,
+        PLUGIN_RESTORE_KEYS: key,
+      };
+      assertEquals(await run([], fallback, { sink }), 0, lines.join("\n"));
+      assertEquals(await Deno.readTextFile(`${mount}/a.txt`), "hello harness");
+      assertStringIncludes(await Deno.readTextFile(`${dir}/out.env`), `cache_key_matched=${key}\n`);
+      // Flush: the dry run lists the object; a real flush says the service cannot delete.
+      const before = lines.length;
+      assertEquals(await run([], { ...env, PLUGIN_FLUSH: "true", PLUGIN_DRY_RUN: "true" }, { sink }), 0);
+      assert(
+        lines.slice(before).some((l) => l.includes("would delete") && l.includes(key)),
+        lines.join("\n"),
+      );
+      await run([], { ...env, PLUGIN_FLUSH: "true" }, { sink });
+      assert(lines.slice(before).some((l) => l.includes("offers no delete")), lines.join("\n"));
       assert(lines.join("\n").includes("harness"), "no harness log line");
       assert(!lines.join("\n").includes(TOKEN), "the token was logged");
       assert(!lines.join("\n").includes("X-Amz-Signature"), "a pre-signed URL was logged");

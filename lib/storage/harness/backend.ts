@@ -69,6 +69,8 @@ import { parseRetryAfter } from "../transfer/retry.ts";
 import { httpPut, type PutAnswer } from "./put.ts";
 
 const MiB = 1024 * 1024;
+/** The first range of a download: shows the size and whether the object is a manifest. */
+const FIRST_RANGE = MiB;
 /** Largest download range: as fast as larger ones, half the memory. */
 export const DOWNLOAD_RANGE_SIZE = 8 * MiB;
 
@@ -143,7 +145,9 @@ export class HarnessBackend implements Backend {
     const urls = new Map<string, Promise<string>>();
     const range = this.rangeSize;
     try {
-      const first = await this.#readRange(name, 0, Math.max(range, 64), urls, abort.signal, "get");
+      // A small first range: it tells the size and the kind, and a caller that only peeks (the first tar
+      // header) costs little.
+      const first = await this.#readRange(name, 0, Math.min(range, FIRST_RANGE), urls, abort.signal, "get");
       const head = concat(first.chunks);
       if (first.total <= MAX_MANIFEST_BYTES && looksLikeManifest(head)) {
         const rest = head.length < first.total
@@ -157,7 +161,12 @@ export class HarnessBackend implements Backend {
           name,
         );
       }
-      return this.#ordered(this.#objectTasks(name, head, first.total, urls, abort.signal), abort, finish);
+      return this.#ordered(
+        this.#objectTasks(name, head.length, first.total, urls, abort.signal),
+        abort,
+        finish,
+        head,
+      );
     } catch (err) {
       abort.abort(err);
       finish();
@@ -579,16 +588,15 @@ export class HarnessBackend implements Backend {
 
   // ── streams ───────────────────────────────────────────────────────────
 
-  /** The rest of a single object after its first range, as parallel ranges. */
+  /** A single object from `start` on, as parallel ranges. */
   async *#objectTasks(
     name: string,
-    head: Uint8Array,
+    start: number,
     total: number,
     urls: Map<string, Promise<string>>,
     signal: AbortSignal,
   ): AsyncGenerator<() => Promise<Uint8Array[]>> {
-    yield () => Promise.resolve([head]);
-    for (let off = head.length; off < total; off += this.rangeSize) {
+    for (let off = start; off < total; off += this.rangeSize) {
       const len = Math.min(this.rangeSize, total - off);
       yield () => this.#readRange(name, off, len, urls, signal, "get").then((r) => r.chunks);
     }
@@ -618,11 +626,15 @@ export class HarnessBackend implements Backend {
     }
   }
 
-  /** Runs tasks with `concurrency` in flight and emits their chunks in order. */
+  /**
+   * Runs tasks with `concurrency` in flight and emits their chunks in order, after `first` (already read).
+   * Nothing more is fetched until the reader wants more than `first`.
+   */
   #ordered(
     tasks: AsyncGenerator<() => Promise<Uint8Array[]>>,
     abort: AbortController,
     finish: () => void,
+    first?: Uint8Array,
   ): ReadableStream<Uint8Array> {
     const inflight: Promise<Uint8Array[]>[] = [];
     let exhausted = false;
@@ -639,6 +651,9 @@ export class HarnessBackend implements Backend {
       }
     };
     return new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        if (first !== undefined && first.length > 0) controller.enqueue(first);
+      },
       pull: async (controller) => {
         try {
           await fill();
