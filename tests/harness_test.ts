@@ -307,7 +307,7 @@ Deno.test({
       // Multipart under a second key: parts plus a Go manifest (no <Key>, no <Size>) with the MD5.
       const key2 = `${key}-mp`;
       const name2 = `${key2}/${objectPath}`;
-      const cut = [0, 1_000_000, 2_500_000, archive.length];
+      const cut = [0, 1.5 * MiB, 3 * MiB, archive.length]; // Go cuts equal parts but the last
       let partsXml = "";
       for (let i = 1; i < cut.length; i++) {
         await putRaw(
@@ -362,6 +362,18 @@ Deno.test({
       );
       const err = await assertRejects(async () => await readAll(await backend.get(name2)));
       assertStringIncludes(String(err), "does not match the manifest's checksum");
+      // A manifest whose middle part is shorter than the first (parts are cut equal) is refused too.
+      const shuffled = [2, 3, 1].map((p, i) =>
+        `<Part><PartNumber>${i + 1}</PartNumber><ETag>x</ETag><Key>${name2}.part${p}</Key></Part>`
+      ).join("");
+      await putRaw(
+        s3,
+        swift,
+        service.storageKey(name2),
+        `<CompleteMultipartUpload>${shuffled}</CompleteMultipartUpload>`,
+      );
+      const uneven = await assertRejects(async () => await readAll(await backend.get(name2)));
+      assertStringIncludes(String(uneven), "corrupt multipart object");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

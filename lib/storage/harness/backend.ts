@@ -608,20 +608,46 @@ export class HarnessBackend implements Backend {
     urls: Map<string, Promise<string>>,
     signal: AbortSignal,
   ): AsyncGenerator<() => Promise<Uint8Array[]>> {
-    for (const part of parts) {
-      let probe!: Promise<RangeResult>;
-      yield () => {
-        probe = this.#readRange(part.key, 0, this.rangeSize, urls, signal, "get").catch((err) => {
+    // Both writers cut equal parts but the last, and record no part sizes: the first part's size plans the
+    // ranges of all but the last (each answer's total is checked), so they stream in parallel; only the first
+    // and the last part are probed.
+    let size = 0;
+    for (const [i, part] of parts.entries()) {
+      const read = (off: number, len: number) =>
+        this.#readRange(part.key, off, len, urls, signal, "get").catch((err) => {
           throw err instanceof NotFoundError
             ? this.#corrupt(part.key, `part ${part.number} is missing`)
             : err;
         });
-        return probe.then((r) => r.chunks);
-      };
-      const { total } = await probe;
-      for (let off = this.rangeSize; off < total; off += this.rangeSize) {
-        const len = Math.min(this.rangeSize, total - off);
-        yield () => this.#readRange(part.key, off, len, urls, signal, "get").then((r) => r.chunks);
+      let start = 0;
+      if (i === 0 || i === parts.length - 1) {
+        let probe!: Promise<RangeResult>;
+        yield () => {
+          probe = read(0, this.rangeSize);
+          return probe.then((r) => r.chunks);
+        };
+        const { total } = await probe;
+        if (i === 0) size = total;
+        else if (total > size) throw this.#corrupt(part.key, `the last part is larger than the first`);
+        start = this.rangeSize;
+        for (let off = start; off < total; off += this.rangeSize) {
+          const len = Math.min(this.rangeSize, total - off);
+          yield () => read(off, len).then((r) => r.chunks);
+        }
+        continue;
+      }
+      for (let off = start; off < size; off += this.rangeSize) {
+        const len = Math.min(this.rangeSize, size - off);
+        yield () =>
+          read(off, len).then((r) => {
+            if (r.total !== size) {
+              throw this.#corrupt(
+                part.key,
+                `part ${part.number} holds ${r.total} bytes, the first part ${size}`,
+              );
+            }
+            return r.chunks;
+          });
       }
     }
   }
