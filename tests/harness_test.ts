@@ -421,6 +421,20 @@ Deno.test({
     assert(err instanceof AuthFailedError, String(err));
     assertStringIncludes(err.message, "PLUGIN_CACHE_SERVICE_BEARER_TOKEN");
     await assertRejects(() => wrong.put("k/m", streamOf(new Uint8Array(3)), {}), AuthFailedError);
+    // Over PLUGIN_MULTIPART_MAX_UPLOAD_SIZE_MB: refused while reading, nothing stored.
+    const small = new HarnessBackend({
+      client: clientFor(service),
+      accountId: ACCOUNT,
+      partSize: MiB,
+      concurrency: 2,
+      multipart: true,
+      maxSize: 2 * MiB,
+      policy: POLICY,
+    });
+    const big = `max-${crypto.randomUUID().slice(0, 6)}`;
+    const tooLarge = await assertRejects(() => small.put(big, streamOf(seededBytes(3 * MiB, 2)), {}));
+    assertStringIncludes(String(tooLarge), "PLUGIN_MULTIPART_MAX_UPLOAD_SIZE_MB");
+    assertEquals(await small.stat(big), null);
     // A miss is NotFound on get and null on stat.
     const backend = backendFor(service);
     await assertRejects(() => backend.get(`miss-${crypto.randomUUID()}`), NotFoundError);

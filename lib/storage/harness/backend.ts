@@ -256,6 +256,7 @@ export class HarnessBackend implements Backend {
         const { done, value } = await reader.read();
         internal.signal.throwIfAborted();
         if (done) {
+          if (fill > this.#o.maxSize) throw this.#tooLarge(name);
           await this.#putBytes(name, first.subarray(0, fill), {}, internal.signal);
           return;
         }
@@ -619,7 +620,6 @@ export class HarnessBackend implements Backend {
             ? this.#corrupt(part.key, `part ${part.number} is missing`)
             : err;
         });
-      let start = 0;
       if (i === 0 || i === parts.length - 1) {
         let probe!: Promise<RangeResult>;
         yield () => {
@@ -629,14 +629,13 @@ export class HarnessBackend implements Backend {
         const { total } = await probe;
         if (i === 0) size = total;
         else if (total > size) throw this.#corrupt(part.key, `the last part is larger than the first`);
-        start = this.rangeSize;
-        for (let off = start; off < total; off += this.rangeSize) {
+        for (let off = this.rangeSize; off < total; off += this.rangeSize) {
           const len = Math.min(this.rangeSize, total - off);
           yield () => read(off, len).then((r) => r.chunks);
         }
         continue;
       }
-      for (let off = start; off < size; off += this.rangeSize) {
+      for (let off = 0; off < size; off += this.rangeSize) {
         const len = Math.min(this.rangeSize, size - off);
         yield () =>
           read(off, len).then((r) => {
