@@ -1513,7 +1513,7 @@ function validate(s: Settings): void {
  * Backends that are in the settings table but not built yet: `--help` and
  * error messages mark them. The one place to flip when a backend lands.
  */
-export const UNAVAILABLE_BACKENDS: readonly string[] = ["sftp", "harness"];
+export const UNAVAILABLE_BACKENDS: readonly string[] = [];
 
 /** An enumeration value as `--help` and errors show it (`sftp (not available yet)`). */
 function describeChoice(choice: string): string {

@@ -9,7 +9,11 @@
  * reused. Backends: filesystem always; Azure (Azurite), S3 (Swift), GCS
  * (emulator) and SFTP (OpenSSH sshd) when their server scripts can start
  * here. On SFTP the reference transfer is OpenSSH's own `ssh … 'cat > file'`
- * (and `ssh … cat`) on the same server, not rclone.
+ * (and `ssh … cat`) on the same server, not rclone. Harness runs the test
+ * cache service in front of Swift (multipart on; no rclone reference, the
+ * archive-only ratio applies); `harness-1g` saves and restores one 1 GiB
+ * random file (tar) through it: its peak RSS shows the save's memory stays
+ * bounded whatever the size.
  *
  * Two references per row, measured in the same run (ratios, never absolute
  * times, are what this noisy machine can compare):
@@ -41,7 +45,9 @@ const ROOT = resolve(new URL("..", import.meta.url).pathname);
 const BENCH = join(ROOT, ".bench");
 const SCALE = Number(Deno.env.get("BENCH_SCALE") ?? "1");
 const FORMATS = (Deno.env.get("BENCH_FORMATS") ?? "tar,zstd").split(",");
-const BACKENDS = (Deno.env.get("BENCH_BACKENDS") ?? "filesystem,azure,s3,gcs,sftp").split(",");
+const BACKENDS = (Deno.env.get("BENCH_BACKENDS") ?? "filesystem,azure,s3,gcs,sftp,harness,harness-1g").split(
+  ",",
+);
 const REPEAT = Math.max(1, Number(Deno.env.get("BENCH_REPEAT") ?? "3"));
 const SHAPE = Deno.env.get("BENCH_SHAPE") ?? "realistic";
 if (SHAPE !== "realistic" && SHAPE !== "many-small") throw new Error(`BENCH_SHAPE: realistic or many-small`);
@@ -113,6 +119,8 @@ async function buildTree(shape: string, scale: number): Promise<Tree> {
     ? await buildManySmall(path, scale)
     : shape === "tiny"
     ? await buildTiny(path)
+    : shape === "big"
+    ? await buildBig(path)
     : await buildRealistic(path, scale);
   await Deno.writeTextFile(marker, JSON.stringify(tree));
   return tree;
@@ -139,6 +147,31 @@ async function buildTiny(path: string): Promise<Tree> {
   await Deno.mkdir(join(path, "lib"), { recursive: true });
   for (let f = 0; f < 10; f++) await Deno.writeFile(join(path, "lib", `f-${f}.js`), textBytes(rng, 100_000));
   return { path, files: 10, bytes: 1_000_000, probes: [join("lib", "f-0.js")] };
+}
+
+/** One 1 GiB random file and a small probe file (the harness-1g rows). */
+async function buildBig(path: string): Promise<Tree> {
+  const rng = new Rng(7);
+  await Deno.mkdir(join(path, "node_modules", "pkg-0"), { recursive: true });
+  await Deno.mkdir(join(path, "blobs"), { recursive: true });
+  const probe = textBytes(rng, 4096);
+  await Deno.writeFile(join(path, "node_modules", "pkg-0", "file-0.js"), probe);
+  const file = await Deno.open(join(path, "blobs", "blob-0.bin"), {
+    write: true,
+    create: true,
+    truncate: true,
+  });
+  const size = 1024 * 1024 * 1024;
+  for (let done = 0; done < size; done += 16 * 1024 * 1024) {
+    await file.write(randomBytes(rng, 16 * 1024 * 1024));
+  }
+  file.close();
+  return {
+    path,
+    files: 2,
+    bytes: size + probe.length,
+    probes: [join("node_modules", "pkg-0", "file-0.js"), join("blobs", "blob-0.bin")],
+  };
 }
 
 async function buildRealistic(path: string, scale: number): Promise<Tree> {
@@ -239,6 +272,32 @@ async function startBackend(name: string, cacheRoot: string): Promise<Server | u
       stop: () => Promise.resolve(),
     };
   }
+  if (name.startsWith("harness")) {
+    try {
+      const { startSwift } = await import(join(ROOT, "scripts", "servers", "swift.ts"));
+      const { startHarnessService } = await import(join(ROOT, "scripts", "servers", "harness.ts"));
+      const swift = await startSwift();
+      const service = await startHarnessService({ swift, token: "bench-token", accountId: "bench" });
+      return {
+        env: {
+          PLUGIN_BACKEND: "harness",
+          PLUGIN_CACHE_SERVICE_BASE_URL: service.baseUrl,
+          PLUGIN_CACHE_SERVICE_BEARER_TOKEN: "bench-token",
+          PLUGIN_ACCOUNT_ID: "bench",
+          PLUGIN_ENABLE_MULTIPART: "true",
+        },
+        stop: async () => {
+          await service.stop();
+          await swift.stop();
+        },
+      };
+    } catch (err) {
+      console.error(
+        `skipping ${name}: its test servers did not start (${err instanceof Error ? err.message : err})`,
+      );
+      return undefined;
+    }
+  }
   const scripts: Record<string, [string, string]> = {
     azure: ["azurite.ts", "startAzurite"],
     s3: ["swift.ts", "startSwift"],
@@ -333,7 +392,7 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
   const helper = join(ROOT, "scripts", "bench_transfer.ts");
   const [tree, tiny] = trees;
   try {
-    for (const format of FORMATS) {
+    for (const format of name.endsWith("-1g") ? ["tar"] : FORMATS) {
       for (const t of [tree, tiny]) {
         const srcParent = resolve(t.path, "..");
         const { compress, decompress } = shellSteps(format);
@@ -513,7 +572,10 @@ if (import.meta.main) {
   );
   const rows: Row[] = [];
   try {
-    for (const name of BACKENDS) await benchBackend(name, [tree, tiny], rows);
+    for (const name of BACKENDS) {
+      const main = name.endsWith("-1g") ? await buildTree("big", 1) : tree;
+      await benchBackend(name, [main, tiny], rows);
+    }
     if (Deno.env.get("BENCH_GLOB") !== "0") {
       const globDir = await Deno.makeTempDir({ dir: BENCH, prefix: "glob-" });
       leftovers.push(globDir);

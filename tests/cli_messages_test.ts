@@ -72,6 +72,9 @@ Deno.test(
     assertStringIncludes(help, "accepted: logfmt, json");
     assertStringIncludes(help, "accepted: AES256, aws:kms, aws:kms:dsse");
     for (const b of UNAVAILABLE_BACKENDS) assertStringIncludes(help, `${b} (not available yet)`);
+    for (const b of ["filesystem", "s3", "gcs", "azure", "sftp", "harness"]) {
+      if (!UNAVAILABLE_BACKENDS.includes(b)) assert(!help.includes(`${b} (not available yet)`), b);
+    }
     for (const spec of SETTING_SPECS.filter((x) => x.choices)) {
       const block = help.slice(help.indexOf(`  --${spec.flag} <value>`)).split("\n").slice(0, 4).join("\n");
       for (const choice of spec.choices!.filter((c) => c !== "")) {

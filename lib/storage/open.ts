@@ -31,10 +31,7 @@ export async function openBackend(settings: Settings, log: Logger): Promise<Back
     case "sftp":
       return (await import("./sftp/backend.ts")).createSftpBackend(settings, log);
     case "harness":
-      throw new SettingsError(
-        `backend "${settings.backend}" is not available yet in ci-cache: use filesystem, s3, gcs, azure or sftp ` +
-          `(or keep the Go plugin for this step)`,
-      );
+      return (await import("./harness/backend.ts")).createHarnessBackend(settings, log);
     default:
       throw new SettingsError(`unknown backend "${settings.backend}"`);
   }
