@@ -166,6 +166,14 @@ async function runRestore(ctx: OpContext): Promise<number> {
     of: total,
     mounts: summarize(result.outcomes),
   });
+  // issue 9 (h-safety): a corrupt, truncated or unsafe cache is a failure, not a miss.
+  const failed = result.outcomes.filter((o) => o.status === "failed");
+  if (failed.length > 0) {
+    ctx.log.error(`[IMPORTANT] restore cache failed for ${failed.length} of ${total} mounts`, {
+      failed: failed.map((o) => `${o.mount}: ${o.reason}`).join("; "),
+    });
+    return settings.exitCode ? 1 : 0;
+  }
   if (result.match === "miss" || restored === 0) {
     ctx.log.error(`[IMPORTANT] restore cache, cache miss for key ${ctx.key}`, {
       reasons: result.outcomes.map((o) => `${o.mount}: ${o.reason}`).join("; ") || undefined,

@@ -186,6 +186,17 @@ export const SETTINGS = [
     group: "cache",
     help: "Listing restore: only objects under exactly this key (never `<key>1/…`).",
   },
+  // issue 9 (h-safety): where a listing restore may write
+  {
+    key: "restoreAllowedPaths",
+    flag: "restore-allowed-paths",
+    env: ["PLUGIN_RESTORE_ALLOWED_PATHS"],
+    type: "list",
+    default: [],
+    group: "cache",
+    help:
+      "Listing restore (no mounts): extra directories objects may restore into, besides the workspace, `$HOME` and the temp dir. New.",
+  },
   {
     key: "flushOlderThan",
     flag: "flush-older-than",
