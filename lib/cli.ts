@@ -12,6 +12,7 @@ import type { MountOutcome } from "./cache/outcome.ts";
 import {
   helpText,
   loadSettings,
+  NoModeError,
   secretValues,
   SETTING_SPECS,
   type Settings,
@@ -64,6 +65,11 @@ export async function run(
     settings = loaded.settings;
   } catch (err) {
     const log = new Logger({ sink });
+    if (err instanceof NoModeError) {
+      // issue 9 (h-safety): as the Go plugin, no mode is not an error: nothing runs (exit 1 only with exit-code).
+      log.warn(err.message);
+      return err.exitCode ? 1 : 0;
+    }
     log.error("invalid settings", { error: errorText(err), help: "run ci-cache --help for every setting" });
     return 1;
   }

@@ -1005,6 +1005,24 @@ export class SettingsError extends Error {
   }
 }
 
+/**
+ * No mode at all: `rebuild`, `restore` and `flush` unset and no command.
+ * The Go plugin then does nothing and exits 0, so a pipeline may have such
+ * a step: the CLI logs a warning and exits 0 (1 with `exit-code`), see
+ * `cli.ts`. Carries the `exit-code` setting for that decision (issue 9).
+ */
+export class NoModeError extends SettingsError {
+  readonly exitCode: boolean;
+  constructor(exitCode: boolean) {
+    super(
+      "no mode selected, nothing to do: run `ci-cache save|restore|flush`, or set PLUGIN_REBUILD, PLUGIN_RESTORE " +
+        "or PLUGIN_FLUSH to true",
+    );
+    this.name = "NoModeError";
+    this.exitCode = exitCode;
+  }
+}
+
 /** All table rows, typed loosely for generic code. */
 export const SETTING_SPECS: readonly SettingSpec[] = SETTINGS;
 
@@ -1284,11 +1302,7 @@ function resolveMode(command: Mode | undefined, s: Settings): Mode {
       `${fromEnv.map(modeSetting).join(" and ")} are all true, but only one mode can run: set exactly one`,
     );
   }
-  if (fromEnv.length === 0) {
-    throw new SettingsError(
-      "no mode selected: run `ci-cache save|restore|flush`, or set PLUGIN_REBUILD, PLUGIN_RESTORE or PLUGIN_FLUSH to true",
-    );
-  }
+  if (fromEnv.length === 0) throw new NoModeError(s.exitCode);
   return fromEnv[0];
 }
 
