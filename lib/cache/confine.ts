@@ -26,7 +26,8 @@ export function allowedRestoreRoots(
   env: Record<string, string | undefined>,
   extra: readonly string[],
 ): string[] {
-  const candidates = [cwd, env.HARNESS_WORKSPACE, env.HOME, env.TMPDIR, "/tmp", ...extra];
+  // The temp dir as Go's os.TempDir finds it: $TMPDIR, else /tmp.
+  const candidates = [cwd, env.HARNESS_WORKSPACE, env.HOME, env.TMPDIR || "/tmp", ...extra];
   const out: string[] = [];
   for (const c of candidates) {
     if (!c) continue;
