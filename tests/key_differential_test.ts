@@ -21,26 +21,7 @@ import {
 } from "../lib/key/template.ts";
 import { defaultKey, renderKey } from "../lib/key/key.ts";
 import { run, tempDir } from "./fixtures/archive/helpers.ts";
-
-const root = new URL("..", import.meta.url).pathname;
-
-/** Installs Go on first use and builds the renderer; returns its path. */
-async function buildRenderer(dir: string): Promise<string> {
-  const install = await run("bash", [`${root}scripts/install/go.sh`]);
-  if (install.code !== 0) throw new Error(`scripts/install/go.sh failed: ${install.stderr}`);
-  const go = (await run("bash", ["-c", "command -v go || echo /usr/lib/go/bin/go"])).stdout.trim();
-  const bin = `${dir}/gotemplate`;
-  const env = { GOFLAGS: "-mod=mod", GOPROXY: "off", GOTOOLCHAIN: "local", CGO_ENABLED: "0" };
-  const out = await new Deno.Command(go, {
-    args: ["build", "-o", bin, "."],
-    cwd: `${root}tests/fixtures/gotemplate`,
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (out.code !== 0) throw new Error(`go build failed: ${new TextDecoder().decode(out.stderr)}`);
-  return bin;
-}
+import { buildGoFixture } from "./fixtures/go.ts";
 
 function toJson(v: Value): unknown {
   if (v instanceof GoStruct) return Object.fromEntries([...v.fields].map(([k, x]) => [k, toJson(x)]));
@@ -167,7 +148,7 @@ Deno.test({
   fn: async () => {
     const { dir, cleanup } = await tempDir("keydiff");
     try {
-      const bin = await buildRenderer(dir);
+      const bin = await buildGoFixture("gotemplate", dir);
       await Deno.writeTextFile(`${dir}/go.sum`, "module deps\n");
       await Deno.mkdir(`${dir}/sub`);
       await Deno.writeTextFile(`${dir}/sub/lock.json`, "{}\n");
