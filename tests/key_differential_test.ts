@@ -179,6 +179,9 @@ Deno.test({
           got = { out: "", parseError: err.message };
         }
         const kind = (r: typeof got) => r.parseError ? "parse error" : r.execError ? "exec error" : "ok";
+        if (Deno.env.get("KEYDIFF_MESSAGES") && (want.execError ?? "") !== (got.execError ?? "")) {
+          console.log(`${JSON.stringify(text)}\n  go:   ${want.execError}\n  ours: ${got.execError}`);
+        }
         if (kind(got) !== kind(want) || (kind(want) === "ok" && got.out !== want.out)) {
           differences.push(
             `${JSON.stringify(text)}: Go ${kind(want)} ${JSON.stringify(want.out)} ${

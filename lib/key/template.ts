@@ -96,10 +96,18 @@ export class TemplateExecError extends Error {
   /** The reason alone, e.g. `can't evaluate field Foo in type metadata.Repo`. */
   readonly reason: string;
 
-  constructor(name: string, text: string, pos: number, context: string, reason: string, cause?: unknown) {
+  constructor(
+    name: string,
+    text: string,
+    pos: number,
+    context: string,
+    reason: string,
+    cause?: unknown,
+    executing: string = name,
+  ) {
     const loc = locate(text, pos);
     const ctx = context.length > 20 ? context.slice(0, 20) + "..." : context;
-    super(`template: ${name}:${loc.line}:${loc.column}: executing "${name}" at <${ctx}>: ${reason}`, {
+    super(`template: ${name}:${loc.line}:${loc.column}: executing "${executing}" at <${ctx}>: ${reason}`, {
       cause,
     });
     this.name = "TemplateExecError";
@@ -1072,10 +1080,13 @@ class ExecState {
     readonly defines: Defines = new Map(),
   ) {
     this.#vars = [{ name: "$", value: root }];
+    this.#running = name;
   }
 
   /** Nesting of `{{template}}` calls (Go stops at 100000; a key template has no use for deep ones). */
   #depth = 0;
+  /** The template being executed, for messages (`executing "name"`): the main one or a named one. */
+  #running: string;
 
   /** Runs a named template with `dot` as `.` and `$`, and fresh variables (Go: `walkTemplate`). */
   async #walkTemplate(dot: Value, n: TemplateNode): Promise<void> {
@@ -1095,17 +1106,28 @@ class ExecState {
     const value = n.pipe ? await this.#evalPipeline(dot, n.pipe) : null;
     if (++this.#depth > 10000) this.#fail(span, "exceeded maximum template depth (10000)");
     const vars = this.#vars;
+    const running = this.#running;
     this.#vars = [{ name: "$", value }];
+    this.#running = n.name;
     try {
       await this.walk(value, list);
     } finally {
       this.#vars = vars;
+      this.#running = running;
       this.#depth--;
     }
   }
 
   #fail(node: Span, reason: string, cause?: unknown): never {
-    throw new TemplateExecError(this.name, this.text, node.pos, sourceOf(this.tokens, node), reason, cause);
+    throw new TemplateExecError(
+      this.name,
+      this.text,
+      node.pos,
+      sourceOf(this.tokens, node),
+      reason,
+      cause,
+      this.#running,
+    );
   }
 
   async walk(dot: Value, list: TreeNode[]): Promise<void> {
@@ -1121,7 +1143,9 @@ class ExecState {
         if (n.kind === "range") {
           // Key data holds no slices, maps or channels: nil runs the else branch, anything else fails as in
           // Go 1.19 (an int is iterable from Go 1.22 on; the Go plugin's builds are older).
-          if (v !== null) this.#fail(n.pipe, `range can't iterate over ${formatValue(v)}`);
+          // Go reports it at the pipeline's last command.
+          const at = n.pipe.cmds.at(-1)?.args[0] ?? n.pipe;
+          if (v !== null) this.#fail(at, `range can't iterate over ${formatValue(v)}`);
           if (n.elseList) await this.walk(dot, n.elseList);
         } else if (isTrue(v)) await this.walk(n.kind === "with" ? v : dot, n.list);
         else if (n.elseList) await this.walk(dot, n.elseList);
