@@ -313,3 +313,60 @@ Deno.test("an empty rendered key stores objects directly under the mount names, 
     await b.cleanup();
   }
 });
+
+/** Whether this process may mount a tmpfs (root in a privileged container or on a CI runner). */
+function canMount(): boolean {
+  if (Deno.build.os !== "linux") return false;
+  const dir = Deno.makeTempDirSync({ prefix: "cicache-mountprobe-" });
+  try {
+    const ok =
+      new Deno.Command("mount", { args: ["-t", "tmpfs", "none", dir], stdout: "null", stderr: "null" })
+        .outputSync().success;
+    if (ok) new Deno.Command("umount", { args: [dir] }).outputSync();
+    return ok;
+  } catch {
+    return false;
+  } finally {
+    Deno.removeSync(dir);
+  }
+}
+
+Deno.test({
+  name: "restore: a mount that is a mount point (a volume) is staged inside it, restored and protected",
+  ignore: !canMount(),
+  fn: async () => {
+    const b = await box();
+    const deps = join(b.work, "deps");
+    await Deno.mkdir(deps);
+    const mount = await new Deno.Command("mount", { args: ["-t", "tmpfs", "none", deps] }).output();
+    assert(mount.success, "mount tmpfs");
+    try {
+      await writeTree(deps, { "a/x.txt": "cached", "f.txt": "cached f" });
+      const env = { PLUGIN_MOUNT: "deps", PLUGIN_CACHE_KEY: "k" };
+      assertEquals(await b.cli({ ...env, PLUGIN_REBUILD: "true" }), 0);
+      await writeTree(deps, { "a/x.txt": "old", "mine.txt": "mine" });
+      assertEquals(await b.cli({ ...env, PLUGIN_RESTORE: "true" }), 0, b.logs.join("\n"));
+      assertEquals(await Deno.readTextFile(join(deps, "a/x.txt")), "cached");
+      assertEquals(await Deno.readTextFile(join(deps, "mine.txt")), "mine");
+      assertEquals(
+        [...Deno.readDirSync(deps)].map((e) => e.name).sort(),
+        ["a", "f.txt", "mine.txt"],
+        "no staging left",
+      );
+      // corrupt: the mount point's content stays as it was
+      const object = join(b.cache, "k/deps");
+      const bytes = await Deno.readFile(object);
+      bytes[bytes.length >> 1] ^= 0x55;
+      await Deno.writeFile(object, bytes);
+      await writeTree(deps, { "a/x.txt": "changed" });
+      const { "": _rootBefore, ...before } = await scan(deps);
+      assertEquals(await b.cli({ ...env, PLUGIN_RESTORE: "true" }), 0);
+      // Everything byte-identical; only the mount point's own mtime moved (the staging dir was inside it).
+      const { "": _rootAfter, ...after } = await scan(deps);
+      assertEquals(after, before);
+    } finally {
+      await new Deno.Command("umount", { args: [deps] }).output();
+      await b.cleanup();
+    }
+  },
+});

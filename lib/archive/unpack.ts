@@ -12,8 +12,8 @@
  *   {@link insideRoot} (one rule for all writers), and anything outside the
  *   root is refused with {@link UnsafeArchiveError}.
  * - Staging: the archive is always extracted into a fresh hidden directory
- *   beside the mount (same file system), verified, and only then moved into
- *   place: renamed as a whole when the mount is missing, else entry by entry
+ *   beside the mount (same file system; inside it when the mount is a mount
+ *   point), verified, and only then moved into place: renamed as a whole when the mount is missing, else entry by entry
  *   (directories merged, files, links and type changes replaced). A failed
  *   check removes the staging copy and leaves an existing mount untouched.
  * - Nothing is written through a symlink: every parent of an entry must be a
@@ -509,13 +509,11 @@ export async function unpackToMount(
   const cwd = options.cwd ?? Deno.cwd();
   const target = posix.resolve(cwd, options.mount);
   const log = options.log;
-  const parent = posix.dirname(target);
-  Deno.mkdirSync(parent, { recursive: true });
-  const staging = posix.join(parent, `.${posix.basename(target)}.cicache-${crypto.randomUUID().slice(0, 8)}`);
+  const staging = stagingPath(target);
   const simulate = options.foldNames === "simulate";
   const folds = typeof options.foldNames === "boolean"
     ? options.foldNames
-    : !simulate && probeCaseFolding(parent);
+    : !simulate && probeCaseFolding(posix.dirname(staging));
   const ex = new Extractor(staging, options.preserveMetadata ?? false, folds, simulate);
 
   const hash = new TarHash();
@@ -564,6 +562,24 @@ export async function unpackToMount(
   return { ...ex.stats, verified: extracted.verified, staged: true, target };
 }
 
+/**
+ * Where to extract before the move into place: a fresh hidden directory on
+ * the mount's file system (renames cannot cross file systems). Beside the
+ * mount, normally; inside it when the mount is an existing directory on
+ * another device than its parent (a volume mounted there), since nothing
+ * can be renamed into a mount point from outside.
+ */
+function stagingPath(target: string): string {
+  const id = crypto.randomUUID().slice(0, 8);
+  const parent = posix.dirname(target);
+  Deno.mkdirSync(parent, { recursive: true });
+  const existing = lstatOrNull(target);
+  if (existing?.isDirectory && existing.dev !== Deno.lstatSync(parent).dev) {
+    return `${target}/.cicache-staging-${id}`;
+  }
+  return posix.join(parent, `.${posix.basename(target)}.cicache-${id}`);
+}
+
 function removeStaging(staging: string, log?: Logger): void {
   try {
     Deno.removeSync(staging, { recursive: true });
@@ -582,6 +598,11 @@ function moveIntoPlace(staged: string, target: string): void {
   if (s === null) return; // an archive without entries
   const t = lstatOrNull(target);
   if (t === null) return Deno.renameSync(staged, target);
+  if (posix.dirname(staged) === target && !s.isDirectory) {
+    throw new Error(
+      `${target} is a mount point (a directory on its own device) and the archive holds a file`,
+    );
+  }
   if (s.isDirectory && t.isDirectory) {
     mergeDir(staged, target);
     Deno.removeSync(staged, { recursive: true });
