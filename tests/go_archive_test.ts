@@ -4,13 +4,14 @@
  * absolute names, USTAR prefix + name for 101–256 bytes, PAX beyond), where
  * even the mount root's name can need the prefix. They restore through an
  * explicit mount and through the listing restore, whose first-header peek
- * must read the full name to tell absolute archives from `./` ones.
+ * must read the full name to tell absolute archives from `./` ones. And
+ * Go's archive/tar reader (what the Go plugin extracts with) reads our tar,
+ * gzip and zstd archives to the end.
  */
 import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
 import { run } from "../main.ts";
-import { snapshot, tempDir } from "./fixtures/archive/helpers.ts";
-import { run as exec } from "./fixtures/archive/helpers.ts";
+import { archive, buildTree, run as exec, sh, snapshot, tempDir } from "./fixtures/archive/helpers.ts";
 import { buildGoFixture } from "./fixtures/go.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -82,3 +83,31 @@ Deno.test({
     }
   },
 });
+
+for (const format of ["tar", "gzip", "zstd"] as const) {
+  Deno.test({
+    ...opts,
+    name: `go archives: Go's archive/tar reads our ${format} archive to the end, every entry, no error`,
+    fn: async () => {
+      const { dir, cleanup } = await tempDir("goarchive");
+      try {
+        const gotar = await buildGoFixture("gotar", dir);
+        await buildTree(`${dir}/src/m`);
+        await Deno.writeFile(`${dir}/archive`, await archive({ mount: "m", cwd: `${dir}/src` }, format));
+        const decompress = { tar: "cat", gzip: "gzip -dc", zstd: "zstd -q -dc" }[format];
+        const r = await sh(`${decompress} archive | '${gotar}' -list`, dir);
+        assertEquals(r.code, 0, r.stderr);
+        const lines = r.stdout.trim().split("\n");
+        const reference = await snapshot(`${dir}/src/m`);
+        // Go sees both global headers, every entry once, and the root again after the trailer.
+        assertEquals(lines.filter((l) => l.startsWith("g ")).length, 2);
+        const entries = lines.filter((l) => !l.startsWith("g "));
+        assertEquals(entries.length, Object.keys(reference).length + 1);
+        assertEquals(entries.at(-1), `5 ${dir}/src/m 0`);
+        assert(entries.includes(`0 ${dir}/src/m/a/b/c/big.bin ${3 * 1024 * 1024 + 123}`), r.stdout);
+      } finally {
+        await cleanup();
+      }
+    },
+  });
+}
