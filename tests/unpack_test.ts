@@ -192,3 +192,22 @@ Deno.test("unpack: an archive with no entries under a missing mount leaves nothi
     await cleanup();
   }
 });
+
+Deno.test("unpack: staging directories left by a killed restore (over an hour old) are swept, fresh ones kept", async () => {
+  const { dir, cleanup } = await tempDir("unpack");
+  try {
+    await Deno.mkdir(`${dir}/src/m`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/src/m/f.txt`, "f");
+    const data = await archive({ mount: "m", cwd: `${dir}/src` });
+    await Deno.mkdir(`${dir}/dst/.m.cicache-deadbeef/x`, { recursive: true });
+    await Deno.mkdir(`${dir}/dst/.m.cicache-0fresh00`);
+    await Deno.mkdir(`${dir}/dst/.other.cicache-deadbeef`);
+    const old = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    await Deno.utime(`${dir}/dst/.m.cicache-deadbeef`, old, old);
+    await Deno.utime(`${dir}/dst/.other.cicache-deadbeef`, old, old);
+    await restore(data, "m", `${dir}/dst`);
+    assertEquals(await listDir(`${dir}/dst`), [".m.cicache-0fresh00", ".other.cicache-deadbeef", "m"]);
+  } finally {
+    await cleanup();
+  }
+});

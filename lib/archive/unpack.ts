@@ -509,7 +509,7 @@ export async function unpackToMount(
   const cwd = options.cwd ?? Deno.cwd();
   const target = posix.resolve(cwd, options.mount);
   const log = options.log;
-  const staging = stagingPath(target);
+  const staging = stagingPath(target, log);
   const simulate = options.foldNames === "simulate";
   const folds = typeof options.foldNames === "boolean"
     ? options.foldNames
@@ -569,15 +569,34 @@ export async function unpackToMount(
  * another device than its parent (a volume mounted there), since nothing
  * can be renamed into a mount point from outside.
  */
-function stagingPath(target: string): string {
+function stagingPath(target: string, log?: Logger): string {
   const id = crypto.randomUUID().slice(0, 8);
   const parent = posix.dirname(target);
   Deno.mkdirSync(parent, { recursive: true });
   const existing = lstatOrNull(target);
   if (existing?.isDirectory && existing.dev !== Deno.lstatSync(parent).dev) {
+    sweepStale(target, ".cicache-staging-", log);
     return `${target}/.cicache-staging-${id}`;
   }
-  return posix.join(parent, `.${posix.basename(target)}.cicache-${id}`);
+  const prefix = `.${posix.basename(target)}.cicache-`;
+  sweepStale(parent, prefix, log);
+  return posix.join(parent, prefix + id);
+}
+
+/** Staging directories older than this are leftovers of a killed restore. */
+const STALE_STAGING_MS = 60 * 60 * 1000;
+
+/** Removes staging directories named `<prefix>…` in `dir` that a killed restore left behind (over an hour old). */
+function sweepStale(dir: string, prefix: string, log?: Logger): void {
+  const now = Date.now();
+  for (const e of Deno.readDirSync(dir)) {
+    if (!e.isDirectory || !e.name.startsWith(prefix)) continue;
+    const path = `${dir}/${e.name}`;
+    const mtime = lstatOrNull(path)?.mtime?.getTime() ?? now;
+    if (now - mtime < STALE_STAGING_MS) continue;
+    log?.warn("removing a staging directory left by an interrupted restore", { path });
+    removeStaging(path, log);
+  }
 }
 
 function removeStaging(staging: string, log?: Logger): void {

@@ -66,8 +66,8 @@ function physical(path: string): string {
  */
 export function confineListingTarget(ctx: OpContext, mount: string): string | undefined {
   const allowed = allowedRestoreRoots(ctx.cwd, ctx.env, ctx.settings.restoreAllowedPaths);
-  const target = cleanPath(posix.resolve(ctx.cwd, mount));
-  if (target === null) return `its target ${JSON.stringify(mount)} has a ".." segment`;
+  if (cleanPath(mount) === null) return `its target ${JSON.stringify(mount)} has a ".." segment`;
+  const target = posix.resolve(ctx.cwd, mount);
   const realAllowed = allowed.map(physical);
   const real = physical(target);
   const ok = allowed.some((dir) => isWithin(target, dir)) && realAllowed.some((dir) => isWithin(real, dir));
