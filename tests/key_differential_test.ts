@@ -139,7 +139,47 @@ const CORPUS = [
   "{{ .Repo.Name }}/{{ .Commit.Branch }}/../x",
   '{{ "" }}',
   "{{ if false }}x{{ end }}",
+  "{{ eq .Build.Number .Build.Created }}|{{ lt .Build.Created 5 }}|{{ eq .Build.Created 1700000000 }}",
+  '{{ printf "%T %T %T %T" .Build.Number .Build.Created .Repo.Private .Repo }}',
+  '{{ printf "%v|%s" nil .Repo }}',
+  '{{ printf "%q" .Commit.Message }}',
+  '{{ printf "%x" .Repo.Name }}|{{ printf "% x" .Repo.Name }}|{{ printf "%#x" 255 }}',
+  '{{ printf "%6.2f|%-6d|%+d|%c|%U" 3.14159 42 42 65 65 }}',
+  '{{ printf "%!" }}|{{ printf "%d %d" 1 }}|{{ printf "%d" 1 2 }}',
+  String.raw`{{ html "<a href='x'>&</a>" }}|{{ js "a\u2028b'c\"d<e>" }}|{{ urlquery "a b&c=d/é" }}`,
+  '{{ print nil }}|{{ print 1 2 }}|{{ print "a" "b" }}|{{ println 1 "a" }}',
+  "{{ len 5 }}",
+  "{{ index .Repo 0 }}",
+  '{{ not .Repo }}|{{ and .Repo .Build }}|{{ or "" .Commit.Author }}',
+  "{{ if .Commit.Author }}author{{ end }}",
+  "{{ with .Repo.Trusted }}t{{ else }}f{{ end }}",
+  '{{ .Commit.Author.Name | printf "%s" | len | printf "%d-chars" }}',
+  "{{ $x := .Repo }}{{ $x.Name }}-{{ $x.Owner }}",
+  "{{ $.Repo.Name }}",
+  "{{ (.Commit).Branch }}",
+  "{{ .Commit.Branch | urlquery | html }}",
+  "{{ 3.0 }}|{{ 1e6 }}|{{ 1e21 }}|{{ 0.000001 }}|{{ 1.5e-7 }}|{{ 100000000000000000000.0 }}",
+  "{{ 9223372036854775807 }}|{{ -9223372036854775808 }}",
+  "{{ 9223372036854775808 }}",
+  String.raw`{{ 'x' }}|{{ '\n' }}|{{ '\u00e9' }}`,
+  "  {{- .Repo.Name -}}  \n  {{- .Repo.Owner }}",
+  '{{ define "a" }}A{{ template "b" . }}{{ end }}{{ define "b" }}B{{ .Name }}{{ end }}{{ template "a" .Repo }}',
+  '{{ template "x" }}{{ define "x" }}late{{ end }}',
+  '{{ block "k" .Build.Number }}{{ . }}{{ end }}{{ define "k" }}override{{ end }}',
+  '{{ define "k" }}{{ end }}{{ block "k" 1 }}body{{ end }}',
+  '{{ slice "abc" 1 2 3 }}',
+  "{{ call nil }}",
+  "{{ .Repo.Name.Foo }}",
+  "{{ $ := 1 }}",
+  "{{ else if }}",
+  "{{ with $x := 0 }}{{ else }}{{ $x }}{{ end }}",
 ];
+
+/**
+ * Where ours is known to differ, and why: the engine has one integer type, so `%T` prints `int` for the
+ * int64 fields (`.Build.Created`, `.Started`, `.Finished`); their values print the same.
+ */
+const KNOWN_DIFFERENCES = ['{{ printf "%T %T %T %T" .Build.Number .Build.Created .Repo.Private .Repo }}'];
 
 Deno.test({
   name: "key differential: Go's text/template and ours agree over the corpus (output, parse and exec errors)",
@@ -191,14 +231,18 @@ Deno.test({
           );
         }
       }
-      assertEquals(differences, [], `templates where ours and Go's differ:\n${differences.join("\n")}`);
+      assertEquals(
+        differences.map((d) => d.slice(0, d.indexOf(": Go "))),
+        KNOWN_DIFFERENCES.map((t) => JSON.stringify(t)),
+        `templates where ours and Go's differ:\n${differences.join("\n")}`,
+      );
 
       // The keys: Go plugin = rendered output, or the fallback key when execution fails.
       const cwd = Deno.cwd();
       Deno.chdir(dir); // checksum resolves against the process working directory, as in the Go plugin
       try {
         for (const [i, text] of CORPUS.entries()) {
-          if (expected[i].parseError) continue;
+          if (expected[i].parseError || KNOWN_DIFFERENCES.includes(text)) continue;
           const s = settingsFrom({ ...ENV, PLUGIN_CACHE_KEY: text });
           const want = text === "" ? defaultKey(s) : expected[i].execError ? defaultKey(s) : expected[i].out;
           assertEquals(await renderKey(s, capture().log), want, `key of ${JSON.stringify(text)}`);
