@@ -12,6 +12,7 @@ import { cacheState, describeSizes, type MountOutcome, writeStepOutputs } from "
 import {
   helpText,
   loadSettings,
+  NoModeError,
   secretValues,
   SETTING_SPECS,
   type Settings,
@@ -80,6 +81,11 @@ export async function run(
     // The settings did not parse, but the log format the user asked for still counts.
     const log = new Logger({ ...logOptions, format: requestedLogFormat(args, env) });
     warnUnknownEnv(log, env);
+    if (err instanceof NoModeError) {
+      // As the Go plugin: no mode is not an error, nothing runs (exit 1 only with exit-code).
+      log.warn(err.message);
+      return err.exitCode ? 1 : 0;
+    }
     logSettingsError(log, err);
     return 1;
   }
@@ -272,7 +278,7 @@ async function runRestore(ctx: OpContext, mounts: readonly string[]): Promise<nu
   } catch (err) {
     await writeFailedOutputs(settings, env, log, key);
     if (!isCacheFailure(err)) throw err;
-    log.error(`[IMPORTANT] restore cache, restore failed: ${errorText(err)}`, {
+    log.error(`[IMPORTANT] restore cache failed: ${errorText(err)}`, {
       key,
       ...(isStorageError(err) ? { kind: err.code } : {}),
     });
@@ -300,8 +306,12 @@ async function runRestore(ctx: OpContext, mounts: readonly string[]): Promise<nu
   const reasons = (statuses: string[]) =>
     outcomes.filter((o) => statuses.includes(o.status)).map((o) => `${o.mount}: ${o.reason}`).join("; ") ||
     undefined;
-  if (state === "failed") {
-    log.error(`[IMPORTANT] restore cache, restore failed: ${reasons(["failed"])}`, { key });
+  // A corrupt, truncated or unsafe cache is a failure, not a miss, also when other mounts restored.
+  const failed = outcomes.filter((o) => o.status === "failed").length;
+  if (failed > 0) {
+    log.error(`[IMPORTANT] restore cache failed for ${failed} of ${total} mounts: ${reasons(["failed"])}`, {
+      key,
+    });
     return settings.exitCode ? 1 : 0;
   }
   if (state === "miss") {

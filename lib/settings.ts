@@ -207,6 +207,17 @@ export const SETTINGS = [
     group: "cache",
     help: "Listing restore: only objects under exactly this key (never `<key>1/…`).",
   },
+  // issue 9 (h-safety): where a listing restore may write
+  {
+    key: "restoreAllowedPaths",
+    flag: "restore-allowed-paths",
+    env: ["PLUGIN_RESTORE_ALLOWED_PATHS"],
+    type: "list",
+    default: [],
+    group: "cache",
+    help:
+      "Listing restore (no mounts): extra directories objects may restore into, besides the workspace, `$HOME` and the temp dir. New.",
+  },
   {
     key: "flushOlderThan",
     flag: "flush-older-than",
@@ -1048,6 +1059,24 @@ export class SettingsError extends Error {
   }
 }
 
+/**
+ * No mode at all: `rebuild`, `restore` and `flush` unset and no command.
+ * The Go plugin then does nothing and exits 0, so a pipeline may have such
+ * a step: the CLI logs a warning and exits 0 (1 with `exit-code`), see
+ * `cli.ts`. Carries the `exit-code` setting for that decision (issue 9).
+ */
+export class NoModeError extends SettingsError {
+  readonly exitCode: boolean;
+  constructor(exitCode: boolean) {
+    super(
+      "no mode selected, nothing to do: run `ci-cache save|restore|flush`, or set PLUGIN_REBUILD, PLUGIN_RESTORE " +
+        "or PLUGIN_FLUSH to true",
+    );
+    this.name = "NoModeError";
+    this.exitCode = exitCode;
+  }
+}
+
 /** All table rows, typed loosely for generic code. */
 export const SETTING_SPECS: readonly SettingSpec[] = SETTINGS;
 
@@ -1457,11 +1486,7 @@ function resolveMode(command: Mode | undefined, s: Settings, positional: readonl
         ", or set PLUGIN_REBUILD, PLUGIN_RESTORE or PLUGIN_FLUSH to true to give mounts without a command",
     );
   }
-  if (fromEnv.length === 0) {
-    throw new SettingsError(
-      "no mode selected: run `ci-cache save|restore|flush`, or set PLUGIN_REBUILD, PLUGIN_RESTORE or PLUGIN_FLUSH to true",
-    );
-  }
+  if (fromEnv.length === 0) throw new NoModeError(s.exitCode);
   return fromEnv[0];
 }
 

@@ -276,7 +276,7 @@ Deno.test(
     const failed = lineWith(sb, "[IMPORTANT] restore cache");
     assert(failed, sb.logs.join("\n"));
     assert(failed.startsWith("level=error"), failed);
-    assertStringIncludes(failed, "restore failed: sub/deps: ");
+    assertStringIncludes(failed, "restore cache failed for 1 of 1 mounts: sub/deps: ");
     assert(!failed.includes("cache miss"), `a failure is not a miss: ${failed}`);
     assertEquals(await outputs(out), { cache_hit: "false", cache_state: "failed", cache_key_matched: "" });
     assertEquals(

@@ -242,7 +242,7 @@ Deno.test("cli: restore keys pick the newest cache under the first matching pref
   }
 });
 
-Deno.test("cli: a corrupt cache is a miss and leaves nothing behind", async () => {
+Deno.test("cli: a corrupt cache is a failure and leaves nothing behind", async () => {
   const sb = await sandbox();
   try {
     await writeTree(join(sb.work, "deps"), { "big.txt": "x".repeat(200_000), "small.txt": "s" });

@@ -81,6 +81,7 @@ Deno.test("pack: absolute entry names, root first, lexical order, dirs without t
       `5 ${dir}/m/b`,
       `0 ${dir}/m/b/1`,
       `g ${dir}/m/pax_global_header`,
+      `5 ${dir}/m`, // the root repeated after the trailer, for Python's tarfile
     ]);
     assertStringHas(entries[0].payload!, `cicache.root=${dir}/m\n`);
     assertStringHas(entries[0].payload!, "cicache.version=1\n");
@@ -106,6 +107,7 @@ Deno.test("pack: ./ mounts give relative names, also for both global headers", a
       "5 node_modules/x",
       "0 node_modules/x/y.js",
       "g node_modules/pax_global_header",
+      "5 node_modules",
     ]);
     assertStringHas(entries[0].payload!, `cicache.root=${dir}/node_modules\n`);
     assertStringHas(entries[0].payload!, `cicache.name=node_modules\n`);
@@ -121,8 +123,10 @@ Deno.test("pack: trailer carries the SHA-256 of all bytes before it and the entr
     const { stream, stats } = pack({ mount: "m", cwd: dir });
     const tar = await collect(stream);
     const entries = rawEntries(tar);
-    const trailer = entries[entries.length - 1];
+    const trailer = entries[entries.length - 2];
     assertEquals(trailer.type, "g");
+    assertEquals(entries[entries.length - 1].name, entries[1].name, "the root entry follows the trailer");
+    assertEquals(entries[entries.length - 1].type, "5");
     const digest = createHash("sha256").update(tar.subarray(0, trailer.offset)).digest("hex");
     assertStringHas(trailer.payload!, `cicache.sha256=${digest}\n`);
     assertStringHas(trailer.payload!, `cicache.entries=${(await stats).entries}\n`);
@@ -310,7 +314,7 @@ Deno.test("pack: a file replaced by a directory or removed during the walk is ar
     for (let r = await reader.read(); !r.done; r = await reader.read()) parts.push(r.value);
     const entries = rawEntries(await collect(ReadableStream.from(parts)));
     const names = entries.filter((e) => e.type !== "g").map((e) => `${e.type} ${e.name.slice(dir.length)}`);
-    assertEquals(names, ["5 /m", "0 /m/a", "5 /m/b", "0 /m/b/inner"]);
+    assertEquals(names, ["5 /m", "0 /m/a", "5 /m/b", "0 /m/b/inner", "5 /m"]);
     assertEquals((await stats).files, 2);
   } finally {
     await cleanup();

@@ -183,13 +183,36 @@ Deno.test("syntax errors: Go's message with line and column (0-based byte offset
     ["{{ /* x */ }}", 'template: key:1:3: unexpected "/" in command'],
     ['{{ "x".Y }}', 'template: key:1:3: unexpected . after term "\\"x\\""'],
     ["ab\ncd {{ .X }", 'template: key:2:9: unexpected "}" in operand'],
-    ["{{ range .A }}{{ end }}", "template: key:1:3: {{range}} is not supported in ci-cache key templates"],
+    ["{{ break }}", "template: key:1:3: {{break}} outside {{range}}"],
+    ['{{ if 1 }}{{ define "x" }}{{ end }}{{ end }}', "template: key:1:13: unexpected <define> in command"],
+    [
+      '{{ define "x" }}a{{ end }}{{ define "x" }}b{{ end }}',
+      'template: key:1:29: template: multiple definition of template "x"',
+    ],
     ["{{ 1e400 }}", 'template: key:1:3: illegal number syntax: "1e400"'],
   ];
   for (const [template, message] of cases) {
     const err = assertThrows(() => parseTemplate(template, { name: "key", funcs }), TemplateSyntaxError);
     assertEquals(err.message, message, `template ${JSON.stringify(template)}`);
   }
+});
+
+Deno.test("define, template and block render as Go's; range over key data fails", async () => {
+  await table([
+    ['{{ define "n" }}{{ .Name }}!{{ end }}{{ template "n" .Repo }}-{{ template "n" .Repo }}', "app!-app!"],
+    ['{{ block "b" .Commit }}{{ .Branch }}{{ end }}/{{ template "b" .Commit }}', "main/main"],
+    ['{{ define "v" }}[{{ $ }}]{{ end }}{{ template "v" 7 }}{{ template "v" }}', "[7][<no value>]"],
+  ]);
+  const err = await assertRejects(() => render('{{ template "nope" }}'), TemplateExecError);
+  assertEquals(
+    err.message,
+    'template: key:1:12: executing "key" at <{{template "nope"}}>: template "nope" not defined',
+  );
+  await assertRejects(
+    () => render("{{ range .Repo.Name }}x{{ end }}"),
+    TemplateExecError,
+    "range can't iterate over app",
+  );
 });
 
 Deno.test("syntax errors carry the line, column and a caret excerpt", () => {

@@ -122,7 +122,7 @@ Deno.test("unpack: merging into a non-empty mount truncates longer files, replac
     await Deno.symlink(`${dir}/outside.txt`, `${dir}/dst/m/was-link`);
     await Deno.writeTextFile(`${dir}/dst/m/keep.txt`, "keep");
     const r = await restore(data, "m", `${dir}/dst`);
-    assertEquals(r.staged, false);
+    assertEquals(r.staged, true, "extracted beside the mount and moved in after verification");
     assertEquals(await Deno.readTextFile(`${dir}/dst/m/f.txt`), "short");
     assertEquals(await Deno.readTextFile(`${dir}/dst/m/was-link`), "now a file");
     assert((await Deno.lstat(`${dir}/dst/m/was-link`)).isFile);
@@ -188,6 +188,25 @@ Deno.test("unpack: an archive with no entries under a missing mount leaves nothi
     assertEquals(r.entries, 0);
     assertEquals(r.verified, true);
     assertEquals(await listDir(`${dir}/dst`), []);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("unpack: staging directories left by a killed restore (over an hour old) are swept, fresh ones kept", async () => {
+  const { dir, cleanup } = await tempDir("unpack");
+  try {
+    await Deno.mkdir(`${dir}/src/m`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/src/m/f.txt`, "f");
+    const data = await archive({ mount: "m", cwd: `${dir}/src` });
+    await Deno.mkdir(`${dir}/dst/.m.cicache-deadbeef/x`, { recursive: true });
+    await Deno.mkdir(`${dir}/dst/.m.cicache-0fresh00`);
+    await Deno.mkdir(`${dir}/dst/.other.cicache-deadbeef`);
+    const old = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    await Deno.utime(`${dir}/dst/.m.cicache-deadbeef`, old, old);
+    await Deno.utime(`${dir}/dst/.other.cicache-deadbeef`, old, old);
+    await restore(data, "m", `${dir}/dst`);
+    assertEquals(await listDir(`${dir}/dst`), [".m.cicache-0fresh00", ".other.cicache-deadbeef", "m"]);
   } finally {
     await cleanup();
   }

@@ -8,7 +8,9 @@
 /**
  * The archive is damaged: the integrity trailer does not match, the stream
  * is truncated, or the tar, gzip or zstd decoder rejected it. The cache layer
- * reports this as a miss (the object should be overwritten by the next save).
+ * reports this as a failure, never a miss; the mount is left as it was
+ * (extraction is staged and verified first), and the next save overwrites
+ * the object.
  */
 export class CorruptArchiveError extends Error {
   constructor(message: string, options?: ErrorOptions) {

@@ -7,7 +7,10 @@
  * mount starts with `./`, then they are the cleaned relative path. The stream
  * starts with a PAX global header naming the save-time root and ends with a
  * second one carrying the SHA-256 of every byte before it and the entry
- * count; both are named `<root>/pax_global_header` (see DESIGN §4).
+ * count; both are named `<root>/pax_global_header` (see DESIGN §4). After the
+ * trailer, a directory root's own entry is repeated, so that readers which
+ * expect a member after every extended header (Python's tarfile) read the
+ * archive too; a file mount's archive ends with the trailer.
  *
  * The producer fills 1 MiB chunks: headers and file data are written straight
  * into the chunk (file data read in place, never a whole large file in
@@ -506,8 +509,17 @@ export function pack(options: PackOptions): {
     flush();
     const digest = hash.digest("hex");
     put(globalHeader(trailerName, { [REC_SHA256]: digest, [REC_ENTRIES]: String(stats.entries) }));
+    if (rootInfo.isDirectory) {
+      // Every reader must find a member after the trailer's global header (Python's tarfile fails
+      // on "end of file header" otherwise): the root directory's own entry again, which every
+      // extractor applies harmlessly and ours accepts exactly once after the trailer.
+      const f = fields(rootName, TYPE.dir, rootInfo, 0);
+      const buf = new Uint8Array(headerSize(f));
+      writeHeader(buf, 0, f);
+      put(buf);
+    }
     put(END_OF_ARCHIVE);
-    // The trailer and end blocks are not part of the hashed bytes.
+    // The trailer, the repeated root entry and the end blocks are not part of the hashed bytes.
     emit(out.subarray(0, pos));
     pos = 0;
     finished = true;

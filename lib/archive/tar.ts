@@ -377,8 +377,12 @@ export interface ByteSink {
   flush?(): void;
 }
 
-/** The largest PAX or GNU long-name payload accepted (a bound on memory). */
-const MAX_META = 1 << 20;
+/** The most PAX bytes accepted for one entry (its `x` headers together, or one global header). */
+export const MAX_PAX_BYTES = 1 << 20;
+/** The longest GNU long name or long link (`L`/`K` payload) accepted. */
+export const MAX_GNU_LONG = 64 << 10;
+/** The most extended headers (`x`, `g`, `L`, `K`) accepted in a row before an entry. */
+export const MAX_EXTENDED_HEADERS = 16;
 
 /**
  * Streaming tar reader. `next()` returns the next entry header (skipping any
@@ -495,6 +499,15 @@ export class TarReader {
     let pax: Record<string, string> = {};
     let longName: string | undefined;
     let longLink: string | undefined;
+    let extended = 0;
+    let paxBytes = 0;
+    const countExtended = (start: number) => {
+      if (++extended > MAX_EXTENDED_HEADERS) {
+        throw new TarFormatError(
+          `more than ${MAX_EXTENDED_HEADERS} extended headers in a row at byte ${start} (hostile or corrupt archive)`,
+        );
+      }
+    };
     for (;;) {
       const start = this.offset;
       const peek = await this.#take(1, false);
@@ -511,8 +524,11 @@ export class TarReader {
         if (!checksumOk(block)) {
           throw new TarFormatError(`bad header checksum at byte ${start} (corrupt archive)`);
         }
+        countExtended(start);
         const size = readNumber(block, 124, 12, "size");
-        if (size > MAX_META) throw new TarFormatError(`PAX global header of ${size} bytes is too large`);
+        if (size > MAX_PAX_BYTES) {
+          throw new TarFormatError(`PAX global header of ${size} bytes at byte ${start} is too large`);
+        }
         const data = await this.#exact(size, "a PAX global header", false);
         const pad = await this.#exact(padding(size), "a PAX global header", false);
         let records: Record<string, string>;
@@ -546,7 +562,19 @@ export class TarReader {
       }
       const size = readNumber(block, 124, 12, "size");
       if (typeflag === TYPE.paxLocal || typeflag === TYPE.gnuLongName || typeflag === TYPE.gnuLongLink) {
-        if (size > MAX_META) throw new TarFormatError(`extended header of ${size} bytes is too large`);
+        countExtended(start);
+        if (typeflag === TYPE.paxLocal) {
+          paxBytes += size;
+          if (paxBytes > MAX_PAX_BYTES) {
+            throw new TarFormatError(
+              `PAX headers of more than ${MAX_PAX_BYTES} bytes for one entry at byte ${start} (hostile or corrupt archive)`,
+            );
+          }
+        } else if (size > MAX_GNU_LONG) {
+          throw new TarFormatError(
+            `GNU long name or link of ${size} bytes at byte ${start} is longer than ${MAX_GNU_LONG} (hostile or corrupt archive)`,
+          );
+        }
         const data = await this.#exact(size, "an extended header");
         await this.#skip(padding(size), "an extended header");
         if (typeflag === TYPE.paxLocal) {

@@ -1,33 +1,39 @@
 /**
  * Safe extraction of a tar stream into a mount, re-rooted from the archive's
- * save-time root to the restore-time mount, with integrity verification and
- * staging (DESIGN §4).
+ * save-time root to the restore-time mount, with integrity verification
+ * before anything becomes visible (DESIGN §4).
  *
  * Rules:
  * - Re-rooting: the archive root (our opening header's `cicache.name`, else
- *   the `savedRoot` hint, else the first entry's name, which is the mount root
- *   in Go plugin and GNU tar archives) maps to the mount's absolute path.
- *   Entries outside the root are refused with {@link UnsafeArchiveError}.
+ *   the `savedRoot` hint from the object's metadata, else the first entry's
+ *   name, which is the mount root in Go plugin and GNU tar archives) maps to
+ *   the mount's absolute path. The root must be a clean path (no `..`
+ *   segment); every entry name and hard-link target goes through
+ *   {@link insideRoot} (one rule for all writers), and anything outside the
+ *   root is refused with {@link UnsafeArchiveError}.
+ * - Staging: the archive is always extracted into a fresh hidden directory
+ *   beside the mount (same file system; inside it when the mount is a mount
+ *   point), verified, and only then moved into place: renamed as a whole when the mount is missing, else entry by entry
+ *   (directories merged, files, links and type changes replaced). A failed
+ *   check removes the staging copy and leaves an existing mount untouched.
  * - Nothing is written through a symlink: every parent of an entry must be a
- *   real directory (checked with `lstat`, cached per extraction), files are
- *   created with `O_EXCL` after removing whatever was there (so an existing
- *   file is truncated, an existing symlink replaced, a hard link broken).
- *   Hard links must point inside the mount (the link target goes through the
- *   same re-rooting). Symlink entries are created verbatim (targets not
- *   checked): creating a symlink writes nothing through it.
+ *   real directory (checked with `lstat`, cached per extraction, keyed by the
+ *   folded name when the file system folds case: probed once per restore),
+ *   files are created with `O_EXCL` after removing whatever was there. Hard
+ *   links must point inside the archive. Symlink entries are created
+ *   verbatim (targets not checked): creating a symlink writes nothing
+ *   through it, and the move into place never follows one.
  * - Integrity: the SHA-256 of the tar bytes before our trailer and its entry
  *   count must match; truncation or any parse error is a
- *   {@link CorruptArchiveError}. Archives without our headers (Go plugin, GNU
- *   tar) restore with `verified: false` and a warning.
- * - Staging: a missing mount (or an empty directory, a file, a symlink) is
- *   extracted beside it under a hidden name and renamed into place only after
- *   the whole stream verified; on failure the staging copy is removed. A
- *   non-empty directory is merged in place; a failure there is thrown.
+ *   {@link CorruptArchiveError}. After the trailer, exactly one repeat of the
+ *   root directory's entry is accepted (written so that every tar reader,
+ *   Python's included, sees a member after the last global header). Archives
+ *   without our headers (Go plugin, GNU tar) restore with `verified: false`
+ *   and a warning.
  * - Modes always (setuid/setgid/sticky included); mtimes and ownership with
  *   `preserveMetadata`. Directory modes and times are applied last, deepest
- *   first, as GNU tar does. Sockets cannot be in an archive; FIFOs and device
- *   nodes are skipped with a warning (a cache has no use for them, and
- *   creating them needs privileges and `mknod`, which Deno does not expose).
+ *   first, on the final paths. FIFOs and device nodes are skipped with a
+ *   warning.
  *
  * @module
  */
@@ -36,6 +42,7 @@ import { createHash, type Hash } from "node:crypto";
 import type { Logger } from "../log.ts";
 import { CorruptArchiveError, UnsafeArchiveError } from "./errors.ts";
 import type { ArchiveStats } from "./pack.ts";
+import { insideRoot, pathSegments } from "./paths.ts";
 import { TarFormatError, type TarHeader, TarReader, TYPE } from "./tar.ts";
 import { type ArchiveInfo, parseOpening, parseTrailer, type Trailer } from "./trailer.ts";
 
@@ -53,34 +60,27 @@ export interface UnpackOptions {
   savedRoot?: string;
   /** Receives warnings (unverified archive, skipped entries). */
   log?: Logger;
+  /**
+   * Test seam for case-folding file systems: `"simulate"` makes the
+   * extractor fold names itself (as APFS or NTFS resolve them) on a file
+   * system that does not; `true`/`false` skip the probe. Default: probe.
+   */
+  foldNames?: boolean | "simulate";
 }
 
 /** What {@link unpackToMount} did. */
 export interface UnpackResult extends ArchiveStats {
   /** True when our integrity trailer was present and matched. */
   verified: boolean;
-  /** True when extracted beside the mount and renamed into place. */
+  /** Always true: extracted beside the mount and moved into place after verification. */
   staged: boolean;
   /** Absolute path of the mount. */
   target: string;
 }
 
-/** Normalizes an entry name: `.`/`..` resolved lexically, no trailing slash, no leading `./`. */
-function normName(name: string): string {
-  let n = posix.normalize(name);
-  if (n.length > 1 && n.endsWith("/")) n = n.slice(0, -1);
-  return n;
-}
-
-/** The path of `name` relative to the archive root `root` ("" for the root), or null when outside it. */
-function relUnder(name: string, root: string): string | null {
-  const absName = name.startsWith("/");
-  if (absName !== root.startsWith("/")) return null;
-  if (root === "/") return name.slice(1);
-  if (root === ".") return name === ".." || name.startsWith("../") ? null : name === "." ? "" : name;
-  if (name === root) return "";
-  if (name.startsWith(root + "/")) return name.slice(root.length + 1);
-  return null;
+/** How a case-folding file system compares names (NFC and lower case: APFS also ignores normalization). */
+function fold(name: string): string {
+  return name.normalize("NFC").toLowerCase();
 }
 
 function typeName(flag: number): string {
@@ -107,14 +107,28 @@ function lstatOrNull(path: string): Deno.FileInfo | null {
   }
 }
 
-function isEmptyDir(path: string): boolean {
-  for (const _ of Deno.readDirSync(path)) return false;
-  return true;
+/**
+ * Whether the file system holding `dir` folds case: a probe file is created
+ * and looked up under another case (one create, one lstat, one remove).
+ */
+export function probeCaseFolding(dir: string): boolean {
+  const name = `.cicache-Fold-${crypto.randomUUID().slice(0, 8)}`;
+  const path = `${dir}/${name}`;
+  try {
+    Deno.writeFileSync(path, new Uint8Array(0), { createNew: true });
+  } catch {
+    return false; // cannot probe (read-only parent): assume it does not fold; the extraction itself fails
+  }
+  try {
+    return lstatOrNull(`${dir}/${name.toUpperCase()}`) !== null;
+  } finally {
+    Deno.removeSync(path);
+  }
 }
 
-/** A pending directory mode/time, applied after the directory's contents. */
+/** A pending directory mode/time, applied on the final path once everything is in place. */
 interface DirMeta {
-  path: string;
+  rel: string;
   mode: number;
   mtime: number;
   atime?: number;
@@ -122,27 +136,34 @@ interface DirMeta {
   gid: number;
 }
 
-/** The filesystem side of one extraction: safe path resolution and entry creation. */
+/** The filesystem side of one extraction: safe path resolution and entry creation under `base`. */
 class Extractor {
   readonly base: string;
   readonly stats: ArchiveStats = { entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, bytes: 0 };
-  #dirs = new Set<string>(); // relative dirs known to be real directories
+  #dirs = new Set<string>(); // keys of relative dirs known to be real directories
   #dirMeta: DirMeta[] = [];
   #preserve: boolean;
   #umask: number;
-  #log?: Logger;
-  /** True once anything was created under `base` (or `base` itself). */
-  touched = false;
+  /** The file system folds names: the directory cache is keyed by the folded name. */
+  #folds: boolean;
+  /** Test seam: fold names on the way to the disk, as a folding file system resolves them. */
+  #simulate: boolean;
 
-  constructor(base: string, preserve: boolean, log?: Logger) {
+  constructor(base: string, preserve: boolean, folds: boolean, simulate: boolean) {
     this.base = base;
     this.#preserve = preserve;
-    this.#log = log;
+    this.#folds = folds || simulate;
+    this.#simulate = simulate;
     this.#umask = Deno.umask();
   }
 
   abs(rel: string): string {
-    return rel === "" ? this.base : `${this.base}/${rel}`;
+    if (rel === "") return this.base;
+    return `${this.base}/${this.#simulate ? fold(rel) : rel}`;
+  }
+
+  #key(rel: string): string {
+    return this.#folds ? fold(rel) : rel;
   }
 
   /**
@@ -150,8 +171,8 @@ class Extractor {
    * directory, creating missing ones; a symlink on the way is refused.
    */
   #ensureDir(rel: string, entry: string, create = true): void {
-    if (this.#dirs.has(rel)) return;
-    if (rel !== "") this.#ensureDir(posix.dirname(rel) === "." ? "" : posix.dirname(rel), entry, create);
+    if (this.#dirs.has(this.#key(rel))) return;
+    if (rel !== "") this.#ensureDir(this.#parentOf(rel), entry, create);
     const path = this.abs(rel);
     const info = lstatOrNull(path);
     if (info === null) {
@@ -159,7 +180,6 @@ class Extractor {
         throw new CorruptArchiveError(`hard link ${JSON.stringify(entry)}: ${path} does not exist`);
       }
       Deno.mkdirSync(path);
-      this.touched = true;
     } else if (info.isSymlink) {
       throw new UnsafeArchiveError(
         `refusing entry ${
@@ -171,7 +191,7 @@ class Extractor {
         `cannot extract ${JSON.stringify(entry)}: ${path} is in the way and is not a directory`,
       );
     }
-    this.#dirs.add(rel);
+    this.#dirs.add(this.#key(rel));
   }
 
   #parentOf(rel: string): string {
@@ -193,7 +213,7 @@ class Extractor {
         { cause: err },
       );
     }
-    if (info.isDirectory) this.#dirs.delete(rel);
+    if (info.isDirectory) this.#dirs.delete(this.#key(rel));
   }
 
   /** Applies a mode exactly (open/mkdir apply the umask and drop nothing else). */
@@ -208,10 +228,9 @@ class Extractor {
     if (info === null || !info.isDirectory) {
       if (info !== null) this.#clear(path, rel, h.name);
       Deno.mkdirSync(path, { mode: 0o700 });
-      this.touched = true;
     }
-    this.#dirs.add(rel);
-    this.#dirMeta.push({ path, mode: h.mode, mtime: h.mtime, atime: h.atime, uid: h.uid, gid: h.gid });
+    this.#dirs.add(this.#key(rel));
+    this.#dirMeta.push({ rel, mode: h.mode, mtime: h.mtime, atime: h.atime, uid: h.uid, gid: h.gid });
     this.stats.dirs++;
   }
 
@@ -227,7 +246,6 @@ class Extractor {
       this.#clear(path, rel, h.name);
       file = Deno.openSync(path, { write: true, createNew: true, mode: mode & 0o777 });
     }
-    this.touched = true;
     try {
       for (let part = await tar.read(); part; part = await tar.read()) {
         let off = 0;
@@ -253,15 +271,14 @@ class Extractor {
       this.#clear(path, rel, h.name);
       Deno.symlinkSync(h.linkname, path);
     }
-    this.#dirs.delete(rel);
-    this.touched = true;
+    this.#dirs.delete(this.#key(rel));
     this.stats.symlinks++;
   }
 
   hardlink(rel: string, sourceRel: string, h: TarHeader): void {
     const path = this.abs(rel);
     const source = this.abs(sourceRel);
-    if (sourceRel === "" || sourceRel === rel) {
+    if (sourceRel === "" || this.#key(sourceRel) === this.#key(rel)) {
       throw new UnsafeArchiveError(
         `refusing hard link ${JSON.stringify(h.name)} to ${JSON.stringify(h.linkname)}`,
       );
@@ -270,11 +287,11 @@ class Extractor {
     const info = lstatOrNull(source);
     if (info === null) {
       throw new CorruptArchiveError(
-        `hard link ${JSON.stringify(h.name)}: its target ${source} does not exist`,
+        `hard link ${JSON.stringify(h.name)}: its target ${JSON.stringify(h.linkname)} is not in the archive`,
       );
     }
     if (info.isDirectory) {
-      throw new UnsafeArchiveError(`refusing hard link ${JSON.stringify(h.name)} to the directory ${source}`);
+      throw new UnsafeArchiveError(`refusing hard link ${JSON.stringify(h.name)} to a directory`);
     }
     if (rel !== "") this.#ensureDir(this.#parentOf(rel), h.name);
     try {
@@ -284,7 +301,6 @@ class Extractor {
       this.#clear(path, rel, h.name);
       Deno.linkSync(source, path);
     }
-    this.touched = true;
     this.stats.hardlinks++;
   }
 
@@ -296,15 +312,19 @@ class Extractor {
     }
   }
 
-  /** Applies directory modes (and times, ownership) deepest and last first. */
-  finishDirs(): void {
+  /**
+   * Applies directory modes (and times, ownership) deepest and last first, on
+   * the tree now at `root` (the mount, after the move into place).
+   */
+  finishDirs(root: string): void {
     for (let i = this.#dirMeta.length - 1; i >= 0; i--) {
       const d = this.#dirMeta[i];
-      const info = lstatOrNull(d.path);
+      const path = d.rel === "" ? root : `${root}/${this.#simulate ? fold(d.rel) : d.rel}`;
+      const info = lstatOrNull(path);
       if (info === null || !info.isDirectory) continue; // replaced later in the archive: never follow a symlink
-      if (this.#preserve) this.#chown(d.path, d);
-      Deno.chmodSync(d.path, d.mode);
-      if (this.#preserve) Deno.utimeSync(d.path, d.atime ?? d.mtime, d.mtime);
+      if (this.#preserve) this.#chown(path, d);
+      Deno.chmodSync(path, d.mode);
+      if (this.#preserve) Deno.utimeSync(path, d.atime ?? d.mtime, d.mtime);
     }
     this.#dirMeta = [];
   }
@@ -340,12 +360,140 @@ class TarHash {
   }
 }
 
+/** Everything the stream said about itself once it ended. */
+interface Extracted {
+  verified: boolean;
+  entries: number;
+}
+
+/**
+ * Reads the whole tar stream and extracts it under the extractor's base,
+ * re-rooted and confined; returns once the end-of-archive marker was read
+ * and the integrity trailer (if any) matched. Throws on anything else.
+ */
+async function extractAll(
+  reader: TarReader,
+  state: { trailer?: Trailer & { actual: string; entriesBefore: number }; opening?: ArchiveInfo },
+  counter: { entries: number },
+  ex: Extractor,
+  options: UnpackOptions,
+  target: string,
+): Promise<Extracted> {
+  const log = options.log;
+  let root: string | undefined;
+  let repeatedRoot = false;
+  for (let h = await reader.next(); h; h = await reader.next()) {
+    if (root === undefined) root = archiveRoot(h.name, state.opening, options.savedRoot);
+    const rel = insideRoot(h.name, root);
+    if (rel === null) {
+      throw new UnsafeArchiveError(
+        `refusing entry ${JSON.stringify(h.name)}: it is outside the archive root ${JSON.stringify(root)}`,
+      );
+    }
+    if (state.trailer) {
+      // Our archives repeat the root directory's entry after the trailer, once, for readers that
+      // expect a member after every extended header (Python's tarfile). Nothing else may follow.
+      if (rel === "" && h.typeflag === TYPE.dir && !repeatedRoot) {
+        repeatedRoot = true;
+        continue;
+      }
+      throw new CorruptArchiveError(`entry ${JSON.stringify(h.name)} follows the integrity trailer`);
+    }
+    counter.entries++;
+    await extractEntry(ex, reader, h, rel, root, log);
+  }
+  const trailer = state.trailer;
+  if (trailer) {
+    if (trailer.sha256 !== trailer.actual) {
+      throw new CorruptArchiveError(
+        `integrity check failed: the archive's SHA-256 is ${trailer.actual}, its trailer says ${trailer.sha256}`,
+      );
+    }
+    if (trailer.entries !== trailer.entriesBefore) {
+      throw new CorruptArchiveError(
+        `integrity check failed: the archive has ${trailer.entriesBefore} entries, its trailer says ${trailer.entries}`,
+      );
+    }
+    return { verified: true, entries: counter.entries };
+  }
+  if (state.opening) {
+    throw new CorruptArchiveError("the archive ends without its integrity trailer (truncated archive)");
+  }
+  log?.warn("archive has no integrity trailer: restored unverified", { mount: target });
+  return { verified: false, entries: counter.entries };
+}
+
+/**
+ * The archive root: our opening header's name, else the object's recorded
+ * root (when it is as absolute as the entries), else the first entry's name.
+ * It must be a clean path: a `..` segment refuses the whole archive.
+ */
+function archiveRoot(firstName: string, opening: ArchiveInfo | undefined, savedRoot?: string): string {
+  let root = firstName;
+  let from = "its first entry";
+  if (opening?.name) {
+    root = opening.name;
+    from = "its opening header";
+  } else if (savedRoot && savedRoot.startsWith("/") === firstName.startsWith("/")) {
+    root = savedRoot;
+    from = "the object's cicache_root metadata";
+  }
+  if (pathSegments(root) === null) {
+    throw new UnsafeArchiveError(
+      `refusing the archive: its root ${JSON.stringify(root)} (from ${from}) has a ".." segment`,
+    );
+  }
+  return root;
+}
+
+/** Creates one entry (already confined to `rel`) under the extractor's base. */
+async function extractEntry(
+  ex: Extractor,
+  reader: TarReader,
+  h: TarHeader,
+  rel: string,
+  root: string,
+  log?: Logger,
+): Promise<void> {
+  switch (h.typeflag) {
+    case TYPE.dir:
+      return ex.dir(rel, h);
+    case TYPE.file:
+    case TYPE.oldFile:
+    case TYPE.contiguous:
+      return await ex.file(rel, h, reader);
+    case TYPE.symlink:
+      return ex.symlink(rel, h);
+    case TYPE.hardlink: {
+      const source = insideRoot(h.linkname, root);
+      if (source === null) {
+        throw new UnsafeArchiveError(
+          `refusing hard link ${JSON.stringify(h.name)}: its target ${
+            JSON.stringify(h.linkname)
+          } is outside the archive root ${JSON.stringify(root)}`,
+        );
+      }
+      return ex.hardlink(rel, source, h);
+    }
+    case TYPE.char:
+    case TYPE.block:
+    case TYPE.fifo:
+      log?.warn("skipping a device or FIFO entry: not restored", { entry: h.name });
+      return;
+    default:
+      throw new CorruptArchiveError(
+        `entry ${JSON.stringify(h.name)} has the unsupported type ${typeName(h.typeflag)}`,
+      );
+  }
+}
+
 /**
  * Extracts an uncompressed tar stream into the mount, safely (see the module
  * doc for the rules). Resolves with what was extracted; rejects with
- * {@link CorruptArchiveError} (damaged or truncated), {@link UnsafeArchiveError}
- * (an entry would escape the mount or write through a symlink), or the
- * filesystem/stream error. When staging, a rejection leaves nothing behind.
+ * {@link CorruptArchiveError} (damaged, truncated or unverifiable),
+ * {@link UnsafeArchiveError} (an entry would escape the mount or write
+ * through a symlink), or the filesystem/stream error. A rejection before the
+ * move into place leaves the mount exactly as it was and no staging behind.
  *
  * @example
  * ```ts
@@ -361,139 +509,151 @@ export async function unpackToMount(
   const cwd = options.cwd ?? Deno.cwd();
   const target = posix.resolve(cwd, options.mount);
   const log = options.log;
-  const existing = lstatOrNull(target);
-  const staged = existing === null || !existing.isDirectory || isEmptyDir(target);
-  let base = target;
-  if (staged) {
-    const parent = posix.dirname(target);
-    Deno.mkdirSync(parent, { recursive: true });
-    base = posix.join(parent, `.${posix.basename(target)}.cicache-${crypto.randomUUID().slice(0, 8)}`);
-  }
-  const ex = new Extractor(base, options.preserveMetadata ?? false, log);
+  const staging = stagingPath(target, log);
+  const simulate = options.foldNames === "simulate";
+  const folds = typeof options.foldNames === "boolean"
+    ? options.foldNames
+    : !simulate && probeCaseFolding(posix.dirname(staging));
+  const ex = new Extractor(staging, options.preserveMetadata ?? false, folds, simulate);
 
   const hash = new TarHash();
-  let opening: ArchiveInfo | undefined;
-  let trailer: (Trailer & { actual: string; entriesBefore: number }) | undefined;
-  let root: string | undefined;
-  let entries = 0;
+  const state: { trailer?: Trailer & { actual: string; entriesBefore: number }; opening?: ArchiveInfo } = {};
+  const counter = { entries: 0 };
   const onGlobal = (records: Record<string, string>): boolean => {
     const t = parseTrailer(records);
     if (t) {
-      if (trailer) throw new CorruptArchiveError("the archive has two integrity trailers");
-      trailer = { ...t, actual: hash.digest(), entriesBefore: entries };
+      if (state.trailer) throw new CorruptArchiveError("the archive has two integrity trailers");
+      state.trailer = { ...t, actual: hash.digest(), entriesBefore: counter.entries };
       return false;
     }
     const o = parseOpening(records);
-    if (o && entries === 0 && opening === undefined) opening = o;
+    if (o && counter.entries === 0 && state.opening === undefined) state.opening = o;
     return true;
   };
   const reader = new TarReader(tar.getReader(), hash, onGlobal);
 
+  let extracted: Extracted;
   try {
-    for (let h = await reader.next(); h; h = await reader.next()) {
-      if (trailer) {
-        throw new CorruptArchiveError(`entry ${JSON.stringify(h.name)} follows the integrity trailer`);
-      }
-      const name = normName(h.name);
-      if (root === undefined) {
-        if (opening?.name) root = normName(opening.name);
-        else if (options.savedRoot && options.savedRoot.startsWith("/") === name.startsWith("/")) {
-          root = normName(options.savedRoot);
-        } else root = name;
-      }
-      const rel = relUnder(name, root);
-      if (rel === null) {
-        throw new UnsafeArchiveError(
-          `refusing entry ${JSON.stringify(h.name)}: it is outside the archive root ${JSON.stringify(root)}`,
-        );
-      }
-      entries++;
-      switch (h.typeflag) {
-        case TYPE.dir:
-          ex.dir(rel, h);
-          break;
-        case TYPE.file:
-        case TYPE.oldFile:
-        case TYPE.contiguous:
-          await ex.file(rel, h, reader);
-          break;
-        case TYPE.symlink:
-          ex.symlink(rel, h);
-          break;
-        case TYPE.hardlink: {
-          const source = relUnder(normName(h.linkname), root);
-          if (source === null) {
-            throw new UnsafeArchiveError(
-              `refusing hard link ${JSON.stringify(h.name)}: its target ${
-                JSON.stringify(h.linkname)
-              } is outside the archive root ${JSON.stringify(root)}`,
-            );
-          }
-          ex.hardlink(rel, source, h);
-          break;
-        }
-        case TYPE.char:
-        case TYPE.block:
-        case TYPE.fifo:
-          log?.warn("skipping a device or FIFO entry: not restored", { entry: h.name });
-          break;
-        default:
-          throw new CorruptArchiveError(
-            `entry ${JSON.stringify(h.name)} has the unsupported type ${typeName(h.typeflag)}`,
-          );
-      }
-    }
-    let verified = false;
-    if (trailer) {
-      if (trailer.sha256 !== trailer.actual) {
-        throw new CorruptArchiveError(
-          `integrity check failed: the archive's SHA-256 is ${trailer.actual}, its trailer says ${trailer.sha256}`,
-        );
-      }
-      if (trailer.entries !== trailer.entriesBefore) {
-        throw new CorruptArchiveError(
-          `integrity check failed: the archive has ${trailer.entriesBefore} entries, its trailer says ${trailer.entries}`,
-        );
-      }
-      verified = true;
-    } else if (opening) {
-      throw new CorruptArchiveError("the archive ends without its integrity trailer (truncated archive)");
-    } else {
-      log?.warn("archive has no integrity trailer: restored unverified", { mount: target });
-    }
-    ex.finishDirs();
-    ex.stats.entries = entries;
-    if (staged && ex.touched) commit(base, target);
-    return { ...ex.stats, verified, staged, target };
+    extracted = await extractAll(reader, state, counter, ex, options, target);
   } catch (err) {
     await reader.cancel(err);
-    if (staged) {
-      try {
-        Deno.removeSync(base, { recursive: true });
-      } catch (cleanupErr) {
-        if (!isNotFound(cleanupErr)) {
-          log?.error("could not remove the staging directory", { path: base, error: cleanupErr });
-        }
-      }
-    }
+    removeStaging(staging, log);
     if (err instanceof TarFormatError) throw new CorruptArchiveError(err.message, { cause: err });
     if (!isFsError(err)) throw err; // our typed errors, and the source stream's own (network, storage)
     throw new Error(
-      `restore into ${target} failed${staged ? "" : " (partially extracted in place)"}: ${
-        (err as Error)?.message ?? err
-      }`,
+      `restore into ${target} failed (the mount is unchanged): ${(err as Error)?.message ?? err}`,
+      {
+        cause: err,
+      },
+    );
+  }
+  try {
+    moveIntoPlace(staging, target);
+    ex.finishDirs(target);
+  } catch (err) {
+    removeStaging(staging, log);
+    throw new Error(
+      `restore into ${target} failed while moving the verified entries into place (the mount may be partly ` +
+        `updated): ${(err as Error)?.message ?? err}`,
       { cause: err },
     );
   }
+  ex.stats.entries = extracted.entries;
+  return { ...ex.stats, verified: extracted.verified, staged: true, target };
 }
 
-/** Moves the staged copy into place, replacing an empty directory, a file or a symlink at the mount. */
-function commit(staged: string, target: string): void {
-  try {
-    Deno.renameSync(staged, target);
-  } catch {
-    // rename cannot put a directory over a file/symlink (or a file over a directory): clear and retry.
-    Deno.removeSync(target);
-    Deno.renameSync(staged, target);
+/**
+ * Where to extract before the move into place: a fresh hidden directory on
+ * the mount's file system (renames cannot cross file systems). Beside the
+ * mount, normally; inside it when the mount is an existing directory on
+ * another device than its parent (a volume mounted there), since nothing
+ * can be renamed into a mount point from outside.
+ */
+function stagingPath(target: string, log?: Logger): string {
+  const id = crypto.randomUUID().slice(0, 8);
+  const parent = posix.dirname(target);
+  Deno.mkdirSync(parent, { recursive: true });
+  const existing = lstatOrNull(target);
+  if (existing?.isDirectory && existing.dev !== Deno.lstatSync(parent).dev) {
+    sweepStale(target, ".cicache-staging-", log);
+    return `${target}/.cicache-staging-${id}`;
   }
+  const prefix = `.${posix.basename(target)}.cicache-`;
+  sweepStale(parent, prefix, log);
+  return posix.join(parent, prefix + id);
+}
+
+/** Staging directories older than this are leftovers of a killed restore. */
+const STALE_STAGING_MS = 60 * 60 * 1000;
+
+/** Removes staging directories named `<prefix>…` in `dir` that a killed restore left behind (over an hour old). */
+function sweepStale(dir: string, prefix: string, log?: Logger): void {
+  const now = Date.now();
+  for (const e of Deno.readDirSync(dir)) {
+    if (!e.isDirectory || !e.name.startsWith(prefix)) continue;
+    const path = `${dir}/${e.name}`;
+    const mtime = lstatOrNull(path)?.mtime?.getTime() ?? now;
+    if (now - mtime < STALE_STAGING_MS) continue;
+    log?.warn("removing a staging directory left by an interrupted restore", { path });
+    removeStaging(path, log);
+  }
+}
+
+function removeStaging(staging: string, log?: Logger): void {
+  try {
+    Deno.removeSync(staging, { recursive: true });
+  } catch (err) {
+    if (!isNotFound(err)) log?.error("could not remove the staging directory", { path: staging, error: err });
+  }
+}
+
+/**
+ * Moves the verified staging copy into place: renamed as a whole when
+ * nothing is at the mount, merged entry by entry into an existing directory,
+ * or replacing whatever else is there. Never follows a symlink.
+ */
+function moveIntoPlace(staged: string, target: string): void {
+  const s = lstatOrNull(staged);
+  if (s === null) return; // an archive without entries
+  const t = lstatOrNull(target);
+  if (t === null) return Deno.renameSync(staged, target);
+  if (posix.dirname(staged) === target && !s.isDirectory) {
+    throw new Error(
+      `${target} is a mount point (a directory on its own device) and the archive holds a file`,
+    );
+  }
+  if (s.isDirectory && t.isDirectory) {
+    mergeDir(staged, target);
+    Deno.removeSync(staged, { recursive: true });
+    return;
+  }
+  replace(staged, target, t);
+}
+
+/** Moves every entry of `src` into the existing directory `dst`: directories merged, the rest replaced. */
+function mergeDir(src: string, dst: string): void {
+  for (const e of Deno.readDirSync(src)) {
+    const from = `${src}/${e.name}`;
+    const to = `${dst}/${e.name}`;
+    const existing = lstatOrNull(to);
+    if (existing === null) Deno.renameSync(from, to);
+    else if (e.isDirectory && existing.isDirectory) mergeDir(from, to);
+    else replace(from, to, existing);
+  }
+}
+
+/** Puts `from` at `to`, where `existing` is: a rename, after moving a directory (or anything a rename cannot replace) aside. */
+function replace(from: string, to: string, existing: Deno.FileInfo): void {
+  if (!existing.isDirectory) {
+    try {
+      return Deno.renameSync(from, to); // atomic over a file or symlink
+    } catch {
+      Deno.removeSync(to); // a directory cannot be renamed over a file
+      return Deno.renameSync(from, to);
+    }
+  }
+  const aside = `${to}.cicache-old-${crypto.randomUUID().slice(0, 8)}`;
+  Deno.renameSync(to, aside);
+  Deno.renameSync(from, to);
+  Deno.removeSync(aside, { recursive: true });
 }

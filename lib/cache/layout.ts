@@ -111,18 +111,24 @@ export function mountObjectPath(mount: string, env: Record<string, string | unde
 export function keyPrefix(remoteRoot: string, key: string): string {
   const keySegs = cleanSegments(key, "cache key");
   if (keySegs.length === 0) {
-    throw new SettingsError(`cache key ${JSON.stringify(key)} is empty after cleaning: set PLUGIN_CACHE_KEY`);
+    throw new SettingsError(
+      `cache key ${JSON.stringify(key)} is empty after cleaning: flush and restore without mounts need ` +
+        "a key: set PLUGIN_CACHE_KEY (or name the mounts to restore)",
+    );
   }
   return [...cleanSegments(remoteRoot, "remote root"), ...keySegs].join("/");
 }
 
 /**
- * The object name of one mount under a key.
+ * The object name of one mount under a key. A key that renders empty puts
+ * the object directly under the mount name (`[<remote-root>/]<mount>`), as
+ * the Go plugin does.
  *
  * @example
  * ```ts
  * objectName("", "abc", "node_modules", {}); // "abc/node_modules"
  * objectName("team", "abc", "/root/.m2", {}); // "team/abc/root/.m2"
+ * objectName("", "", "node_modules", {}); // "node_modules"
  * ```
  */
 export function objectName(
@@ -131,5 +137,9 @@ export function objectName(
   mount: string,
   env: Record<string, string | undefined>,
 ): string {
-  return `${keyPrefix(remoteRoot, key)}/${mountObjectPath(mount, env)}`;
+  return [
+    ...cleanSegments(remoteRoot, "remote root"),
+    ...cleanSegments(key, "cache key"),
+    mountObjectPath(mount, env),
+  ].join("/");
 }

@@ -3,21 +3,28 @@
  * under the first matching `restore-keys` prefix), then for each one stream
  * download → decompress → safe extraction. Explicit mounts fetch
  * `<key>/<mount>` directly; no mounts lists under the key with the Go
- * plugin's strict matching (A§2.6.2). Writes the metrics file (A§2.9); the
- * step outputs are the caller's (`writeStepOutputs` in outcome.ts), so a
- * restore that throws still reports `cache_state=failed`.
+ * plugin's strict matching (A§2.6.2), and each object's target must lie
+ * where a listing restore may write (see `confine.ts`). A corrupt,
+ * truncated or unsafe object is a failure, never a miss, and leaves the
+ * mount as it was (the archive is staged and verified first). Writes the
+ * metrics file (A§2.9); the step outputs are the caller's
+ * (`writeStepOutputs` in outcome.ts), so a restore that throws still reports
+ * `cache_state=failed`.
  *
  * @module
  */
 import { dirname } from "node:path";
 import { decompressStream } from "../archive/compression.ts";
 import { CorruptArchiveError, unpackToMount, UnsafeArchiveError } from "../archive/unpack.ts";
+import { cleanPath } from "../archive/paths.ts";
+import { TarReader } from "../archive/tar.ts";
 import { isStorageError, type ObjectInfo } from "../storage/backend.ts";
 import { ProgressMeter } from "../log.ts";
 import { expandMount, keyPrefix, META, mountObjectPath, objectName } from "./layout.ts";
 import { logOutcome, mapBounded, type MountOutcome, reasonOf } from "./outcome.ts";
 import { MOUNT_CONCURRENCY, type OpContext } from "./save.ts";
 import { globObjectMatcher, isGlobMount } from "./mounts.ts";
+import { confineListingTarget } from "./confine.ts";
 
 /** One object chosen for restore, and where it goes. */
 export interface Planned {
@@ -26,6 +33,10 @@ export interface Planned {
   info?: ObjectInfo;
   /** The configured mount (literal or glob) this object answers; none in listing mode. */
   from?: string;
+  /** Listing restore: the object chose the target, so it is confined (explicit mounts are the user's). */
+  listed?: boolean;
+  /** Listing restore: why the object's metadata was refused (then it is not restored). */
+  refused?: string;
 }
 
 /** What a restore found and did. */
@@ -193,36 +204,48 @@ async function planListing(ctx: OpContext, prefix: string, resolve = true): Prom
   // Restore each object to its mount as saved (metadata). Without metadata (the Go plugin's objects) go where
   // the Go plugin would: absolute-name archives to the object path taken as absolute, relative-name archives
   // (saved from `./` mounts) to that path under the working directory.
-  return await mapBounded(planned, 8, async (p) => {
+  return await mapBounded(planned, 8, async (p): Promise<Planned> => {
     const info = p.info?.meta[META.mount] ? p.info : (await ctx.backend.stat(p.object)) ?? p.info;
-    if (info?.meta[META.mount]) return { ...p, info, mount: info.meta[META.mount] };
-    return { ...p, info, mount: (await hasAbsoluteNames(ctx, p.object)) ? `/${p.mount}` : p.mount };
+    const recorded = info?.meta[META.mount];
+    if (recorded) {
+      // Metadata is as untrusted as the archive: the same path rule before it chooses a target.
+      if (cleanPath(recorded) === null) {
+        return {
+          ...p,
+          info,
+          listed: true,
+          refused: `its ${META.mount} metadata ${JSON.stringify(recorded)} has a ".." segment`,
+        };
+      }
+      return { ...p, info, listed: true, mount: recorded };
+    }
+    return {
+      ...p,
+      info,
+      listed: true,
+      mount: (await hasAbsoluteNames(ctx, p.object)) ? `/${p.mount}` : p.mount,
+    };
   });
 }
 
 /**
- * Whether an archive's entry names are absolute, from its first tar header (read from the first bytes of the
- * object; the rest is not downloaded). A GNU `././@LongLink` header carries the real name in its data block.
+ * Whether an archive's entry names are absolute, from its first entry's full
+ * name (USTAR prefix + name, PAX `path`, GNU long name: read by our tar
+ * reader, with its limits), decompressed from the first bytes of the object;
+ * the rest is not downloaded.
  */
 async function hasAbsoluteNames(ctx: OpContext, object: string): Promise<boolean> {
-  const reader = (await ctx.backend.get(object)).pipeThrough(decompressStream().stream).getReader();
-  let head = new Uint8Array(0);
+  const tar = new TarReader(
+    (await ctx.backend.get(object)).pipeThrough(decompressStream().stream).getReader(),
+  );
   try {
-    while (head.length < 2 * 512) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      const next = new Uint8Array(head.length + value.length);
-      next.set(head);
-      next.set(value, head.length);
-      head = next;
-    }
+    const first = await tar.next();
+    return first?.name.startsWith("/") ?? false;
   } catch {
-    // A corrupt or unreadable archive: the restore itself reports it.
+    return false; // a corrupt or unreadable archive: the restore itself reports it
   } finally {
-    await reader.cancel().catch(() => {});
+    await tar.cancel();
   }
-  const longLink = new TextDecoder().decode(head.subarray(0, 13)) === "././@LongLink";
-  return head[longLink ? 512 : 0] === 0x2f; // "/"
 }
 
 /** The mount path part of a listed object name: after `<prefix>/`, or after the first segment past the prefix. */
@@ -297,6 +320,20 @@ async function restoreOne(ctx: OpContext, p: Planned): Promise<MountOutcome> {
   const { log, settings } = ctx;
   const started = performance.now();
   const base: MountOutcome = { mount: p.mount, object: p.object, status: "failed" };
+  const refusal = p.listed
+    ? p.refused ?? confineListingTarget(ctx, expandMount(p.mount, ctx.env))
+    : undefined;
+  if (refusal !== undefined) {
+    const outcome: MountOutcome = { ...base, status: "skipped", reason: refusal };
+    log.warn("restore: skipping an object that would restore outside the allowed directories", {
+      object: p.object,
+      target: p.mount,
+      reason: refusal,
+      setting: "PLUGIN_RESTORE_ALLOWED_PATHS (--restore-allowed-paths) allows more directories",
+    });
+    logOutcome(log, "restore", outcome);
+    return outcome;
+  }
   let outcome: MountOutcome;
   try {
     const body = await ctx.backend.get(p.object);
@@ -333,9 +370,18 @@ async function restoreOne(ctx: OpContext, p: Planned): Promise<MountOutcome> {
     if (isStorageError(err, "NotFound")) {
       outcome = { ...base, status: "miss", reason: "object not found" };
     } else if (err instanceof CorruptArchiveError) {
-      outcome = { ...base, status: "miss", reason: `corrupt cache, ignored: ${reasonOf(err)}` };
+      // A damaged cache is a failure: the mount is unchanged (staged, verified first), the step says so.
+      outcome = {
+        ...base,
+        status: "failed",
+        reason: `corrupt cache, mount left unchanged: ${reasonOf(err)}`,
+      };
     } else if (err instanceof UnsafeArchiveError) {
-      outcome = { ...base, status: "failed", reason: `unsafe archive refused: ${reasonOf(err)}` };
+      outcome = {
+        ...base,
+        status: "failed",
+        reason: `unsafe archive refused, mount left unchanged: ${reasonOf(err)}`,
+      };
     } else {
       outcome = { ...base, status: "failed", reason: reasonOf(err) };
     }

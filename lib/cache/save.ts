@@ -11,7 +11,7 @@ import { pack } from "../archive/pack.ts";
 import { type ArchiveFormat, compressStream } from "../archive/compression.ts";
 import type { Backend, TransferOptions } from "../storage/backend.ts";
 import { type Logger, ProgressMeter } from "../log.ts";
-import type { Settings } from "../settings.ts";
+import { type Settings, SettingsError } from "../settings.ts";
 import { expandMount, LAYOUT_VERSION, META, objectName } from "./layout.ts";
 import { logOutcome, mapBounded, type MountOutcome, reasonOf } from "./outcome.ts";
 
@@ -40,11 +40,38 @@ export const MOUNT_CONCURRENCY = 3;
  * ```
  */
 export function saveMounts(ctx: OpContext, mounts: readonly string[]): Promise<MountOutcome[]> {
+  validateMounts(ctx, mounts);
   return mapBounded(mounts, MOUNT_CONCURRENCY, async (mount) => {
     const outcome = await saveMount(ctx, mount);
     logOutcome(ctx.log, "save", outcome);
     return outcome;
   });
+}
+
+/**
+ * Checks every mount's object name (a `..` that climbs out, a mount that
+ * names no path) before any transfer starts, so that one bad mount never
+ * aborts uploads already running: all problems are reported at once as a
+ * {@link SettingsError}.
+ *
+ * @example
+ * ```ts
+ * validateMounts(ctx, ["node_modules", "../../etc"]); // throws: mount "../../etc" climbs out …
+ * ```
+ */
+export function validateMounts(ctx: OpContext, mounts: readonly string[]): void {
+  const problems: string[] = [];
+  for (const mount of mounts) {
+    try {
+      objectName(ctx.settings.remoteRoot, ctx.key, expandMount(mount, ctx.env), ctx.env);
+    } catch (err) {
+      if (!(err instanceof SettingsError)) throw err;
+      problems.push(err.message);
+    }
+  }
+  if (problems.length > 0) {
+    throw new SettingsError(`PLUGIN_MOUNT: nothing was saved: ${problems.join("; ")}`);
+  }
 }
 
 async function saveMount(ctx: OpContext, mount: string): Promise<MountOutcome> {

@@ -3,10 +3,9 @@
  *
  * From the Go plugin (same names, same results):
  * - `checksum "file"`: MD5 hex of one file's content; the path is relative
- *   to the process working directory. A missing or unreadable file is an
- *   error here (the Go plugin logged it and rendered `""`, silently changing
- *   the key): the key then falls back to the Go plugin's fallback key with a
- *   loud warning (see `key.ts`).
+ *   to the process working directory. A missing or unreadable file renders
+ *   `""` as in the Go plugin (so keys stay the same), with a loud warning
+ *   naming the file (the Go plugin only logged it quietly).
  * - `epoch`: Unix time in seconds, as a decimal string.
  * - `arch`: Go's GOARCH name of this machine (`amd64`, `arm64`).
  * - `os`: Go's GOOS name (`linux`, `darwin`, `windows`).
@@ -291,7 +290,18 @@ export function keyFunctions(options: HelperOptions = {}): FuncMap {
     variadic,
   });
   return {
-    checksum: f(["string"], (p) => checksumFile(str(p), options.cwd)),
+    checksum: f(["string"], async (p) => {
+      try {
+        return await checksumFile(str(p), options.cwd);
+      } catch (err) {
+        (options.log ?? new Logger()).warn(
+          'checksum: the file cannot be read, so it renders "" in the key (as in the Go plugin) and the key ' +
+            "no longer changes with the file's content: fix the path in the key template",
+          { file: str(p), reason: (err as Error).message },
+        );
+        return "";
+      }
+    }),
     hashFiles: f([], (...patterns) => hashFiles(patterns.map(str), options), "string"),
     epoch: f([], () => epochSeconds()),
     arch: f([], () => goArch()),

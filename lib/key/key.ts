@@ -6,10 +6,11 @@
  * Failure policy, compatible with the Go plugin but never silent:
  * - a syntax error is a settings error (exit 1), as the Go plugin's startup
  *   check; it points at the line and column;
- * - an execution error (unknown field, `checksum` of a missing file, a
- *   failing helper) logs a warning naming the template and the reason, then
- *   uses the Go plugin's fallback key, the MD5 hex of the branch. The Go
- *   plugin did the same silently (and rendered a missing `checksum` as `""`).
+ * - an execution error (unknown field, a failing helper) logs a warning
+ *   naming the template and the reason, then uses the Go plugin's fallback
+ *   key, the MD5 hex of the branch. The Go plugin did the same silently.
+ *   `checksum` of a missing file renders `""` with a loud warning, as the Go
+ *   plugin renders it (`helpers.ts`), so the key stays the Go plugin's.
  *
  * @module
  */

@@ -12,8 +12,13 @@
  * comments `{{/* … *\/}}`; trim markers `{{- ` and ` -}}`. Built-in
  * functions: `and`, `or`, `not`, `len`, `index`, `slice`, `print`, `printf`,
  * `println`, `urlquery`, `html`, `js`, `call`, `eq`, `ne`, `lt`, `le`, `gt`,
- * `ge`. Not supported: `range`, `define`, `template`, `block`, custom
- * delimiters, complex numbers and hexadecimal float literals.
+ * `ge`; `{{define}}`, `{{template}}` and `{{block}}` (named templates, as
+ * Go: a define only at the top level, a name defined twice with content is
+ * an error, `{{template}}` runs with its pipeline as `.` and fresh
+ * variables); `{{range}}` (with `break`/`continue`), which can only fail
+ * or take its else branch on key data, as in Go 1.19. Not supported (a
+ * clear syntax error): custom delimiters, complex numbers and hexadecimal
+ * floats.
  *
  * Values are modelled as: `string`, `bigint` (Go `int`), `number` (Go
  * `float64`), `boolean`, `null` (Go `nil`) and {@link GoStruct}. They print
@@ -91,10 +96,18 @@ export class TemplateExecError extends Error {
   /** The reason alone, e.g. `can't evaluate field Foo in type metadata.Repo`. */
   readonly reason: string;
 
-  constructor(name: string, text: string, pos: number, context: string, reason: string, cause?: unknown) {
+  constructor(
+    name: string,
+    text: string,
+    pos: number,
+    context: string,
+    reason: string,
+    cause?: unknown,
+    executing: string = name,
+  ) {
     const loc = locate(text, pos);
     const ctx = context.length > 20 ? context.slice(0, 20) + "..." : context;
-    super(`template: ${name}:${loc.line}:${loc.column}: executing "${name}" at <${ctx}>: ${reason}`, {
+    super(`template: ${name}:${loc.line}:${loc.column}: executing "${executing}" at <${ctx}>: ${reason}`, {
       cause,
     });
     this.name = "TemplateExecError";
@@ -494,12 +507,18 @@ interface ActionNode {
   pipe: PipeNode;
 }
 interface BranchNode {
-  kind: "if" | "with";
+  kind: "if" | "with" | "range";
   pipe: PipeNode;
   list: TreeNode[];
   elseList: TreeNode[] | null;
 }
-type TreeNode = TextNode | ActionNode | BranchNode;
+interface TemplateNode {
+  kind: "template";
+  pos: number;
+  name: string;
+  pipe: PipeNode | null;
+}
+type TreeNode = TextNode | ActionNode | BranchNode | TemplateNode;
 
 interface PipeNode extends Span {
   kind: "pipe";
@@ -524,11 +543,20 @@ type ArgNode =
 
 type ControlEnd = { kind: "end" | "else"; pos: number };
 
-const UNSUPPORTED_KEYWORDS = new Set(["range", "define", "template", "block", "break", "continue"]);
+const UNSUPPORTED_KEYWORDS = new Set<string>();
+
+/** Named templates (`define`, `block`), by name. */
+export type Defines = Map<string, TreeNode[]>;
 
 class Parser {
   #i = 0;
   #vars = ["$"];
+  /** Nesting of control structures (a define is only allowed at depth 0). */
+  #depth = 0;
+  /** Nesting of `{{range}}` (`break`/`continue` are only allowed inside one). */
+  #ranges = 0;
+  /** Named templates defined so far. */
+  readonly defines: Defines = new Map();
 
   constructor(
     readonly tokens: Token[],
@@ -592,7 +620,16 @@ class Parser {
         this.#expect("rightDelim", "end");
         return { kind: "end", pos: t.pos };
       }
-      if (t.val === "if" || t.val === "with") return this.#control(t.val);
+      if (t.val === "if" || t.val === "with" || t.val === "range") return this.#control(t.val);
+      if (t.val === "break" || t.val === "continue") {
+        // Valid only inside {{range}}; a range never runs its body here (no key value can be iterated).
+        if (this.#ranges === 0) this.fail(t.pos, `{{${t.val}}} outside {{range}}`);
+        this.#expect("rightDelim", t.val);
+        return { kind: "text", text: "" };
+      }
+      if (t.val === "define") return this.#define(t);
+      if (t.val === "template") return this.#template();
+      if (t.val === "block") return this.#block();
       if (UNSUPPORTED_KEYWORDS.has(t.val)) {
         this.fail(t.pos, `{{${t.val}}} is not supported in ci-cache key templates`);
       }
@@ -607,8 +644,67 @@ class Parser {
     return { kind: "else", pos };
   }
 
-  #control(kind: "if" | "with"): BranchNode {
+  /** A template name: a string constant (Go: `parseTemplateName`). */
+  #templateName(context: string): string {
+    const t = this.#nextNonSpace();
+    if (t.type !== "string" && t.type !== "rawString") this.#unexpected(t, context);
+    return unquote(t, this.fail);
+  }
+
+  /** Registers a named template; a second non-empty definition of a name is an error, as in Go. */
+  #addDefine(name: string, list: TreeNode[], pos: number): void {
+    const old = this.defines.get(name);
+    if (old && !isEmptyTree(old)) {
+      if (!isEmptyTree(list)) this.fail(pos, `template: multiple definition of template ${goQuote(name)}`);
+      return;
+    }
+    this.defines.set(name, list);
+  }
+
+  /** The body of a define or block, up to its `{{end}}`, with fresh variables. */
+  #namedBody(context: string): TreeNode[] {
+    const vars = this.#vars;
+    this.#vars = ["$"];
+    this.#depth++;
+    try {
+      const [list, end] = this.#itemList();
+      if (end.kind !== "end") this.fail(end.pos, `unexpected {{else}} in ${context}`);
+      return list;
+    } finally {
+      this.#depth--;
+      this.#vars = vars;
+    }
+  }
+
+  #define(t: Token): TextNode {
+    if (this.#depth > 0) this.fail(t.pos, "unexpected <define> in command");
+    const name = this.#templateName("define clause");
+    this.#expect("rightDelim", "define clause");
+    this.#addDefine(name, this.#namedBody("define clause"), t.pos);
+    return { kind: "text", text: "" };
+  }
+
+  #template(): TemplateNode {
+    const pos = this.#peekNonSpace().pos;
+    const name = this.#templateName("template clause");
+    let pipe: PipeNode | null = null;
+    if (this.#peekNonSpace().type !== "rightDelim") pipe = this.#pipeline("template clause", "rightDelim");
+    else this.#nextNonSpace();
+    return { kind: "template", pos, name, pipe };
+  }
+
+  #block(): TemplateNode {
+    const pos = this.#peekNonSpace().pos;
+    const name = this.#templateName("block clause");
+    const pipe = this.#pipeline("block clause", "rightDelim");
+    this.#addDefine(name, this.#namedBody("block clause"), pos);
+    return { kind: "template", pos, name, pipe };
+  }
+
+  #control(kind: "if" | "with" | "range"): BranchNode {
     const mark = this.#vars.length;
+    this.#depth++;
+    if (kind === "range") this.#ranges++;
     try {
       const pipe = this.#pipeline(kind, "rightDelim");
       const [list, next] = this.#itemList();
@@ -626,6 +722,8 @@ class Parser {
       }
       return { kind, pipe, list, elseList };
     } finally {
+      if (kind === "range") this.#ranges--;
+      this.#depth--;
       this.#vars.length = mark;
     }
   }
@@ -659,8 +757,18 @@ class Parser {
         pipe.isAssign = next.type === "assign";
         pipe.decl.push(first.val);
         this.#vars.push(first.val);
+      } else if (next.type === "char" && next.val === "," && context === "range") {
+        // {{range $i, $e := pipeline}}
+        this.#nextNonSpace();
+        const second = this.#nextNonSpace();
+        if (second.type !== "variable") this.fail(second.pos, `range can only initialize variables`);
+        const op = this.#nextNonSpace();
+        if (op.type !== "declare" && op.type !== "assign") this.#unexpected(op, "range");
+        pipe.isAssign = op.type === "assign";
+        pipe.decl.push(first.val, second.val);
+        this.#vars.push(first.val, second.val);
       } else if (next.type === "char" && next.val === ",") {
-        this.fail(next.pos, "range variables are not supported in ci-cache key templates");
+        this.#unexpected(next, context);
       } else {
         this.#i = at;
       }
@@ -872,6 +980,11 @@ function unquoteChar(t: Token, fail: Fail): number {
   return s[0].codePointAt(0)!;
 }
 
+/** Go's `parse.IsEmptyTree`: only whitespace text and (recursively) empty lists. */
+function isEmptyTree(list: TreeNode[]): boolean {
+  return list.every((n) => n.kind === "text" && n.text.trim() === "");
+}
+
 // ── templates and execution (Go: text/template/exec.go) ──────────────────
 
 const MISSING = Symbol("missing");
@@ -887,14 +1000,23 @@ export class Template {
   readonly #root: TreeNode[];
   readonly #funcs: FuncMap;
   readonly #tokens: Token[];
+  readonly #defines: Defines;
 
   /** @internal Use {@link parseTemplate}. */
-  constructor(name: string, text: string, root: TreeNode[], funcs: FuncMap, tokens: Token[]) {
+  constructor(
+    name: string,
+    text: string,
+    root: TreeNode[],
+    funcs: FuncMap,
+    tokens: Token[],
+    defines: Defines = new Map(),
+  ) {
     this.name = name;
     this.text = text;
     this.#root = root;
     this.#funcs = funcs;
     this.#tokens = tokens;
+    this.#defines = defines;
   }
 
   /**
@@ -909,7 +1031,7 @@ export class Template {
    * ```
    */
   async execute(data: Value): Promise<string> {
-    const state = new ExecState(this.name, this.text, this.#funcs, this.#tokens, data);
+    const state = new ExecState(this.name, this.text, this.#funcs, this.#tokens, data, this.#defines);
     await state.walk(data, this.#root);
     return state.out.join("");
   }
@@ -940,8 +1062,9 @@ export function parseTemplate(text: string, options: ParseOptions = {}): Templat
     throw new TemplateSyntaxError(name, text, pos, reason);
   };
   const tokens = new Lexer(text).run();
-  const root = new Parser(tokens, funcs, fail).parse();
-  return new Template(name, text, root, funcs, tokens);
+  const parser = new Parser(tokens, funcs, fail);
+  const root = parser.parse();
+  return new Template(name, text, root, funcs, tokens, parser.defines);
 }
 
 class ExecState {
@@ -954,24 +1077,77 @@ class ExecState {
     readonly funcs: FuncMap,
     readonly tokens: Token[],
     root: Value,
+    readonly defines: Defines = new Map(),
   ) {
     this.#vars = [{ name: "$", value: root }];
+    this.#running = name;
+  }
+
+  /** Nesting of `{{template}}` calls (Go stops at 100000; a key template has no use for deep ones). */
+  #depth = 0;
+  /** The template being executed, for messages (`executing "name"`): the main one or a named one. */
+  #running: string;
+
+  /** Runs a named template with `dot` as `.` and `$`, and fresh variables (Go: `walkTemplate`). */
+  async #walkTemplate(dot: Value, n: TemplateNode): Promise<void> {
+    const list = this.defines.get(n.name);
+    const span = { pos: n.pos, end: n.pos };
+    if (!list) {
+      // Go names the node as it prints it: {{template "name" pipeline}}.
+      const pipe = n.pipe ? ` ${sourceOf(this.tokens, n.pipe)}` : "";
+      throw new TemplateExecError(
+        this.name,
+        this.text,
+        n.pos,
+        `{{template ${goQuote(n.name)}${pipe}}}`,
+        `template ${goQuote(n.name)} not defined`,
+      );
+    }
+    const value = n.pipe ? await this.#evalPipeline(dot, n.pipe) : null;
+    if (++this.#depth > 10000) this.#fail(span, "exceeded maximum template depth (10000)");
+    const vars = this.#vars;
+    const running = this.#running;
+    this.#vars = [{ name: "$", value }];
+    this.#running = n.name;
+    try {
+      await this.walk(value, list);
+    } finally {
+      this.#vars = vars;
+      this.#running = running;
+      this.#depth--;
+    }
   }
 
   #fail(node: Span, reason: string, cause?: unknown): never {
-    throw new TemplateExecError(this.name, this.text, node.pos, sourceOf(this.tokens, node), reason, cause);
+    throw new TemplateExecError(
+      this.name,
+      this.text,
+      node.pos,
+      sourceOf(this.tokens, node),
+      reason,
+      cause,
+      this.#running,
+    );
   }
 
   async walk(dot: Value, list: TreeNode[]): Promise<void> {
     for (const n of list) {
       if (n.kind === "text") this.out.push(n.text);
+      else if (n.kind === "template") await this.#walkTemplate(dot, n);
       else if (n.kind === "action") {
         const v = await this.#evalPipeline(dot, n.pipe);
         if (n.pipe.decl.length === 0) this.out.push(v === null ? "<no value>" : formatValue(v));
       } else {
         const mark = this.#vars.length;
         const v = await this.#evalPipeline(dot, n.pipe);
-        if (isTrue(v)) await this.walk(n.kind === "with" ? v : dot, n.list);
+        if (n.kind === "range") {
+          // Key data holds no slices, maps or channels: nil runs the else branch, anything else fails as in
+          // Go 1.19 (an int is iterable from Go 1.22 on; the Go plugin's builds are older).
+          // Go reports it at the pipeline's last command.
+          const at = n.pipe.cmds.at(-1)?.args[0] ?? n.pipe;
+          if (v !== null) this.#fail(at, `range can't iterate over ${formatValue(v)}`);
+          if (n.elseList) await this.walk(dot, n.elseList);
+        } else if (isTrue(v)) await this.walk(n.kind === "with" ? v : dot, n.list);
         else if (n.elseList) await this.walk(dot, n.elseList);
         this.#vars.length = mark;
       }
