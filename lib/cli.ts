@@ -17,7 +17,7 @@ import {
   type Settings,
   SettingsError,
 } from "./settings.ts";
-import { VERSION } from "./version.ts";
+import { VERSION, versionLine } from "./version.ts";
 import { checkKeyTemplate, renderKey, renderRestoreKeys } from "./key/key.ts";
 import { openBackend } from "./storage/open.ts";
 import { isStorageError } from "./storage/backend.ts";
@@ -58,7 +58,7 @@ export async function run(
       return 0;
     }
     if (loaded.kind === "version") {
-      print(`ci-cache ${VERSION}`);
+      print(await versionLine());
       return 0;
     }
     settings = loaded.settings;
