@@ -19,7 +19,7 @@ import {
   SettingsError,
   unknownEnvWarnings,
 } from "./settings.ts";
-import { VERSION } from "./version.ts";
+import { VERSION, versionLine } from "./version.ts";
 import { checkKeyTemplate, renderKey, renderRestoreKeys } from "./key/key.ts";
 import { emptyFields } from "./key/fields.ts";
 import { templateData } from "./key/metadata.ts";
@@ -73,7 +73,7 @@ export async function run(
       return 0;
     }
     if (loaded.kind === "version") {
-      print(`ci-cache ${VERSION}`);
+      print(await versionLine());
       return 0;
     }
     settings = loaded.settings;

@@ -1,8 +1,9 @@
 /**
- * Renders the settings table (lib/settings.ts) as Markdown for the README, so
- * the README never drifts from the code: `deno run -A scripts/settings_doc.ts`
- * rewrites the block between the `settings:start`/`settings:end` markers, and
- * `tests/readme_test.ts` fails when the README is out of date.
+ * Renders the settings table (lib/settings.ts) as Markdown for the settings
+ * reference `docs/settings.md`, so it never drifts from the code:
+ * `deno run -A scripts/settings_doc.ts` rewrites the block between the
+ * `settings:start`/`settings:end` markers, and `tests/readme_test.ts` fails
+ * when the reference is out of date.
  *
  * @module
  */
@@ -46,17 +47,19 @@ export function settingsMarkdown(): string {
   return out.join("\n").trimEnd();
 }
 
-/** The README with its settings block replaced. */
-export function updateReadme(readme: string): string {
-  const a = readme.indexOf(START);
-  const b = readme.indexOf(END);
-  if (a < 0 || b < a) throw new Error("README.md lacks the settings markers");
-  return `${readme.slice(0, a)}${START}\n${settingsMarkdown()}\n${readme.slice(b)}`;
+/** Where the generated tables live. */
+export const SETTINGS_DOC = new URL("../docs/settings.md", import.meta.url);
+
+/** The settings reference (`docs/settings.md`) with its generated block replaced. */
+export function updateSettingsDoc(doc: string): string {
+  const a = doc.indexOf(START);
+  const b = doc.indexOf(END);
+  if (a < 0 || b < a) throw new Error("docs/settings.md lacks the settings markers");
+  return `${doc.slice(0, a)}${START}\n${settingsMarkdown()}\n${doc.slice(b)}`;
 }
 
 if (import.meta.main) {
-  const path = new URL("../README.md", import.meta.url);
-  await Deno.writeTextFile(path, updateReadme(await Deno.readTextFile(path)));
-  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", path.pathname] }).output();
-  console.log("README.md settings tables updated (and formatted)");
+  await Deno.writeTextFile(SETTINGS_DOC, updateSettingsDoc(await Deno.readTextFile(SETTINGS_DOC)));
+  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", SETTINGS_DOC.pathname] }).output();
+  console.log("docs/settings.md tables updated (and formatted)");
 }

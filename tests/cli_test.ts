@@ -385,7 +385,10 @@ Deno.test("cli: --help lists settings, --version prints the version", async () =
     assertEquals(await sb.cli({}, ["--help"]), 0);
     assertStringIncludes(sb.logs.join("\n"), "--cache-key");
     assertEquals(await sb.cli({}, ["--version"]), 0);
-    assertMatch(sb.logs.at(-1)!, /^ci-cache \d+\.\d+\.\d+/);
+    assertMatch(
+      sb.logs.at(-1)!,
+      /^ci-cache \d+\.\d+\.\d+ \(deno \d+\.\d+\.\d+, commit ([0-9a-f]{40}|unknown)\)$/,
+    );
   } finally {
     await sb.cleanup();
   }

@@ -2,7 +2,7 @@
  * Test server for the azure backend: Azurite (Microsoft's Azure Storage
  * emulator, blob service only) on 127.0.0.1, run through Deno's npm support
  * (`npm:azurite@3.37.0/azurite-blob`; `scripts/install/azurite.sh`
- * pre-caches it).
+ * caches it on first use).
  *
  * Two set-ups:
  * - {@link startAzurite}: plain HTTP, shared-key account `devstoreaccount1`
@@ -20,6 +20,7 @@
  */
 import { makeTestTls, type TestTls } from "./tls.ts";
 import { type EntraServer, startEntra } from "./entra.ts";
+import { ensureInstalled } from "../install/ensure.ts";
 
 /** The emulator's published development account (not a secret). */
 export const AZURITE_ACCOUNT = "devstoreaccount1";
@@ -99,6 +100,7 @@ async function readLog(path: string): Promise<string> {
  */
 export async function startAzurite(options: AzuriteOptions = {}): Promise<AzuriteServer> {
   if (options.oauth && !options.tls) throw new Error("Azurite OAuth mode needs HTTPS: pass tls");
+  await ensureInstalled("azurite");
   const dir = await Deno.makeTempDir({ prefix: "ci-cache-azurite-" });
   let lastError = "";
   for (let attempt = 0; attempt < 4; attempt++) {

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { ensureInstalled } from "../install/ensure.ts";
 
 /** Options for {@link startGcs}. */
 export interface StartGcsOptions {
@@ -43,19 +44,6 @@ export interface GcsServer {
 
 const root = new URL("../../", import.meta.url).pathname;
 
-async function ensureInstalled(): Promise<void> {
-  try {
-    await Deno.stat(`${root}.servers/firebase/node_modules/firebase-tools/package.json`);
-    return;
-  } catch {
-    // not installed yet
-  }
-  const out = await new Deno.Command("bash", { args: [`${root}scripts/install/gcs-emulator.sh`] }).output();
-  if (!out.success) {
-    throw new Error(`installing the GCS emulator failed: ${new TextDecoder().decode(out.stderr).trim()}`);
-  }
-}
-
 /**
  * Starts the emulator and waits until it answers.
  *
@@ -67,7 +55,7 @@ async function ensureInstalled(): Promise<void> {
  * ```
  */
 export async function startGcs(options: StartGcsOptions = {}): Promise<GcsServer> {
-  await ensureInstalled();
+  await ensureInstalled("gcs-emulator");
   const tmp = await Deno.makeTempDir({ prefix: "ci-cache-gcs-" });
   const child = new Deno.Command("node", {
     args: [`${root}scripts/servers/gcs_emulator.mjs`],

@@ -21,6 +21,7 @@
  * @module
  */
 import { CreateBucketCommand, S3Client } from "../../lib/deps/aws_client_s3.ts";
+import { ensureInstalled } from "../install/ensure.ts";
 
 /** The running Swift and how to reach it. */
 export interface SwiftServer {
@@ -248,6 +249,7 @@ async function waitForTcp(
  * ```
  */
 export async function startSwift(options: SwiftOptions = {}): Promise<SwiftServer> {
+  await ensureInstalled("swift");
   if (!(await swiftInstalled())) {
     throw new Error("OpenStack Swift is not installed: run scripts/install/swift.sh");
   }
