@@ -44,7 +44,6 @@ const KEEP = new Set([
   "alt",
   "uploadtype",
   "name",
-  "upload_id",
 ]);
 
 /** Parameters that sign or authorize a request: masked wherever they appear, also outside a URL. */
