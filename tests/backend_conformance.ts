@@ -89,11 +89,17 @@ export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 
 /**
  * Registers the conformance tests for one backend. `setup` is called once;
- * every test works under its own random prefix.
+ * every test works under its own random prefix, removed at the end.
+ * `ignore` reports the test as skipped (e.g. cloud credentials absent).
  */
-export function backendConformance(name: string, setup: () => Promise<ConformanceSetup>): void {
+export function backendConformance(
+  name: string,
+  setup: () => Promise<ConformanceSetup>,
+  options: { ignore?: boolean } = {},
+): void {
   Deno.test({
     name: `${name}: backend conformance`,
+    ignore: options.ignore ?? false,
     sanitizeOps: false,
     sanitizeResources: false,
     async fn(t) {
