@@ -1041,10 +1041,9 @@ export class AzureBackend implements Backend {
         `needs sp=racwdl (read, add, create, write, delete, list) on this container or account (a container ` +
         `SAS, sr=c, cannot create the container: create it beforehand)`
       : "; with a SAS token, also check its permissions (sp=racwdl) and scope (sr=c or an account SAS)";
-    return `storage account ${auth.accountName} refused to let this ${auth.method} credential ` +
-      `${
-        verbOf(op)
-      } in container "${this.container}" (${detail}). The credential itself is valid: check the ` +
+    const request = `${verbOf(op)} (container "${this.container}", ${detail})`;
+    return `storage account ${auth.accountName} refused the request of this ${auth.method} credential to ` +
+      `${request}. The credential itself is valid: check the ` +
       `account's firewall and virtual network rules (Networking: public access disabled, or enabled from ` +
       `selected networks and IPs that do not include this runner; private endpoint only)${sas}`;
   }
