@@ -6,6 +6,8 @@
  * @module
  */
 
+import { redact, registerSecret } from "./storage/transfer/redact.ts";
+
 /** Log levels, most severe first. */
 export type Level = "error" | "warn" | "info" | "debug";
 
@@ -86,6 +88,7 @@ export class Logger {
 
   /** Registers another secret value to redact (e.g. a token read from a file). */
   addSecret(value: string): void {
+    registerSecret(value);
     if (value.length >= 4 && !this.#secrets.includes(value)) {
       this.#secrets.push(value);
       this.#secrets.sort((a, b) => b.length - a.length);
@@ -158,11 +161,9 @@ export class Logger {
     this.#board.drawn = line !== "";
   }
 
-  /** Replaces every registered secret in `text` by `***`. */
+  /** Replaces every registered secret and every signed URL's credentials in `text` by `***` (see `redact.ts`). */
   redact(text: string): string {
-    let out = text;
-    for (const s of this.#secrets) out = out.split(s).join("***");
-    return out;
+    return redact(text, this.#secrets);
   }
 
   #write(level: Level, msg: string, fields?: Fields): void {
@@ -185,7 +186,11 @@ function jsonReplacer(_key: string, value: unknown): unknown {
   return value;
 }
 
-/** An error's message followed by its causes (`a: b: c`), for log fields. */
+/**
+ * An error's message followed by its causes (`a: b: c`), for log fields, step
+ * outputs and the metrics file: the place where errors become text, so
+ * credentials are masked here (signed URL queries, registered secrets).
+ */
 export function errorText(err: unknown): string {
   const parts: string[] = [];
   let cur: unknown = err;
@@ -194,7 +199,7 @@ export function errorText(err: unknown): string {
     if (text && !parts.some((p) => p.includes(text))) parts.push(text);
     cur = cur instanceof Error ? cur.cause : undefined;
   }
-  return parts.join(": ");
+  return redact(parts.join(": "));
 }
 
 function toLogfmt(record: Fields): string {

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { backendConformance, readAll, seededBytes, streamOf } from "./backend_conformance.ts";
+import { backendConformance, readAll, sameBytes, seededBytes, streamOf } from "./backend_conformance.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
 import { capture, settingsFrom } from "./support.ts";
 import {
@@ -21,6 +21,8 @@ import {
 import {
   AzureBackend,
   type AzureBackendOptions,
+  blockSizeAt,
+  blockSizeFor,
   connectAzure,
   createAzureBackend,
 } from "../lib/storage/azure/backend.ts";
@@ -584,21 +586,48 @@ Deno.test({
     }),
 });
 
+Deno.test("azure: the block size fits PLUGIN_MULTIPART_MAX_UPLOAD_SIZE_MB and doubles as blocks run out", () => {
+  assertEquals(blockSizeFor(16 * MiB, 51200 * MiB), 16 * MiB);
+  assertEquals(blockSizeFor(16 * MiB, 2_000_000 * MiB), 40 * MiB);
+  assertEquals(blockSizeFor(16 * MiB, 1e9 * MiB), 4000 * MiB);
+  assertEquals(blockSizeAt(0, 16 * MiB), 16 * MiB);
+  assertEquals(blockSizeAt(24_999, 16 * MiB), 16 * MiB);
+  assertEquals(blockSizeAt(25_000, 16 * MiB), 32 * MiB);
+  assertEquals(blockSizeAt(37_500, 16 * MiB), 64 * MiB);
+  assertEquals(blockSizeAt(49_999, 16 * MiB), 4000 * MiB);
+  let capacity = 0;
+  for (let i = 0; i < 50_000; i++) capacity += blockSizeAt(i, 16 * MiB);
+  assert(capacity > 2 * 1024 ** 4, `16 MiB blocks should reach past 2 TiB, got ${capacity / 1024 ** 4} TiB`);
+  const backend = new AzureBackend({
+    client: new BlobServiceClient("http://127.0.0.1:1/devstoreaccount1"),
+    container: "c",
+    partSize: 16 * MiB,
+    maxObjectSize: 2_000_000 * MiB,
+  });
+  assertEquals(backend.partSize, 40 * MiB);
+});
+
 Deno.test({
-  name:
-    "azure: more than 50 000 blocks (here: maxBlocks) is TooLargeError naming PLUGIN_PART_SIZE_MB; nothing left",
+  name: "azure: blocks grow during a long upload; past the last block it is TooLargeError; nothing left",
   ...OPTS,
   fn: () =>
     withAzurite(async (a) => {
+      // 3 blocks starting at 1 MiB: 1 + 1 + 2 MiB.
       const backend = backendFor(a, { maxBlocks: 3 });
       await backend.ensureContainer();
-      await backend.put("big/fits", streamOf(seededBytes(3 * MiB, 1)), {});
+      const data = seededBytes(4 * MiB, 1);
+      await backend.put("big/fits", streamOf(data), {});
+      assert(sameBytes(await readAll(await backend.get("big/fits")), data), "bytes differ");
+      const list = await sharedKeyClient(a).getContainerClient("cicache").getBlockBlobClient("big/fits")
+        .getBlockList("committed");
+      assertEquals(list.committedBlocks?.map((b) => b.size), [1 * MiB, 1 * MiB, 2 * MiB]);
       const err = await assertRejects(() =>
-        backend.put("big/obj", streamOf(seededBytes(3 * MiB + 1, 2)), {})
+        backend.put("big/obj", streamOf(seededBytes(4 * MiB + 1, 2)), {})
       );
       assert(err instanceof TooLargeError, `expected TooLargeError, got ${err}`);
-      assertStringIncludes(err.message, "PLUGIN_PART_SIZE_MB");
-      assertStringIncludes(err.message, "3 blocks × 1 MiB");
+      assertStringIncludes(err.message, "PLUGIN_MULTIPART_MAX_UPLOAD_SIZE_MB");
+      assertStringIncludes(err.message, "3 blocks starting at 1 MiB");
+      assertStringIncludes(err.message, "4.0 MiB");
       assertEquals(await backend.stat("big/obj"), null);
     }),
 });

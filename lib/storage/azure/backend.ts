@@ -34,7 +34,7 @@ import {
   type ContainerClient,
   StorageSharedKeyCredential,
 } from "../../deps/azure_storage_blob.ts";
-import type { Logger } from "../../log.ts";
+import { formatBytes, type Logger } from "../../log.ts";
 import { describeSource, type Settings } from "../../settings.ts";
 import {
   AccessDeniedError,
@@ -50,6 +50,8 @@ import {
   UnavailableError,
 } from "../backend.ts";
 import { idleWatch } from "../transfer/idle.ts";
+import { backoffDelay, sleep as waitFor } from "../transfer/retry.ts";
+import { decodeMeta, encodeMeta } from "../metadata.ts";
 import { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
 
 export { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
@@ -78,8 +80,10 @@ export interface AzureBackendOptions {
   container: string;
   /** The credential in use, for error messages (default: described as a shared key of the client's account). */
   auth?: AzureAuthInfo;
-  /** Block size for uploads, in bytes (default 16 MiB). */
+  /** Block size for uploads, in bytes (default 16 MiB; grown to fit `maxObjectSize`, see {@link blockSizeFor}). */
   partSize?: number;
+  /** Largest blob to plan for (`PLUGIN_MULTIPART_MAX_UPLOAD_SIZE_MB`): the first blocks are sized to fit it. */
+  maxObjectSize?: number;
   /** Range size for downloads, in bytes (default: the part size, at most {@link DOWNLOAD_RANGE_SIZE}). */
   rangeSize?: number;
   /** Blocks/ranges in flight per transfer (default 4). */
@@ -212,33 +216,58 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** What an operation does, for "may not …" messages. */
+function verbOf(op: string): string {
+  return op === "get" || op === "stat"
+    ? "read blobs"
+    : op === "list"
+    ? "list blobs"
+    : op === "connect"
+    ? "use the container"
+    : op === "delete"
+    ? "delete blobs"
+    : "write blobs";
+}
+
+/**
+ * The first block size of an upload: at least `requested`, grown (to a
+ * whole MiB, at most 4000 MiB) so that `maxBlocks` blocks hold
+ * `maxObjectSize`, like S3's part size.
+ *
+ * @example
+ * ```ts
+ * blockSizeFor(16 * 2 ** 20, 51200 * 2 ** 20);    // 16 MiB: 50 000 × 16 MiB ≥ 50 GiB
+ * blockSizeFor(16 * 2 ** 20, 2_000_000 * 2 ** 20); // 40 MiB
+ * ```
+ */
+export function blockSizeFor(requested: number, maxObjectSize = 0, maxBlocks = AZURE_MAX_BLOCKS): number {
+  const needed = Math.ceil(maxObjectSize / maxBlocks / MiB) * MiB;
+  return Math.min(Math.max(requested, needed), AZURE_MAX_BLOCK_SIZE);
+}
+
+/**
+ * The size of block `index` of an upload whose first blocks have `base`
+ * bytes: the size doubles each time half of the remaining block budget is
+ * used (after 25 000 blocks, 37 500, …), up to 4000 MiB. A stream longer
+ * than planned so still fits: 16 MiB blocks reach about 3 TiB instead of
+ * stopping at 781 GiB; memory grows only for such archives.
+ *
+ * @example
+ * ```ts
+ * blockSizeAt(0, 16 * 2 ** 20);      // 16 MiB
+ * blockSizeAt(25_000, 16 * 2 ** 20); // 32 MiB
+ * ```
+ */
+export function blockSizeAt(index: number, base: number, maxBlocks = AZURE_MAX_BLOCKS): number {
+  const remaining = maxBlocks - index;
+  if (remaining <= 0) return base;
+  const doublings = Math.floor(Math.log2(maxBlocks / remaining));
+  return Math.min(base * 2 ** doublings, Math.max(base, AZURE_MAX_BLOCK_SIZE));
+}
+
 /** Block ids: same length for every block of a blob, unique per upload so concurrent saves never mix. */
 function blockId(uploadId: string, index: number): string {
   return btoa(`${uploadId}-${String(index).padStart(6, "0")}`);
-}
-
-/** Metadata values travel as HTTP headers: non-ASCII values are stored RFC 2047-encoded. */
-function encodeMeta(meta: ObjectMeta): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(meta)) {
-    if (/^[\x20-\x7e]*$/.test(v) && v.trim() === v) {
-      out[k] = v;
-    } else {
-      let bin = "";
-      for (const b of new TextEncoder().encode(v)) bin += String.fromCharCode(b);
-      out[k] = `=?utf-8?b?${btoa(bin)}?=`;
-    }
-  }
-  return out;
-}
-
-function decodeMeta(meta: Record<string, string> | undefined): ObjectMeta {
-  const out: ObjectMeta = {};
-  for (const [k, v] of Object.entries(meta ?? {})) {
-    const m = /^=\?utf-8\?b\?([A-Za-z0-9+/=]*)\?=$/.exec(v);
-    out[k] = m ? new TextDecoder().decode(Uint8Array.from(atob(m[1]), (c) => c.charCodeAt(0))) : v;
-  }
-  return out;
 }
 
 /** REST API version of the ranged reads (the one the SDK speaks). */
@@ -311,7 +340,8 @@ export class AzureBackend implements Backend {
       serviceUrlSource: "",
       secretSource: "the account key",
     };
-    this.partSize = options.partSize ?? 16 * MiB;
+    this.#maxBlocks = options.maxBlocks ?? AZURE_MAX_BLOCKS;
+    this.partSize = blockSizeFor(options.partSize ?? 16 * MiB, options.maxObjectSize, this.#maxBlocks);
     this.rangeSize = Math.max(1, options.rangeSize ?? Math.min(this.partSize, DOWNLOAD_RANGE_SIZE));
     this.concurrency = Math.max(1, options.concurrency ?? 4);
     this.#listPageSize = options.listPageSize ?? 1000;
@@ -320,11 +350,11 @@ export class AzureBackend implements Backend {
     this.#maxRetryDelayMs = options.maxRetryDelayMs ?? 30_000;
     this.#timeoutMs = options.timeoutMs ?? 180_000;
     this.#accessTier = options.accessTier || undefined;
-    this.#maxBlocks = options.maxBlocks ?? AZURE_MAX_BLOCKS;
     this.#log = options.log;
-    if (this.partSize < 1 || this.partSize > AZURE_MAX_BLOCK_SIZE) {
+    const requested = options.partSize ?? this.partSize;
+    if (requested < 1 || requested > AZURE_MAX_BLOCK_SIZE) {
       throw new InvalidSettingsError(
-        `part size ${this.partSize} bytes is outside Azure's block size range: set PLUGIN_PART_SIZE_MB to 1–4000`,
+        `part size ${requested} bytes is outside Azure's block size range: set PLUGIN_PART_SIZE_MB to 1–4000`,
         { backend: KIND, op: "connect" },
       );
     }
@@ -333,25 +363,23 @@ export class AzureBackend implements Backend {
   /**
    * Creates the container when it is missing. An identity that may not
    * create containers but may list an existing one still works (as the Go
-   * plugin: try to create, on failure probe by listing one blob).
+   * plugin: try to create, on any refusal probe by listing one blob). A
+   * container-scoped SAS (`sr=c`, the usual least-privilege token) can never
+   * create one, so it goes straight to the probe. A container that is being
+   * deleted (409 `ContainerBeingDeleted`; Azure takes up to about a minute)
+   * is waited for with backoff, up to the operation timeout.
    */
   async ensureContainer(): Promise<void> {
     let createError: unknown;
-    try {
-      await this.#call(
-        "connect",
-        undefined,
-        undefined,
-        (signal) => this.#containerClient.create({ abortSignal: signal }),
-      );
-      this.#log?.info("created the azure container", { container: this.container });
-      return;
-    } catch (err) {
-      const cause = sdkError(err instanceof StorageError ? err.cause : err);
-      if (cause.code === "ContainerAlreadyExists" || cause.statusCode === 409) return;
+    if (this.#sasParam("sr") === "c") {
+      createError = "a container SAS (sr=c) cannot create containers";
+    } else {
+      createError = await this.#createContainer();
+      if (createError === undefined) return;
       // Unreachable or refused outright: probing would only repeat the same wait.
-      if (err instanceof UnavailableError || err instanceof AuthFailedError) throw err;
-      createError = err;
+      if (createError instanceof UnavailableError || createError instanceof AuthFailedError) {
+        throw createError;
+      }
     }
     try {
       await this.#call(
@@ -361,9 +389,9 @@ export class AzureBackend implements Backend {
         (signal) =>
           this.#containerClient.listBlobsFlat({ abortSignal: signal }).byPage({ maxPageSize: 1 }).next(),
       );
-      this.#log?.debug("cannot create the container, but it exists and can be listed", {
+      this.#log?.debug("not creating the container: it exists and can be listed", {
         container: this.container,
-        create_error: (createError as Error).message,
+        create_error: createError instanceof Error ? createError.message : String(createError),
       });
     } catch (probeError) {
       // Listing says why: a missing container (then the create error tells why it could
@@ -372,7 +400,7 @@ export class AzureBackend implements Backend {
         throw new NotFoundError(
           `container "${this.container}" does not exist in storage account ${this.auth.accountName} ` +
             `(${this.auth.serviceUrl}) and could not be created (${
-              this.#shortCause(createError)
+              typeof createError === "string" ? createError : this.#shortCause(createError)
             }): create it, ` +
             `or give the identity a role that may create containers (Storage Blob Data Contributor on the ` +
             `account), or check PLUGIN_CONTAINER`,
@@ -380,6 +408,66 @@ export class AzureBackend implements Backend {
         );
       }
       throw probeError;
+    }
+  }
+
+  /**
+   * Creates the container: `undefined` when it was created or already exists, else the (mapped) refusal.
+   * While the container is being deleted, waits with backoff up to the operation timeout.
+   */
+  async #createContainer(): Promise<unknown> {
+    const limitMs = this.#timeoutMs > 0 ? this.#timeoutMs : 180_000;
+    const started = Date.now();
+    for (let wait = 0;; wait++) {
+      try {
+        await this.#call(
+          "connect",
+          undefined,
+          undefined,
+          (signal) => this.#containerClient.create({ abortSignal: signal }),
+        );
+        this.#log?.info("created the azure container", { container: this.container });
+        return undefined;
+      } catch (err) {
+        const cause = sdkError(err instanceof StorageError ? err.cause : err);
+        if (cause.code === "ContainerBeingDeleted") {
+          const elapsed = Date.now() - started;
+          const delay = Math.min(
+            backoffDelay(wait, { retries: 0, baseMs: 1000, capMs: 10_000, idleMs: 0 }),
+            limitMs - elapsed,
+          );
+          if (delay <= 0) {
+            return new UnavailableError(
+              `container "${this.container}" of storage account ${this.auth.accountName} is being deleted ` +
+                `(409 ContainerBeingDeleted) and was still being deleted after ${
+                  Math.round(elapsed / 1000)
+                } s: ` +
+                `Azure needs up to about a minute to delete a container; retry later, raise ` +
+                `PLUGIN_BACKEND_OPERATION_TIMEOUT, or use another PLUGIN_CONTAINER`,
+              { backend: KIND, op: "connect", cause: err },
+            );
+          }
+          this.#log?.info("the azure container is being deleted; waiting to create it again", {
+            container: this.container,
+            wait_ms: Math.round(delay),
+          });
+          await waitFor(delay);
+          continue;
+        }
+        if (cause.code === "ContainerAlreadyExists" || (cause.statusCode === 409 && !cause.code)) {
+          return undefined;
+        }
+        return err;
+      }
+    }
+  }
+
+  /** A parameter of the SAS in the client URL (`sr`, `sp`), or undefined without a SAS. */
+  #sasParam(name: string): string | undefined {
+    try {
+      return new URL(this.#client.url).searchParams.get(name) ?? undefined;
+    } catch {
+      return undefined;
     }
   }
 
@@ -513,7 +601,9 @@ export class AzureBackend implements Backend {
     const blocks: BlockRef[] = [];
     const inflight = new Set<Promise<void>>();
     let total = 0;
-    let buffer: Uint8Array = new Uint8Array(this.partSize);
+    // The block size grows with the block count (blockSizeAt), so a stream longer than planned still fits.
+    let blockSize = this.partSize;
+    let buffer: Uint8Array = new Uint8Array(blockSize);
     let fill = 0;
 
     // Block buffers are reused once their block is staged: (concurrency + 1) × part size, allocated once.
@@ -532,7 +622,7 @@ export class AzureBackend implements Backend {
         (signal, touch) =>
           blob.stageBlock(ref.id, data, data.length, { abortSignal: signal, onProgress: touch }),
       )
-        .then(() => void (data.length === this.partSize && pool.push(data)), (err) => internal.abort(err))
+        .then(() => void (data.length === blockSize && pool.push(data)), (err) => internal.abort(err))
         .finally(() => inflight.delete(staged));
       inflight.add(staged);
     };
@@ -545,13 +635,18 @@ export class AzureBackend implements Backend {
         total += value.length;
         let offset = 0;
         while (offset < value.length) {
-          const n = Math.min(this.partSize - fill, value.length - offset);
+          const n = Math.min(blockSize - fill, value.length - offset);
           buffer.set(value.subarray(offset, offset + n), fill);
           fill += n;
           offset += n;
-          if (fill === this.partSize) {
+          if (fill === blockSize) {
             await dispatch(buffer);
-            buffer = pool.pop() ?? new Uint8Array(this.partSize);
+            const grown = blockSizeAt(blocks.length, this.partSize, this.#maxBlocks);
+            if (grown !== blockSize) {
+              blockSize = grown;
+              pool.length = 0; // smaller buffers are of no further use
+            }
+            buffer = pool.pop() ?? new Uint8Array(blockSize);
             fill = 0;
           }
         }
@@ -759,13 +854,12 @@ export class AzureBackend implements Backend {
 
   #tooLarge(name: string): TooLargeError {
     const mib = this.partSize / MiB;
-    const limit = (this.#maxBlocks * this.partSize) / 1024 ** 3;
+    let capacity = 0;
+    for (let i = 0; i < this.#maxBlocks; i++) capacity += blockSizeAt(i, this.partSize, this.#maxBlocks);
     return new TooLargeError(
-      `the archive is larger than one Azure block blob can hold at this block size: ${this.#maxBlocks} blocks × ` +
-        `${mib} MiB = ${
-          limit.toFixed(1)
-        } GiB. Raise PLUGIN_PART_SIZE_MB (now ${mib}; Azure allows up to 4000) ` +
-        `or cache less under this mount`,
+      `the archive is larger than one Azure block blob can hold: ${this.#maxBlocks} blocks starting at ${mib} MiB ` +
+        `and growing to at most 4000 MiB hold ${formatBytes(capacity)}. Raise ` +
+        `PLUGIN_MULTIPART_MAX_UPLOAD_SIZE_MB (or PLUGIN_PART_SIZE_MB, now ${mib}) or cache less under this mount`,
       { backend: KIND, op: "put", object: name },
     );
   }
@@ -840,15 +934,26 @@ export class AzureBackend implements Backend {
       }
       return new NotFoundError(`no such object (${detail})`, context);
     }
-    // A shared key or SAS that does not verify is AuthenticationFailed on Azure and
-    // AuthorizationFailure on Azurite; HEAD responses carry no code at all.
+    // A shared key or SAS that does not verify is AuthenticationFailed on Azure; Azurite says
+    // AuthorizationFailure with Azure's AuthenticationFailed message. HEAD responses carry no code.
     const keyBased = auth.method === "shared-key" || auth.method === "sas" ||
       auth.method === "connection-string";
+    const authenticationMessage = /^Server failed to authenticate the request/.test(firstLine(e.message));
     if (
-      AUTH_FAILED_CODES.has(code) || status === 401 ||
-      (keyBased && status === 403 && (code === "AuthorizationFailure" || code === ""))
+      AUTH_FAILED_CODES.has(code) || status === 401 || (status === 403 && authenticationMessage) ||
+      (keyBased && status === 403 && code === "")
     ) {
       return new AuthFailedError(this.#credentialRejected(detail), context);
+    }
+    if (code === "AuthorizationFailure" || code === "AuthorizationSourceIPMismatch") {
+      return new AccessDeniedError(this.#authorizationFailure(op, detail), context);
+    }
+    if (code === "ContainerBeingDeleted") {
+      return new UnavailableError(
+        `container "${this.container}" of storage account ${auth.accountName} is being deleted (${detail}): ` +
+          `Azure needs up to about a minute; retry later or use another PLUGIN_CONTAINER`,
+        context,
+      );
     }
     if (DENIED_CODES.has(code) || status === 403) {
       return new AccessDeniedError(this.#permissionDenied(op, detail), context);
@@ -923,17 +1028,29 @@ export class AzureBackend implements Backend {
     }
   }
 
+  /**
+   * 403 AuthorizationFailure: the credential was accepted, the request was not: the storage firewall
+   * (virtual network / IP rules, private endpoint only), or a SAS whose permissions or scope do not cover it.
+   */
+  #authorizationFailure(op: string, detail: string): string {
+    const auth = this.auth;
+    const sp = this.#sasParam("sp");
+    const sr = this.#sasParam("sr");
+    const sas = sp !== undefined || sr !== undefined
+      ? `; the SAS in use has permissions sp=${sp ?? "(none)"}${sr ? ` and resource sr=${sr}` : ""}: it ` +
+        `needs sp=racwdl (read, add, create, write, delete, list) on this container or account (a container ` +
+        `SAS, sr=c, cannot create the container: create it beforehand)`
+      : "; with a SAS token, also check its permissions (sp=racwdl) and scope (sr=c or an account SAS)";
+    const request = `${verbOf(op)} (container "${this.container}", ${detail})`;
+    return `storage account ${auth.accountName} refused the request of this ${auth.method} credential to ` +
+      `${request}. The credential itself is valid: check the ` +
+      `account's firewall and virtual network rules (Networking: public access disabled, or enabled from ` +
+      `selected networks and IPs that do not include this runner; private endpoint only)${sas}`;
+  }
+
   #permissionDenied(op: string, detail: string): string {
     const auth = this.auth;
-    const what = op === "get" || op === "stat"
-      ? "read blobs"
-      : op === "list"
-      ? "list blobs"
-      : op === "connect"
-      ? "use the container"
-      : op === "delete"
-      ? "delete blobs"
-      : "write blobs";
+    const what = verbOf(op);
     const target = `container "${this.container}" of storage account ${auth.accountName}`;
     if (auth.method === "sas") {
       return `the SAS token may not ${what} in ${target} (${detail}): issue it with read, add, create, write, ` +
@@ -984,6 +1101,7 @@ export async function createAzureBackend(settings: Settings, log: Logger): Promi
     container,
     auth,
     partSize,
+    maxObjectSize: settings.multipartMaxUploadSizeMb * MiB,
     concurrency: settings.transferConcurrency,
     maxRetries: settings.azureBlobMaxRetryRequests,
     timeoutMs: settings.backendOperationTimeout,

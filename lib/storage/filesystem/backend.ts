@@ -18,6 +18,7 @@ import {
   type TransferOptions,
   UnavailableError,
 } from "../backend.ts";
+import { decodeMeta, encodeMeta } from "../metadata.ts";
 import type { Logger } from "../../log.ts";
 import { describeSource, type Settings } from "../../settings.ts";
 
@@ -135,7 +136,7 @@ export class FilesystemBackend implements Backend {
       await writeAll(body, file, options);
       file.close();
       file = undefined;
-      await Deno.writeTextFile(`${temp}${META_SUFFIX}`, JSON.stringify(meta));
+      await Deno.writeTextFile(`${temp}${META_SUFFIX}`, JSON.stringify(encodeMeta(meta)));
       await Deno.rename(`${temp}${META_SUFFIX}`, `${path}${META_SUFFIX}`);
       await Deno.rename(temp, path);
     } catch (err) {
@@ -164,7 +165,10 @@ export class FilesystemBackend implements Backend {
 
   async #readMeta(path: string): Promise<ObjectMeta> {
     try {
-      return JSON.parse(await Deno.readTextFile(`${path}${META_SUFFIX}`));
+      const stored: unknown = JSON.parse(await Deno.readTextFile(`${path}${META_SUFFIX}`));
+      return stored !== null && typeof stored === "object" && !Array.isArray(stored)
+        ? decodeMeta(stored as Record<string, unknown>)
+        : {};
     } catch {
       return {};
     }

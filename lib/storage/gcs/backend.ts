@@ -32,6 +32,7 @@ import {
   type TransferOptions,
   UnavailableError,
 } from "../backend.ts";
+import { decodeMeta, encodeMeta } from "../metadata.ts";
 import { type GcsAuth, resolveGcsAuth } from "./auth.ts";
 import type { Logger } from "../../log.ts";
 import { describeSource, type Settings } from "../../settings.ts";
@@ -370,7 +371,7 @@ export class GcsBackend implements Backend {
           "content-type": "application/json; charset=UTF-8",
           "x-upload-content-type": "application/octet-stream",
         },
-        body: JSON.stringify({ name, contentType: "application/octet-stream", metadata: meta }),
+        body: JSON.stringify({ name, contentType: "application/octet-stream", metadata: encodeMeta(meta) }),
         signal: anySignal(signal, timeout),
       });
       if (!res.ok) throw await httpError(res);
@@ -679,15 +680,11 @@ interface RawMeta {
 }
 
 function toInfo(md: RawMeta): ObjectInfo {
-  const meta: ObjectMeta = {};
-  for (const [k, v] of Object.entries(md.metadata ?? {})) {
-    if (v !== null && v !== undefined) meta[k] = String(v);
-  }
   return {
     name: md.name ?? "",
     size: Number(md.size ?? 0),
     modified: new Date(md.updated ?? md.timeCreated ?? 0),
-    meta,
+    meta: decodeMeta(md.metadata),
   };
 }
 

@@ -54,6 +54,7 @@ import {
   type TransferOptions,
   UnavailableError,
 } from "../backend.ts";
+import { decodeMeta, encodeMeta } from "../metadata.ts";
 import { idleWatch } from "../transfer/idle.ts";
 import type { Logger } from "../../log.ts";
 import type { Settings } from "../../settings.ts";
@@ -258,7 +259,7 @@ export class S3Backend implements Backend {
     const params = {
       Bucket: this.bucket,
       Key: name,
-      Metadata: meta,
+      Metadata: encodeMeta(meta),
       ContentType: "application/octet-stream",
       ...(o.acl && !o.directoryBucket ? { ACL: o.acl as ObjectCannedACL } : {}),
       ...(o.sse ? { ServerSideEncryption: o.sse as ServerSideEncryption } : {}),
@@ -677,11 +678,11 @@ export class S3Backend implements Backend {
 /**
  * Object metadata as stored: some S3-compatible stores (Swift's s3api behind
  * WSGI) hand `x-amz-meta-cicache_format` back as `cicache-format`; our keys
- * are restored to their underscore spelling.
+ * are restored to their underscore spelling, and values decoded (`metadata.ts`).
  */
 function normalizeMeta(meta: Record<string, string> | undefined): ObjectMeta {
   const out: ObjectMeta = {};
-  for (const [k, v] of Object.entries(meta ?? {})) {
+  for (const [k, v] of Object.entries(decodeMeta(meta))) {
     out[k.startsWith("cicache-") ? k.replaceAll("-", "_") : k] = v;
   }
   return out;
