@@ -28,6 +28,7 @@ import {
   type TransferOptions,
   UnavailableError,
 } from "../backend.ts";
+import { decodeMeta, encodeMeta } from "../metadata.ts";
 import { DEFAULT_RETRY_POLICY, IdleTimeoutError, type RetryPolicy, withRetry } from "../transfer/retry.ts";
 import type { Logger } from "../../log.ts";
 import type { Settings } from "../../settings.ts";
@@ -435,7 +436,7 @@ export class SftpBackend implements Backend {
       await file.close();
       const size = written;
       // Metadata first, then the object: a reader never sees the object before its metadata.
-      await this.#writeSmall(metaTemp, JSON.stringify(meta), name, signal);
+      await this.#writeSmall(metaTemp, JSON.stringify(encodeMeta(meta)), name, signal);
       await this.#rename(metaTemp, `${path}${META_SUFFIX}`, name, signal);
       await this.#rename(temp, path, name, signal, size);
     } catch (err) {
@@ -547,7 +548,7 @@ export class SftpBackend implements Backend {
     try {
       const data = await this.#fileRequest("stat", object, file, (s, h) => s.read(h, 0, 64 * 1024));
       const parsed = JSON.parse(new TextDecoder().decode(data));
-      return parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {};
+      return parsed && typeof parsed === "object" && !Array.isArray(parsed) ? decodeMeta(parsed) : {};
     } catch {
       return {}; // none (a Go plugin object) or unreadable
     } finally {
