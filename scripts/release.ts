@@ -161,6 +161,9 @@ export async function release(options: ReleaseOptions): Promise<ReleaseResult> {
       "bundle",
       "--quiet",
       "--platform=deno",
+      // ssh2's optional native add-ons (not built here) are loaded in try/catch: keep them out of the bundle.
+      "--external",
+      "*.node",
       "-o",
       `${out}/ci-cache.js`,
       "main.ts",
