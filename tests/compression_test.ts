@@ -176,3 +176,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "compression: zstd output released by the consumer is reused for later frames; the stream stays intact",
+  ...opts,
+  fn: async () => {
+    const input = bytes(24 * 1024 * 1024, 11); // random: frames as big as their blocks, 6 frames
+    const compressor = compressStream("zstd", -1, { workers: 2 });
+    const reader = streamOf(input, 1 << 20).pipeThrough(compressor).getReader();
+    const copies: Uint8Array[] = [];
+    const buffers: ArrayBufferLike[] = [];
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      copies.push(value.slice()); // "written": the bytes are copied out, then the chunk is handed back
+      buffers.push(value.buffer);
+      compressor.release(value);
+    }
+    assert(copies.length >= 6, `${copies.length} frames`);
+    // A reused buffer travelled back to a worker: here it is detached (transferred), not garbage.
+    const reused = buffers.filter((b) => b.byteLength === 0).length;
+    assert(reused > 0, `released buffers are written again (${reused} of ${buffers.length} reused)`);
+    const joined = new Uint8Array(copies.reduce((n, c) => n + c.length, 0));
+    let off = 0;
+    for (const c of copies) joined.set(c, (off += c.length) - c.length);
+    const { stream } = decompressStream();
+    assertEquals(await collect(streamOf(joined).pipeThrough(stream)), input);
+    compressor.release(new Uint8Array(16)); // a chunk it never handed out is ignored
+  },
+});

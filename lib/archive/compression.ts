@@ -29,6 +29,10 @@ export type ArchiveFormat = "tar" | "gzip" | "zstd";
 
 /** Bytes per independently compressed block. */
 const COMPRESS_BLOCK = 4 << 20;
+/** Size of a compressed-output buffer: above ZSTD_compressBound of a block, so any frame fits. */
+const OUT_BLOCK = COMPRESS_BLOCK + (COMPRESS_BLOCK >> 7) + 4096;
+/** Compressed-output buffers kept for reuse once the backend released them. */
+const OUT_FREE_MAX = 8;
 /** Decompressed bytes allowed to wait for the consumer before the decoder pauses. */
 const OUT_LIMIT = 8 << 20;
 /** Size of the decoder's output chunks (transferred to the caller as they are, no copy). */
@@ -76,7 +80,6 @@ function nativeHandle(z) {
 
 // ---- compression: one block in, one zstd frame / gzip member out ----
 let cz; // undefined: not tried yet; null: no native handle
-let cout = null;
 // zstdCompressSync sometimes appends an empty 13-byte frame (magic, single-segment header with
 // content size 0, an empty last raw block, checksum). It carries no data, but a stream cut right
 // before it would still look complete: drop it, so the last bytes of every block are its real checksum.
@@ -88,13 +91,19 @@ function dropEmptyFrame(u) {
     t[5] === 0 && t[6] === 1 && t[7] === 0 && t[8] === 0;
   return empty ? u.slice(0, n - 13) : u;
 }
-function zstdFrame(input, params) {
+// Returns { data, length }: the frame is data[0..length). With the native handle the frame is written
+// straight into \`out\` (a buffer the main thread handed back for reuse) or a new buffer of the bound's size,
+// and that whole buffer travels back: no copy, and the main thread can return it for the next block.
+function zstdFrame(input, params, out) {
   if (cz === undefined) cz = nativeHandle(zlib.createZstdCompress({ params }));
-  if (cz === null) return dropEmptyFrame(own(zlib.zstdCompressSync(input, { params })));
+  if (cz === null) {
+    const data = dropEmptyFrame(own(zlib.zstdCompressSync(input, { params })));
+    return { data, length: data.length };
+  }
   const bound = input.length + (input.length >> 7) + 4096; // above ZSTD_compressBound
-  if (cout === null || cout.length < bound) cout = new Uint8Array(bound);
+  const dst = out && out.length >= bound ? out : new Uint8Array(Math.max(bound, ${OUT_BLOCK}));
   try {
-    cz.h.writeSync(C.ZSTD_e_end, input, 0, input.length, cout, 0, cout.length);
+    cz.h.writeSync(C.ZSTD_e_end, input, 0, input.length, dst, 0, dst.length);
   } catch (err) {
     cz = undefined; // the context may be mid-frame: start over with a new one
     throw err;
@@ -105,7 +114,7 @@ function zstdFrame(input, params) {
     cz = undefined;
     throw new Error("the zstd frame did not fit its output buffer");
   }
-  return cout.slice(0, cout.length - availOut);
+  return { data: dst, length: dst.length - availOut };
 }
 
 // ---- decompression: a stream of input buffers in, OUT_CHUNK buffers out ----
@@ -193,10 +202,18 @@ self.onmessage = (e) => {
   if (m.type === "compress") {
     try {
       const input = m.data.subarray(0, m.length);
-      const data = m.format === "zstd"
-        ? zstdFrame(input, m.params)
-        : own(zlib.gzipSync(input, { level: m.level, strategy: m.strategy }));
-      self.postMessage({ type: "compressed", id: m.id, data, block: m.data }, [data.buffer, m.data.buffer]);
+      let frame;
+      if (m.format === "zstd") frame = zstdFrame(input, m.params, m.out);
+      else {
+        const data = own(zlib.gzipSync(input, { level: m.level, strategy: m.strategy }));
+        frame = { data, length: data.length };
+      }
+      const transfer = [frame.data.buffer, m.data.buffer];
+      if (m.out && m.out !== frame.data) transfer.push(m.out.buffer); // too small: back to be dropped
+      self.postMessage(
+        { type: "compressed", id: m.id, data: frame.data, length: frame.length, block: m.data },
+        transfer,
+      );
     } catch (err) {
       self.postMessage({ type: "failed", id: m.id, message: messageOf(err) });
     }
@@ -267,6 +284,10 @@ class CompressPool {
   #params: Record<string, unknown>;
   /** Input blocks the workers handed back, ready to be filled again. */
   readonly free: Uint8Array[] = [];
+  /** Output buffers the consumer released, to compress the next blocks into. */
+  #outFree: Uint8Array[] = [];
+  /** Output buffers this pool handed out (only those may come back). */
+  #issued = new WeakSet<ArrayBufferLike>();
 
   constructor(format: "gzip" | "zstd", params: Record<string, unknown>, size: number) {
     this.#format = format;
@@ -285,8 +306,12 @@ class CompressPool {
         if (m.block) this.free.push(m.block);
         if (!job) return;
         this.#jobs.delete(m.id);
-        if (m.type === "compressed") job.resolve(m.data);
-        else job.reject(new Error(`${this.#format} compression failed: ${m.message}`));
+        if (m.type === "compressed") {
+          const frame: Uint8Array = m.data;
+          // A frame in a buffer of the reusable size is offered back through release() once written.
+          if (frame.byteLength === OUT_BLOCK) this.#issued.add(frame.buffer);
+          job.resolve(frame.subarray(0, m.length));
+        } else job.reject(new Error(`${this.#format} compression failed: ${m.message}`));
       };
       slot.w.onerror = (e) => {
         e.preventDefault();
@@ -313,11 +338,27 @@ class CompressPool {
     const slot = this.#worker();
     slot.busy++;
     const p = new Promise<Uint8Array>((resolve, reject) => this.#jobs.set(id, { resolve, reject }));
+    const out = this.#format === "zstd" ? this.#outFree.pop() : undefined;
+    const transfer = [block.buffer as ArrayBuffer];
+    if (out) transfer.push(out.buffer as ArrayBuffer);
     slot.w.postMessage(
-      { type: "compress", id, format: this.#format, data: block, length, ...this.#params },
-      [block.buffer as ArrayBuffer],
+      { type: "compress", id, format: this.#format, data: block, length, out, ...this.#params },
+      transfer,
     );
     return p;
+  }
+
+  /**
+   * Takes back a compressed chunk the consumer no longer needs (see
+   * `TransferOptions.release`), so the next frame is written into its
+   * memory instead of a new buffer. Chunks this pool did not hand out are
+   * ignored.
+   */
+  release(chunk: Uint8Array): void {
+    const buffer = chunk.buffer;
+    if (!this.#issued.has(buffer) || this.#outFree.length >= OUT_FREE_MAX) return;
+    this.#issued.delete(buffer);
+    this.#outFree.push(new Uint8Array(buffer as ArrayBuffer));
   }
 
   close(): void {
@@ -325,8 +366,17 @@ class CompressPool {
     for (const { w } of this.#workers) w.terminate();
     this.#workers = [];
     this.free.length = 0;
+    this.#outFree.length = 0;
   }
 }
+
+/**
+ * The compression transform, plus `release`: hand each output chunk back
+ * once it was written (pass it as the backend's `TransferOptions.release`),
+ * so its memory takes the next frame instead of a new buffer. Optional: a
+ * chunk never released is simply garbage collected.
+ */
+export type CompressStream = TransformStream<Uint8Array, Uint8Array> & { release(chunk: Uint8Array): void };
 
 /** Options of {@link compressStream}. */
 export interface CompressOptions {
@@ -347,7 +397,8 @@ export interface CompressOptions {
  * parallel on up to `workers` threads (default: the CPU count, at most 4).
  *
  * Memory is bounded: at most `workers + 1` blocks of 4 MiB are being
- * compressed or waiting to be written, and their buffers are reused. Input
+ * compressed or waiting to be written, and their buffers are reused (the
+ * output buffers too, when the consumer calls `release`). Input
  * chunks are copied into the blocks and handed to `options.release` (for
  * `tar` they pass on as they are and are not released).
  *
@@ -361,8 +412,8 @@ export function compressStream(
   format: ArchiveFormat,
   level: number,
   options: CompressOptions = {},
-): TransformStream<Uint8Array, Uint8Array> {
-  if (format === "tar") return new TransformStream<Uint8Array, Uint8Array>();
+): CompressStream {
+  if (format === "tar") return Object.assign(new TransformStream<Uint8Array, Uint8Array>(), { release() {} });
   if (format !== "gzip" && format !== "zstd") throw new RangeError(`unknown archive format ${format}`);
   const params = codecParams(format, level);
   const size = options.workers ?? Math.min(4, Math.max(1, navigator.hardwareConcurrency || 1));
@@ -380,7 +431,7 @@ export function compressStream(
     fill = 0;
   };
 
-  return new TransformStream<Uint8Array, Uint8Array>({
+  const stream = new TransformStream<Uint8Array, Uint8Array>({
     async transform(chunk, controller) {
       let off = 0;
       while (off < chunk.length) {
@@ -408,6 +459,7 @@ export function compressStream(
       pool.close();
     },
   });
+  return Object.assign(stream, { release: (chunk: Uint8Array) => pool.release(chunk) });
 }
 
 /** Decompressed chunks waiting for the consumer, with a byte count for backpressure. */

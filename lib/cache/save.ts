@@ -110,12 +110,14 @@ async function saveMount(ctx: OpContext, mount: string): Promise<MountOutcome> {
     const format = settings.archiveFormat as ArchiveFormat;
     // Chunk memory goes back to the packer once used: copied into compression blocks, or (tar) written by a
     // backend that supports `release`. Uncompressed tar skips the compression stage (no pass-through hop).
+    // Compressed chunks go back to the compressor the same way, for the next frames.
     const tar = format === "tar";
-    const archived = tar ? archive.stream : archive.stream.pipeThrough(
-      compressStream(format, settings.compressionLevel, { release: archive.release }),
-    );
+    const compressor = tar ? undefined : compressStream(format, settings.compressionLevel, {
+      release: archive.release,
+    });
+    const archived = compressor ? archive.stream.pipeThrough(compressor) : archive.stream;
     const body = archived.pipeThrough(meter.stream());
-    const transfer: TransferOptions = tar ? { release: archive.release } : {};
+    const transfer: TransferOptions = { release: compressor?.release ?? archive.release };
     try {
       await backend.put(object, body, {
         [META.format]: settings.archiveFormat,
