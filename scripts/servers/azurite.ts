@@ -22,6 +22,8 @@ import { makeTestTls, type TestTls } from "./tls.ts";
 import { type EntraServer, startEntra } from "./entra.ts";
 
 /** The emulator's published development account (not a secret). */
+import { watchdog } from "./watchdog.ts";
+
 export const AZURITE_ACCOUNT = "devstoreaccount1";
 /** The emulator's published development key (not a secret). */
 export const AZURITE_KEY =
@@ -130,6 +132,7 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurit
       stderr: "piped",
       env: { NO_COLOR: "1" },
     }).spawn();
+    watchdog(child.pid, dir);
     // Both pipes go to the log file; closing is left to the stream that finishes last.
     const logWriter = log.writable.getWriter();
     const drain = async (s: ReadableStream<Uint8Array>) => {
