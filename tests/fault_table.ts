@@ -280,3 +280,58 @@ export function faultRuns(): number {
   const n = Number(Deno.env.get("CICACHE_FAULT_RUNS") ?? "1");
   return Number.isFinite(n) && n >= 1 ? Math.floor(n) : 1;
 }
+
+/** Outcome of one load run: how many restores got a complete version, and how many were told to restore again. */
+export interface LoadRun {
+  complete: number;
+  replaced: number;
+  ms: number;
+}
+
+/**
+ * 8 concurrent saves and 8 concurrent restores of the same object name
+ * (straight to the server): every restore yields one complete version (the
+ * old one or one of the new ones, byte for byte, never a mix) or fails with
+ * the clean "replaced during the download" error; afterwards the object is
+ * exactly one of the saved versions.
+ */
+export async function runLoadCase(
+  target: FaultTarget,
+  seed: number,
+  size = 2 * 1024 * 1024 + 3,
+): Promise<LoadRun> {
+  const name = `load/${seed}`;
+  const versions = Array.from({ length: 9 }, (_, i) => seededBytes(size, seed * 100 + i));
+  const which = (got: Uint8Array) =>
+    versions.findIndex((v) => v.length === got.length && v.every((b, i) => b === got[i]));
+  const started = performance.now();
+  await target.owner.put(name, streamOf(versions[0], 256 * KiB), {});
+  let complete = 0;
+  let replaced = 0;
+  try {
+    await within(
+      Promise.all([
+        ...versions.slice(1).map((v) => target.owner.put(name, streamOf(v, 256 * KiB), {})),
+        ...versions.slice(1).map(async () => {
+          try {
+            const got = await readAll(await target.owner.get(name));
+            assert(which(got) >= 0, `a restore got ${got.length} bytes that match no saved version (mixed?)`);
+            complete++;
+          } catch (err) {
+            if (!/replaced|changed|modified|precondition|412|ConditionNotMet/i.test(chain(err).join(" "))) {
+              throw err;
+            }
+            replaced++;
+          }
+        }),
+      ]),
+      FAULT_BOUND_MS,
+      `${target.kind} load`,
+    );
+    const final = await readAll(await target.owner.get(name));
+    assert(which(final) >= 1, "after the saves the object is none of the saved versions");
+  } finally {
+    await target.owner.delete(name).catch(() => {});
+  }
+  return { complete, replaced, ms: performance.now() - started };
+}
