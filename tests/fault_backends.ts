@@ -19,6 +19,8 @@ import { startAzurite } from "../scripts/servers/azurite.ts";
 import { startGcs } from "../scripts/servers/gcs.ts";
 
 const MiB = 1024 * 1024;
+/** The owner (straight to the server, also the load case's 16 concurrent transfers) gets a generous idle timeout. */
+const OWNER_IDLE_MS = 60_000;
 /** A started server and its fault target. */
 export interface Started {
   target: FaultTarget;
@@ -29,14 +31,14 @@ export interface Started {
 export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
   async s3() {
     const s = await startSwift();
-    const make = (endpoint: string, log?: Logger) =>
+    const make = (endpoint: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) =>
       new S3Backend({
         client: makeS3Client({
           region: s.region,
           endpoint,
           pathStyle: true,
           credentials: () => Promise.resolve({ accessKeyId: s.accessKey, secretAccessKey: s.secretKey }),
-          idleTimeoutMs: FAULT_POLICY.idleMs,
+          idleTimeoutMs: idleMs,
           concurrency: 2,
           log,
         }),
@@ -44,7 +46,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         partSize: 5 * MiB,
         rangeSize: 4 * MiB,
         concurrency: 2,
-        idleTimeoutMs: FAULT_POLICY.idleMs,
+        idleTimeoutMs: idleMs,
         retries: FAULT_POLICY.retries,
         retryBaseMs: FAULT_POLICY.baseMs,
         log,
@@ -53,7 +55,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
       target: {
         kind: "s3",
         through: make,
-        owner: make(s.endpoint),
+        owner: make(s.endpoint, undefined, OWNER_IDLE_MS),
         port: Number(new URL(s.endpoint).port),
         isUpload: (r) => r.method === "PUT",
         isDownload: (r) => r.method === "GET" && "range" in r.headers,
@@ -65,7 +67,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
   },
   async azure() {
     const a = await startAzurite();
-    const make = (endpoint: string, log?: Logger) =>
+    const make = (endpoint: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) =>
       new AzureBackend({
         client: new BlobServiceClient(
           endpoint === a.url ? a.url : `${endpoint}/${a.accountName}`,
@@ -76,12 +78,12 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         partSize: 1 * MiB,
         rangeSize: 1 * MiB,
         concurrency: 2,
-        timeoutMs: FAULT_POLICY.idleMs,
+        timeoutMs: idleMs,
         maxRetries: FAULT_POLICY.retries,
         retryDelayMs: FAULT_POLICY.baseMs,
         log,
       });
-    const owner = make(a.url);
+    const owner = make(a.url, undefined, OWNER_IDLE_MS);
     await owner.ensureContainer();
     return {
       target: {
@@ -104,7 +106,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
       headers: () => Promise.resolve({}),
       sdk: { authenticated: false },
     };
-    const make = (endpoint: string, log?: Logger) =>
+    const make = (endpoint: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) =>
       new GcsBackend({
         bucket: "faults",
         endpoint,
@@ -113,7 +115,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         partSize: 256 * 1024,
         rangeSize: 1 * MiB,
         concurrency: 2,
-        requestTimeoutMs: FAULT_POLICY.idleMs,
+        requestTimeoutMs: idleMs,
         retries: FAULT_POLICY.retries,
         retryBaseMs: FAULT_POLICY.baseMs,
         log,
@@ -122,7 +124,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
       target: {
         kind: "gcs",
         through: make,
-        owner: make(g.endpoint),
+        owner: make(g.endpoint, undefined, OWNER_IDLE_MS),
         port: Number(new URL(g.endpoint).port),
         isUpload: (r) => r.method === "PUT" && r.path.includes("upload"),
         isDownload: (r) => r.method === "GET" && "range" in r.headers,

@@ -275,7 +275,7 @@ export class GcsBackend implements Backend {
       while (launched < count && launched < next + this.#concurrency) {
         const start = launched * this.#rangeSize;
         const end = Math.min(size, start + this.#rangeSize) - 1;
-        const p = this.#readRange(url, name, start, end, abort.signal);
+        const p = this.#readRange(url, name, start, end, abort.signal, md.generation);
         p.catch(() => {});
         inflight.set(launched++, p);
       }
@@ -315,7 +315,14 @@ export class GcsBackend implements Backend {
    * Reads bytes [start, end] into one buffer of the range's size, chunk by chunk as they arrive (not
    * `arrayBuffer()`, which grows its own buffer and holds the response twice over).
    */
-  async #readRange(url: string, name: string, start: number, end: number, signal: AbortSignal) {
+  async #readRange(
+    url: string,
+    name: string,
+    start: number,
+    end: number,
+    signal: AbortSignal,
+    generation?: string,
+  ) {
     return await this.#retrying("get", name, signal, async ({ signal: attempt, touch }) => {
       const res = await fetch(url, {
         headers: { ...(await this.#auth.headers()), ...this.#csek, range: `bytes=${start}-${end}` },
@@ -323,6 +330,17 @@ export class GcsBackend implements Backend {
       });
       touch();
       if (res.status !== 206 && res.status !== 200) throw await httpError(res);
+      // Every range must come from the generation the download started with: a server that ignores
+      // `generation` (the emulator) would otherwise mix two saves into one stream.
+      const served = res.headers.get("x-goog-generation");
+      if (generation && served && served !== generation) {
+        await res.body?.cancel();
+        throw new StorageError("Failed", "the object was replaced during the download: restore again", {
+          backend: "gcs",
+          op: "get",
+          object: name,
+        });
+      }
       if (res.status === 200 && start !== 0) {
         await res.body?.cancel();
         throw new HttpError(502, `range ${start}-${end} came back as the whole object`);
