@@ -37,6 +37,7 @@ for (const [kind, start] of Object.entries(FAULT_BACKENDS)) {
         const out = await runLoadCase(target, 1 + run);
         assert(out.complete + out.replaced === 8, `restores: ${JSON.stringify(out)}`);
         assert(out.complete > 0, `no restore completed: ${JSON.stringify(out)}`);
+        assert(out.saved + out.lost === 8 && out.saved > 0, `saves: ${JSON.stringify(out)}`);
       }
     },
   });

@@ -51,6 +51,7 @@ import {
 } from "../backend.ts";
 import { IdleTimeoutError, parseRetryAfter, withRetry } from "../transfer/retry.ts";
 import { readRange, ShortReadError } from "../transfer/body.ts";
+import { restartingGet } from "../transfer/restart.ts";
 import { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
 
 export { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
@@ -402,7 +403,12 @@ export class AzureBackend implements Backend {
     }
   }
 
-  async get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+  get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+    return restartingGet(() => this.#getOnce(name, options), { log: this.#log, backend: KIND, object: name });
+  }
+
+  /** One download pinned to the ETag the properties call saw. */
+  async #getOnce(name: string, options: TransferOptions): Promise<ReadableStream<Uint8Array>> {
     const outer = options.signal;
     const blob = this.#containerClient.getBlobClient(name);
     const props = await this.#call(

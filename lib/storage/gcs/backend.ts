@@ -36,6 +36,7 @@ import { type GcsAuth, resolveGcsAuth } from "./auth.ts";
 import type { Logger } from "../../log.ts";
 import { type Attempt, parseRetryAfter, withRetry } from "../transfer/retry.ts";
 import { guardedChunks } from "../transfer/body.ts";
+import { restartingGet } from "../transfer/restart.ts";
 import { describeSource, type Settings } from "../../settings.ts";
 
 const MiB = 1024 * 1024;
@@ -243,7 +244,16 @@ export class GcsBackend implements Backend {
 
   // ── download ──────────────────────────────────────────────────────────
 
-  async get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+  get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+    return restartingGet(() => this.#getOnce(name, options), {
+      log: this.#log,
+      backend: "gcs",
+      object: name,
+    });
+  }
+
+  /** One download pinned to the generation the metadata call saw. */
+  async #getOnce(name: string, options: TransferOptions): Promise<ReadableStream<Uint8Array>> {
     let md: RawMeta;
     try {
       [md] = (await this.#retrying("get", name, undefined, () => this.#bucket.file(name).getMetadata(), {

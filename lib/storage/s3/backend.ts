@@ -68,6 +68,7 @@ import {
   withRetry,
 } from "../transfer/retry.ts";
 import { readRange } from "../transfer/body.ts";
+import { restartingGet } from "../transfer/restart.ts";
 import { Readable } from "node:stream";
 import type { Logger } from "../../log.ts";
 import type { Settings } from "../../settings.ts";
@@ -277,7 +278,16 @@ export class S3Backend implements Backend {
     }
   }
 
-  async get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+  get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+    return restartingGet(() => this.#getOnce(name, options), {
+      log: this.#o.log,
+      backend: this.kind,
+      object: name,
+    });
+  }
+
+  /** One download pinned to the ETag the HEAD saw. */
+  async #getOnce(name: string, options: TransferOptions): Promise<ReadableStream<Uint8Array>> {
     const info = await this.#head(name);
     const { size, etag } = info;
     const count = Math.ceil(size / this.rangeSize);
