@@ -23,6 +23,7 @@ import { openBackend } from "./storage/open.ts";
 import { isStorageError } from "./storage/backend.ts";
 import { type OpContext, saveMounts } from "./cache/save.ts";
 import { restoreMounts } from "./cache/restore.ts";
+import { installSignalHandlers } from "./cache/cleanup.ts";
 import { flush } from "./cache/flush.ts";
 
 /** Where `run` writes; tests capture both. */
@@ -116,6 +117,8 @@ async function execute(
     });
     return 1;
   }
+  // SIGINT/SIGTERM abort the transfers, clean up, log one line and exit 130/143.
+  const uninstall = installSignalHandlers(log);
   try {
     const key = await renderKey(settings, log);
     const ctx: OpContext = { settings, backend, log, key, env, cwd };
@@ -131,6 +134,7 @@ async function execute(
         throw new SettingsError(`unknown mode ${settings.mode}`);
     }
   } finally {
+    await uninstall();
     await backend.close?.();
   }
 }

@@ -38,6 +38,7 @@ import { CorruptArchiveError, UnsafeArchiveError } from "./errors.ts";
 import type { ArchiveStats } from "./pack.ts";
 import { TarFormatError, type TarHeader, TarReader, TYPE } from "./tar.ts";
 import { type ArchiveInfo, parseOpening, parseTrailer, type Trailer } from "./trailer.ts";
+import { onCancel } from "../cache/cleanup.ts";
 
 export { CorruptArchiveError, UnsafeArchiveError };
 
@@ -370,6 +371,12 @@ export async function unpackToMount(
     base = posix.join(parent, `.${posix.basename(target)}.cicache-${crypto.randomUUID().slice(0, 8)}`);
   }
   const ex = new Extractor(base, options.preserveMetadata ?? false, log);
+  const unregister = staged
+    ? onCancel(
+      `staging directory ${base} removed`,
+      () => Deno.remove(base, { recursive: true }).catch(() => {}),
+    )
+    : () => {};
 
   const hash = new TarHash();
   let opening: ArchiveInfo | undefined;
@@ -464,8 +471,10 @@ export async function unpackToMount(
     ex.finishDirs();
     ex.stats.entries = entries;
     if (staged && ex.touched) commit(base, target);
+    unregister();
     return { ...ex.stats, verified, staged, target };
   } catch (err) {
+    unregister();
     await reader.cancel(err);
     if (staged) {
       try {

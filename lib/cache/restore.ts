@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { dirname } from "node:path";
+import { dirname, resolve } from "node:path";
 import { decompressStream } from "../archive/compression.ts";
 import { CorruptArchiveError, unpackToMount, UnsafeArchiveError } from "../archive/unpack.ts";
 import { isStorageError, type ObjectInfo } from "../storage/backend.ts";
@@ -16,6 +16,7 @@ import { ProgressMeter } from "../log.ts";
 import { expandMount, keyPrefix, META, mountObjectPath, objectName } from "./layout.ts";
 import { logOutcome, mapBounded, type MountOutcome, reasonOf } from "./outcome.ts";
 import { MOUNT_CONCURRENCY, type OpContext } from "./save.ts";
+import { cancelSignal, sweepStaleStaging } from "./cleanup.ts";
 
 /** One object chosen for restore, and where it goes. */
 interface Planned {
@@ -217,7 +218,8 @@ async function restoreOne(ctx: OpContext, p: Planned): Promise<MountOutcome> {
   const base: MountOutcome = { mount: p.mount, object: p.object, status: "failed" };
   let outcome: MountOutcome;
   try {
-    const body = await ctx.backend.get(p.object);
+    await sweepStaleStaging(resolve(ctx.cwd, expandMount(p.mount, ctx.env)), log);
+    const body = await ctx.backend.get(p.object, { signal: cancelSignal() });
     const meter = new ProgressMeter(log, "download", { mount: p.mount, object: p.object });
     const decoder = decompressStream();
     try {
