@@ -38,6 +38,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   type ObjectCannedACL,
   PutObjectCommand,
@@ -69,6 +70,7 @@ import {
 } from "../transfer/retry.ts";
 import { readRange } from "../transfer/body.ts";
 import { restartingGet } from "../transfer/restart.ts";
+import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
 import { Readable } from "node:stream";
 import type { Logger } from "../../log.ts";
 import type { Settings } from "../../settings.ts";
@@ -346,6 +348,13 @@ export class S3Backend implements Backend {
       ...(o.sse ? { ServerSideEncryption: o.sse as ServerSideEncryption } : {}),
       ...(o.sse && o.sse !== "AES256" && o.sseKmsKeyId ? { SSEKMSKeyId: o.sseKmsKeyId } : {}),
     };
+    // Leftovers of a killed save of this key (best effort: the identity may not list uploads).
+    await this.sweepStale(name).catch((err) =>
+      this.#o.log?.debug("s3: could not look for stale multipart uploads", {
+        object: name,
+        error: shortMessage(err),
+      })
+    );
     // `internal` aborts on the caller's signal or the first failed part; it cancels the source, so its
     // producer stops instead of waiting forever.
     const internal = new AbortController();
@@ -469,6 +478,45 @@ export class S3Backend implements Backend {
     } finally {
       options.signal?.removeEventListener("abort", onAbort);
     }
+  }
+
+  /**
+   * Aborts multipart uploads under `prefix` started more than `olderThanMs`
+   * ago: what saves killed with `kill -9` left (invisible parts that are
+   * billed until a lifecycle rule removes them). Younger ones may belong to
+   * a running save and stay. `put` sweeps its own key, flush its prefix.
+   * Returns how many were aborted.
+   *
+   * @example
+   * ```ts
+   * await backend.sweepStale("key/");
+   * ```
+   */
+  async sweepStale(prefix: string, olderThanMs = STALE_AFTER_MS): Promise<number> {
+    let removed = 0;
+    let KeyMarker: string | undefined;
+    let UploadIdMarker: string | undefined;
+    for (;;) {
+      const page = await this.#send("sweep", prefix, undefined, ({ signal }) =>
+        this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker, UploadIdMarker }),
+          { abortSignal: signal },
+        ));
+      for (const u of page.Uploads ?? []) {
+        if (!u.Key || !u.UploadId || !u.Initiated) continue;
+        // (0 sweeps all: the store's clock may run ahead of ours)
+        if (olderThanMs > 0 && Date.now() - u.Initiated.getTime() < olderThanMs) continue;
+        await this.#abortUpload(u.Key, u.UploadId);
+        removed++;
+      }
+      if (!page.IsTruncated) break;
+      KeyMarker = page.NextKeyMarker;
+      UploadIdMarker = page.NextUploadIdMarker;
+    }
+    if (removed > 0) {
+      this.#o.log?.info("s3: aborted stale multipart uploads of killed saves", { prefix, uploads: removed });
+    }
+    return removed;
   }
 
   /** Aborts a multipart upload (its stored parts are discarded); a failure is logged, not thrown. */
