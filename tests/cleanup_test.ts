@@ -17,8 +17,8 @@ import {
 } from "../lib/cache/cleanup.ts";
 import { FilesystemBackend } from "../lib/storage/filesystem/backend.ts";
 import { capture } from "./support.ts";
+import { interrupt, MAIN, walk, writeRandomTree } from "./child.ts";
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 
 Deno.test("cleanup: a signal aborts the run's signal, runs the registered clean-ups, logs one line, exits 143", async () => {
@@ -55,58 +55,6 @@ Deno.test("cleanup: a signal aborts the run's signal, runs the registered clean-
   assertEquals(await cancelAndClean("test"), []);
   await installSignalHandlers(log, () => {})(); // reset after cancelAndClean
 });
-
-async function writeRandomTree(dir: string, files: number, size: number) {
-  await Deno.mkdir(dir, { recursive: true });
-  const chunk = new Uint8Array(size);
-  for (let i = 0; i < files; i++) {
-    for (let o = 0; o < size; o += 65536) {
-      crypto.getRandomValues(chunk.subarray(o, Math.min(size, o + 65536)));
-    }
-    await Deno.writeFile(`${dir}/f${i}.bin`, chunk);
-  }
-}
-
-async function walk(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for await (const e of Deno.readDir(dir)) {
-    const p = `${dir}/${e.name}`;
-    out.push(p);
-    if (e.isDirectory) out.push(...await walk(p));
-  }
-  return out;
-}
-
-/** Starts the CLI as a child, waits until `ready()` says the transfer is under way, then sends `signal`. */
-async function interrupt(
-  env: Record<string, string>,
-  cwd: string,
-  ready: () => Promise<boolean>,
-  signal: Deno.Signal,
-): Promise<{ code: number; stderr: string; sent: boolean }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN],
-    env: { ...env, NO_COLOR: "1" },
-    cwd,
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  let sent = false;
-  let exited = false;
-  child.status.then(() => exited = true);
-  const deadline = Date.now() + 120_000;
-  while (!exited && Date.now() < deadline) {
-    if (await ready()) {
-      child.kill(signal);
-      sent = true;
-      break;
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  const status = await child.status;
-  return { code: status.code, stderr: await stderr, sent };
-}
 
 Deno.test("cleanup: SIGINT during a save removes the temp file, leaves no object, exits 130", async () => {
   const dir = await Deno.makeTempDir({ prefix: "cicache-cancel-" });
