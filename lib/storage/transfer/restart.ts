@@ -9,9 +9,12 @@
  * @module
  */
 import type { Logger } from "../../log.ts";
+import { backoffDelay, DEFAULT_RETRY_POLICY, sleep } from "./retry.ts";
 
 /** Restarts per download (a key re-saved again and again gives up with the clear error). */
-export const MAX_RESTARTS = 3;
+export const MAX_RESTARTS = 4;
+/** Upper bound of the first wait before a restart in ms (doubles, full jitter): racing saves get to finish. */
+export const RESTART_BASE_MS = 200;
 
 /**
  * True for the "replaced during the download" errors the backends raise on
@@ -30,7 +33,8 @@ export function isReplaced(err: unknown): boolean {
 /**
  * Wraps `open` (one pinned download) in a stream that re-opens it when it
  * fails with {@link isReplaced} before any byte was emitted, at most
- * {@link MAX_RESTARTS} times, with a warn line each time.
+ * {@link MAX_RESTARTS} times, after a short jittered wait (saves racing it
+ * get to finish), with a warn line each time.
  *
  * @example
  * ```ts
@@ -55,11 +59,14 @@ export async function restartingGet(
           return;
         } catch (err) {
           if (emitted || !isReplaced(err) || restarts >= MAX_RESTARTS) throw err;
+          const wait = backoffDelay(restarts, { ...DEFAULT_RETRY_POLICY, baseMs: RESTART_BASE_MS });
           restarts++;
-          what.log?.warn(`restarting the download (${restarts}/${MAX_RESTARTS}): the object was replaced`, {
-            backend: what.backend,
-            object: what.object,
-          });
+          what.log?.warn(
+            `restarting the download (${restarts}/${MAX_RESTARTS}) in ${(wait / 1000).toFixed(1)} s: ` +
+              `the object was replaced`,
+            { backend: what.backend, object: what.object },
+          );
+          await sleep(wait);
           reader = (await open()).getReader();
         }
       }
