@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { assertEquals, assertRejects } from "./assert.ts";
 import { guardedChunks, readRange, ShortReadError } from "../lib/storage/transfer/body.ts";
 
 /** A body that sends `chunks` and then stalls forever (as a stalled connection whose abort never arrives). */
