@@ -29,6 +29,7 @@ import { type OpContext, saveMounts } from "./cache/save.ts";
 import { restoreMounts } from "./cache/restore.ts";
 import { lookupCache } from "./cache/lookup.ts";
 import { chooseWhatToCache, mountsToSave } from "./cache/choose.ts";
+import { installSignalHandlers } from "./cache/cleanup.ts";
 import { flush } from "./cache/flush.ts";
 import { unsetMountVariables } from "./cache/layout.ts";
 
@@ -210,6 +211,8 @@ async function execute(
     log.error("could not set up the storage backend", fields);
     return 1;
   }
+  // SIGINT/SIGTERM abort the transfers, clean up, log one line and exit 130/143.
+  const uninstall = installSignalHandlers(log);
   try {
     // Flushing a prefix needs no key: rendering one would log an unrelated key.
     const key = settings.mode === "flush" && settings.flushPrefix !== ""
@@ -248,6 +251,7 @@ async function execute(
         throw new SettingsError(`unknown mode ${settings.mode}`);
     }
   } finally {
+    await uninstall();
     await backend.close?.();
   }
 }

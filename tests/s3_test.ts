@@ -11,7 +11,7 @@
 import { backendConformance, readAll, seededBytes, streamOf } from "./backend_conformance.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
 import { capture, settingsFrom } from "./support.ts";
-import { ListMultipartUploadsCommand } from "../lib/deps/aws_client_s3.ts";
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand } from "../lib/deps/aws_client_s3.ts";
 import {
   createS3Backend,
   makeS3Client,
@@ -277,6 +277,31 @@ function stallingProxy(target: number, stallAt: number) {
     },
   };
 }
+
+Deno.test({
+  name: "s3: stale multipart uploads of killed saves are swept; young ones (a running save) stay",
+  ...sdkTest,
+  async fn() {
+    const s = await swift();
+    const backend = backendFor(s);
+    try {
+      const created = await backend.client.send(
+        new CreateMultipartUploadCommand({ Bucket: s.bucket, Key: "killed/node_modules" }),
+      );
+      const listed = async () =>
+        (await backend.client.send(new ListMultipartUploadsCommand({ Bucket: s.bucket, Prefix: "killed/" })))
+          .Uploads ?? [];
+      assertEquals((await listed()).map((u) => u.UploadId), [created.UploadId]);
+      assertEquals(await backend.sweepStale("killed/"), 0, "a young upload may belong to a running save");
+      assertEquals((await listed()).length, 1);
+      assertEquals(await backend.sweepStale("killed/", 0), 1);
+      assertEquals(await listed(), []);
+      assertEquals(await backend.stat("killed/node_modules"), null);
+    } finally {
+      await backend.close();
+    }
+  },
+});
 
 Deno.test({
   name: "s3: a stalled download range hits the idle timeout and is retried",

@@ -45,6 +45,7 @@ import type { ArchiveStats } from "./pack.ts";
 import { insideRoot, pathSegments } from "./paths.ts";
 import { TarFormatError, type TarHeader, TarReader, TYPE } from "./tar.ts";
 import { type ArchiveInfo, parseOpening, parseTrailer, type Trailer } from "./trailer.ts";
+import { onCancel } from "../cache/cleanup.ts";
 
 export { CorruptArchiveError, UnsafeArchiveError };
 
@@ -515,6 +516,8 @@ export async function unpackToMount(
     ? options.foldNames
     : !simulate && probeCaseFolding(posix.dirname(staging));
   const ex = new Extractor(staging, options.preserveMetadata ?? false, folds, simulate);
+  // A cancelled build (SIGINT/SIGTERM) removes the staging directory before it exits.
+  const unregister = onCancel(`staging directory ${staging} removed`, () => removeStaging(staging, log));
 
   const hash = new TarHash();
   const state: { trailer?: Trailer & { actual: string; entriesBefore: number }; opening?: ArchiveInfo } = {};
@@ -536,6 +539,7 @@ export async function unpackToMount(
   try {
     extracted = await extractAll(reader, state, counter, ex, options, target);
   } catch (err) {
+    unregister();
     await reader.cancel(err);
     removeStaging(staging, log);
     if (err instanceof TarFormatError) throw new CorruptArchiveError(err.message, { cause: err });
@@ -551,6 +555,7 @@ export async function unpackToMount(
     moveIntoPlace(staging, target);
     ex.finishDirs(target);
   } catch (err) {
+    unregister();
     removeStaging(staging, log);
     throw new Error(
       `restore into ${target} failed while moving the verified entries into place (the mount may be partly ` +
@@ -558,6 +563,7 @@ export async function unpackToMount(
       { cause: err },
     );
   }
+  unregister();
   ex.stats.entries = extracted.entries;
   return { ...ex.stats, verified: extracted.verified, staged: true, target };
 }

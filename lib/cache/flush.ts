@@ -33,6 +33,10 @@ export async function flush(ctx: OpContext): Promise<FlushResult> {
     ? keyPrefix(settings.remoteRoot, settings.flushPrefix) + (settings.flushPrefix.endsWith("/") ? "/" : "")
     : `${keyPrefix(settings.remoteRoot, ctx.key)}/`;
   const cutoff = Date.now() - settings.flushOlderThan;
+  // Leftovers of killed saves are invisible to list: sweep the stale ones (filesystem temp files).
+  if (!settings.dryRun) {
+    await (backend as { sweepStale?: (p: string) => Promise<number> }).sweepStale?.(prefix);
+  }
   const victims = [];
   for await (const info of backend.list(prefix)) {
     if (settings.flushOlderThan > 0 && info.modified.getTime() > cutoff) continue;

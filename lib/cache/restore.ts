@@ -25,6 +25,7 @@ import { logOutcome, mapBounded, type MountOutcome, reasonOf } from "./outcome.t
 import { MOUNT_CONCURRENCY, type OpContext } from "./save.ts";
 import { globObjectMatcher, isGlobMount } from "./mounts.ts";
 import { confineListingTarget } from "./confine.ts";
+import { cancelSignal } from "./cleanup.ts";
 
 /** One object chosen for restore, and where it goes. */
 export interface Planned {
@@ -336,7 +337,8 @@ async function restoreOne(ctx: OpContext, p: Planned): Promise<MountOutcome> {
   }
   let outcome: MountOutcome;
   try {
-    const body = await ctx.backend.get(p.object);
+    // Stale staging directories of killed restores are swept by the extraction itself (unpack.ts).
+    const body = await ctx.backend.get(p.object, { signal: cancelSignal() });
     const meter = new ProgressMeter(
       log,
       "download",

@@ -14,6 +14,7 @@ import { type Logger, ProgressMeter } from "../log.ts";
 import { type Settings, SettingsError } from "../settings.ts";
 import { expandMount, LAYOUT_VERSION, META, objectName } from "./layout.ts";
 import { logOutcome, mapBounded, type MountOutcome, reasonOf } from "./outcome.ts";
+import { cancelSignal, onCancel, sweepStaleStaging } from "./cleanup.ts";
 
 /** Everything an operation needs. */
 export interface OpContext {
@@ -97,6 +98,7 @@ async function saveMount(ctx: OpContext, mount: string): Promise<MountOutcome> {
         return { mount, object, status: "skipped", reason: "object exists and override is false" };
       }
     }
+    await sweepStaleStaging(path, log);
     const started = performance.now();
     const archive = pack({
       mount: expanded,
@@ -117,15 +119,22 @@ async function saveMount(ctx: OpContext, mount: string): Promise<MountOutcome> {
     });
     const archived = compressor ? archive.stream.pipeThrough(compressor) : archive.stream;
     const body = archived.pipeThrough(meter.stream());
-    const transfer: TransferOptions = { release: compressor?.release ?? archive.release };
+    const transfer: TransferOptions = {
+      signal: cancelSignal(),
+      release: compressor?.release ?? archive.release,
+    };
+    // On a signal the put aborts and cleans up (multipart abort, session cancel, temp file) before it rejects.
+    const putting = backend.put(object, body, {
+      [META.format]: settings.archiveFormat,
+      [META.version]: LAYOUT_VERSION,
+      [META.root]: archive.root,
+      [META.mount]: mount,
+    }, transfer);
+    const registered = onCancel(`${backend.kind} upload of ${object} aborted`, () => putting.catch(() => {}));
     try {
-      await backend.put(object, body, {
-        [META.format]: settings.archiveFormat,
-        [META.version]: LAYOUT_VERSION,
-        [META.root]: archive.root,
-        [META.mount]: mount,
-      }, transfer);
+      await putting;
     } finally {
+      registered();
       meter.stop();
     }
     const stats = await archive.stats;

@@ -23,6 +23,8 @@ import { type EntraServer, startEntra } from "./entra.ts";
 import { ensureInstalled } from "../install/ensure.ts";
 
 /** The emulator's published development account (not a secret). */
+import { watchdog } from "./watchdog.ts";
+
 export const AZURITE_ACCOUNT = "devstoreaccount1";
 /** The emulator's published development key (not a secret). */
 export const AZURITE_KEY =
@@ -132,6 +134,7 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurit
       stderr: "piped",
       env: { NO_COLOR: "1" },
     }).spawn();
+    watchdog(child.pid, dir);
     // Both pipes go to the log file; closing is left to the stream that finishes last.
     const logWriter = log.writable.getWriter();
     const drain = async (s: ReadableStream<Uint8Array>) => {

@@ -9,6 +9,7 @@
  * @module
  */
 import { ensureInstalled } from "../install/ensure.ts";
+import { watchdog } from "./watchdog.ts";
 
 /** Options for {@link startGcs}. */
 export interface StartGcsOptions {
@@ -66,6 +67,7 @@ export async function startGcs(options: StartGcsOptions = {}): Promise<GcsServer
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  watchdog(child.pid, tmp);
   const stderr = new Response(child.stderr).text();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let first = "";

@@ -22,6 +22,7 @@
  */
 import { CreateBucketCommand, S3Client } from "../../lib/deps/aws_client_s3.ts";
 import { ensureInstalled } from "../install/ensure.ts";
+import { watchdog } from "./watchdog.ts";
 
 /** The running Swift and how to reach it. */
 export interface SwiftServer {
@@ -301,6 +302,7 @@ export async function startSwift(options: SwiftOptions = {}): Promise<SwiftServe
         stderr: "piped",
       }).spawn();
       procs.push(proc);
+      watchdog(proc.pid, options.keepDir ? undefined : dir);
       await Deno.writeTextFile(`${dir}/${kind}.pid`, String(proc.pid));
       // Drain output into the log file so a chatty server never blocks on a full pipe.
       const w1 = log.writable.getWriter();

@@ -49,9 +49,16 @@ import {
   type TransferOptions,
   UnavailableError,
 } from "../backend.ts";
-import { idleWatch } from "../transfer/idle.ts";
-import { backoffDelay, sleep as waitFor } from "../transfer/retry.ts";
+import {
+  backoffDelay,
+  IdleTimeoutError,
+  parseRetryAfter,
+  sleep as waitFor,
+  withRetry,
+} from "../transfer/retry.ts";
 import { decodeMeta, encodeMeta } from "../metadata.ts";
+import { readRange, ShortReadError } from "../transfer/body.ts";
+import { restartingGet } from "../transfer/restart.ts";
 import { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
 
 export { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
@@ -119,6 +126,15 @@ interface SdkError {
   statusCode?: number;
   errorResponse?: { error?: string; errorDescription?: string };
   cause?: unknown;
+}
+
+/** A throttling or unavailable answer's `Retry-After` (SDK errors keep the response; ours carry it). */
+function retryAfterOf(err: unknown): string | undefined {
+  const e = err as {
+    response?: { headers?: { get?(name: string): string | undefined } };
+    retryAfter?: string;
+  };
+  return e?.retryAfter ?? e?.response?.headers?.get?.("retry-after") ?? undefined;
 }
 
 class AttemptTimeout extends Error {
@@ -193,27 +209,15 @@ function networkCode(err: unknown): string | undefined {
 }
 
 function isRetriable(err: unknown): boolean {
-  if (err instanceof AttemptTimeout) return true;
+  if (err instanceof AttemptTimeout || err instanceof IdleTimeoutError || err instanceof ShortReadError) {
+    return true;
+  }
+  if (err instanceof StorageError) return false;
   const e = sdkError(err);
   if (e.statusCode !== undefined && RETRIABLE_STATUS.has(e.statusCode)) return true;
   if (e.statusCode !== undefined && e.statusCode > 0) return false;
   const code = networkCode(err);
   return code !== undefined && code !== "ENOTFOUND" && !/CERT|VERIFY|SELF_SIGNED|certificate/.test(code);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 /** What an operation does, for "may not …" messages. */
@@ -283,6 +287,7 @@ async function responseError(res: Response): Promise<Error> {
   return Object.assign(new Error(`${res.status}${code ? ` ${code}` : ""}: ${message}`), {
     statusCode: res.status,
     code,
+    retryAfter: res.headers.get("retry-after") ?? undefined,
   });
 }
 
@@ -491,7 +496,12 @@ export class AzureBackend implements Backend {
     }
   }
 
-  async get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+  get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+    return restartingGet(() => this.#getOnce(name, options), { log: this.#log, backend: KIND, object: name });
+  }
+
+  /** One download pinned to the ETag the properties call saw. */
+  async #getOnce(name: string, options: TransferOptions): Promise<ReadableStream<Uint8Array>> {
     const outer = options.signal;
     const blob = this.#containerClient.getBlobClient(name);
     const props = await this.#call(
@@ -520,30 +530,11 @@ export class AzureBackend implements Backend {
         });
         touch();
         if (res.status !== 206 && !(res.status === 200 && count === size)) throw await responseError(res);
-        const chunks: Uint8Array[] = [];
-        let bytes = 0;
-        const reader = res.body!.getReader();
-        try {
-          for (;;) {
-            const { done, value } = await reader.read().catch((err) => {
-              throw signal.aborted ? err : networkFailure(err);
-            });
-            if (done) break;
-            touch();
-            bytes += value.length;
-            if (bytes > count) throw new Error("the service sent more bytes than the range asked");
-            chunks.push(value);
-          }
-        } finally {
-          reader.cancel().catch(() => {});
-        }
-        if (bytes !== count) {
-          throw Object.assign(new Error(`short read: ${bytes} of ${count} bytes (connection closed early)`), {
-            code: "ECONNRESET",
-          });
-        }
-        return chunks;
-      });
+        // Read under the attempt's signal: an abort must end a read pending on a stalled connection.
+        return await readRange(res.body!, count, signal, touch).catch((err) => {
+          throw signal.aborted || err instanceof ShortReadError ? err : networkFailure(err);
+        });
+      }, `range ${offset}-${offset + count - 1}`);
       promise.catch(() => {}); // observed when its turn comes; avoid an unhandled rejection before that
       return promise;
     };
@@ -621,6 +612,7 @@ export class AzureBackend implements Backend {
         internal.signal,
         (signal, touch) =>
           blob.stageBlock(ref.id, data, data.length, { abortSignal: signal, onProgress: touch }),
+        `block ${blocks.length}`,
       )
         .then(() => void (data.length === blockSize && pool.push(data)), (err) => internal.abort(err))
         .finally(() => inflight.delete(staged));
@@ -801,43 +793,39 @@ export class AzureBackend implements Backend {
     }
   }
 
-  /** Runs one request with an idle timeout and retries with exponential backoff, mapping failures. */
+  /**
+   * Runs one request through the shared retry ({@link withRetry}): an idle
+   * timeout per attempt, full-jitter backoff, `Retry-After`, a warn line per
+   * retry naming the object, the block or range, the attempt and the wait;
+   * the last failure is mapped to a typed error.
+   */
   async #call<T>(
     op: string,
     object: string | undefined,
     outer: AbortSignal | undefined,
     fn: (signal: AbortSignal, touch: () => void) => Promise<T>,
+    part?: string,
   ): Promise<T> {
-    for (let attempt = 0;; attempt++) {
+    let attempts = 0;
+    try {
+      return await withRetry(({ signal, touch }) => (attempts++, fn(signal, touch)), {
+        policy: {
+          retries: this.#maxRetries,
+          baseMs: this.#retryDelayMs,
+          capMs: this.#maxRetryDelayMs,
+          idleMs: this.#timeoutMs,
+        },
+        retryable: isRetriable,
+        retryAfterMs: (err) => parseRetryAfter(retryAfterOf(err)),
+        signal: outer,
+        log: this.#log,
+        what: { backend: KIND, op, ...(object !== undefined ? { object } : {}), ...(part ? { part } : {}) },
+      });
+    } catch (raw) {
       if (outer?.aborted) throw outer.reason;
-      const controller = new AbortController();
-      const onAbort = () => controller.abort(outer!.reason);
-      outer?.addEventListener("abort", onAbort, { once: true });
-      const watch = idleWatch(this.#timeoutMs, () => controller.abort(new AttemptTimeout(this.#timeoutMs)));
-      try {
-        return await fn(controller.signal, watch.touch);
-      } catch (raw) {
-        if (outer?.aborted) throw outer.reason;
-        if (raw instanceof StorageError) throw raw;
-        const err = controller.signal.reason instanceof AttemptTimeout ? controller.signal.reason : raw;
-        if (attempt < this.#maxRetries && isRetriable(err)) {
-          const base = Math.min(this.#retryDelayMs * 2 ** attempt, this.#maxRetryDelayMs);
-          const delay = base / 2 + Math.random() * base / 2;
-          this.#log?.debug("azure request failed, retrying", {
-            op,
-            object,
-            attempt: attempt + 1,
-            delay_ms: Math.round(delay),
-            error: firstLine(sdkError(err).message),
-          });
-          await sleep(delay, outer);
-          continue;
-        }
-        throw this.#mapError(op, object, err, attempt + 1);
-      } finally {
-        watch.stop();
-        outer?.removeEventListener("abort", onAbort);
-      }
+      if (raw instanceof StorageError) throw raw;
+      const err = raw instanceof IdleTimeoutError ? new AttemptTimeout(raw.ms) : raw;
+      throw this.#mapError(op, object, err, attempts);
     }
   }
 

@@ -21,6 +21,7 @@ import {
 import { decodeMeta, encodeMeta } from "../metadata.ts";
 import type { Logger } from "../../log.ts";
 import { describeSource, type Settings } from "../../settings.ts";
+import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
 
 const META_SUFFIX = ".cicache-meta.json";
 
@@ -68,9 +69,12 @@ const TEMP_MARK = ".cicache-tmp-";
 export class FilesystemBackend implements Backend {
   readonly kind = "filesystem";
   readonly root: string;
+  readonly #log?: Logger;
 
-  constructor(root: string) {
+  /** `log` receives a line when stale temp files of killed saves are swept. */
+  constructor(root: string, log?: Logger) {
     this.root = resolve(root);
+    this.#log = log;
   }
 
   /** The file path of an object; refuses names that would leave the root. */
@@ -132,6 +136,7 @@ export class FilesystemBackend implements Backend {
     let file: Deno.FsFile | undefined;
     try {
       await Deno.mkdir(dirname(path), { recursive: true });
+      await this.#sweepTemps(dirname(path));
       file = await Deno.open(temp, { write: true, createNew: true, mode: 0o644 });
       await writeAll(body, file, options);
       file.close();
@@ -208,6 +213,48 @@ export class FilesystemBackend implements Backend {
     }
   }
 
+  /**
+   * Removes temp files (invisible to `list`) under `prefix` older than
+   * `olderThanMs`: what saves killed with `kill -9` left. Flush calls it;
+   * `put` sweeps the directory it writes into. Returns how many went.
+   *
+   * @example
+   * ```ts
+   * await backend.sweepStale("key/");
+   * ```
+   */
+  async sweepStale(prefix: string, olderThanMs = STALE_AFTER_MS): Promise<number> {
+    const clean = prefix.replace(/^\/+/, "");
+    const slash = clean.lastIndexOf("/");
+    const base = slash >= 0 ? resolve(this.root, clean.slice(0, slash)) : this.root;
+    if (base !== this.root && !base.startsWith(this.root + SEPARATOR)) return 0;
+    let removed = 0;
+    const visit = async (dir: string) => {
+      removed += await this.#sweepTemps(dir, olderThanMs);
+      for await (const entry of Deno.readDir(dir)) if (entry.isDirectory) await visit(join(dir, entry.name));
+    };
+    await visit(base).catch(() => {});
+    return removed;
+  }
+
+  /** Removes stale temp files (and their metadata) directly in `dir`; errors are ignored (best effort). */
+  async #sweepTemps(dir: string, olderThanMs = STALE_AFTER_MS): Promise<number> {
+    let removed = 0;
+    try {
+      for await (const entry of Deno.readDir(dir)) {
+        if (!entry.isFile || !entry.name.includes(TEMP_MARK)) continue;
+        const path = join(dir, entry.name);
+        const info = await Deno.lstat(path).catch(() => null);
+        if (!info?.mtime || Date.now() - info.mtime.getTime() < olderThanMs) continue;
+        await Deno.remove(path).then(() => removed++, () => {});
+      }
+    } catch {
+      // no directory: nothing to sweep
+    }
+    if (removed > 0) this.#log?.info("removed stale temp files of killed saves", { dir, files: removed });
+    return removed;
+  }
+
   async delete(name: string): Promise<void> {
     const path = this.path(name, "delete");
     for (const p of [path, `${path}${META_SUFFIX}`]) {
@@ -282,5 +329,5 @@ export async function createFilesystemBackend(settings: Settings, log: Logger): 
     throw new UnavailableError(`cache root ${root} is not accessible`, { ...ctx, cause: err });
   }
   log.info("using filesystem backend", { root: resolve(root) });
-  return new FilesystemBackend(root);
+  return new FilesystemBackend(root, log);
 }

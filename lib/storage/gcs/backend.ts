@@ -19,6 +19,8 @@
  * @module
  */
 import { type Bucket, Storage } from "../../deps/google_cloud_storage.ts";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
 import {
   AccessDeniedError,
   AuthFailedError,
@@ -35,6 +37,9 @@ import {
 import { decodeMeta, encodeMeta } from "../metadata.ts";
 import { type GcsAuth, resolveGcsAuth } from "./auth.ts";
 import type { Logger } from "../../log.ts";
+import { type Attempt, parseRetryAfter, withRetry } from "../transfer/retry.ts";
+import { guardedChunks } from "../transfer/body.ts";
+import { restartingGet } from "../transfer/restart.ts";
 import { describeSource, type Settings } from "../../settings.ts";
 
 const MiB = 1024 * 1024;
@@ -92,7 +97,7 @@ export interface GcsBackendOptions {
 
 /** An HTTP answer that was not what the request expected. */
 class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(readonly status: number, message: string, readonly retryAfter?: string) {
     super(message);
   }
 }
@@ -152,13 +157,8 @@ export class GcsBackend implements Backend {
       ...(custom ? { apiEndpoint: this.api, useAuthWithCustomEndpoint: o.auth.sdk.authenticated } : {}),
       ...(o.auth.sdk.authClient ? { authClient: o.auth.sdk.authClient } : {}),
       ...(this.#timeout > 0 ? { timeout: this.#timeout } : {}),
-      retryOptions: {
-        autoRetry: this.#retries > 0,
-        maxRetries: this.#retries,
-        retryDelayMultiplier: 2,
-        maxRetryDelay: 16,
-        totalTimeout: 600,
-      },
+      // Retries are ours (withRetry: jitter, a warn line per retry); the SDK makes one attempt.
+      retryOptions: { autoRetry: false, maxRetries: 0 },
     });
     this.#bucket = storage.bucket(o.bucket);
     this.#csekReady = o.encryptionKey ? this.#setKey(o.encryptionKey, o.log) : Promise.resolve();
@@ -181,7 +181,12 @@ export class GcsBackend implements Backend {
    */
   async probe(): Promise<void> {
     try {
-      await this.#bucket.getFiles({ maxResults: 1, autoPaginate: false });
+      await this.#retrying(
+        "connect",
+        "",
+        undefined,
+        () => this.#bucket.getFiles({ maxResults: 1, autoPaginate: false }),
+      );
     } catch (err) {
       throw this.#mapError(err, "connect", undefined);
     }
@@ -189,7 +194,15 @@ export class GcsBackend implements Backend {
 
   async stat(name: string): Promise<ObjectInfo | null> {
     try {
-      const [md] = await this.#bucket.file(name).getMetadata();
+      const [md] = await this.#retrying(
+        "stat",
+        name,
+        undefined,
+        () => this.#bucket.file(name).getMetadata(),
+        {
+          raw: true,
+        },
+      );
       return toInfo(md as RawMeta);
     } catch (err) {
       if (statusOf(err) === 404 && !isBucketMissing(err)) return null;
@@ -202,12 +215,14 @@ export class GcsBackend implements Backend {
     do {
       let page;
       try {
-        page = await this.#bucket.getFiles({
-          prefix,
-          maxResults: this.#pageSize,
-          autoPaginate: false,
-          pageToken,
-        });
+        const token = pageToken;
+        page = await this.#retrying("list", prefix, undefined, () =>
+          this.#bucket.getFiles({
+            prefix,
+            maxResults: this.#pageSize,
+            autoPaginate: false,
+            pageToken: token,
+          }));
       } catch (err) {
         throw this.#mapError(err, "list", prefix);
       }
@@ -219,7 +234,12 @@ export class GcsBackend implements Backend {
 
   async delete(name: string): Promise<void> {
     try {
-      await this.#bucket.file(name).delete({ ignoreNotFound: true });
+      await this.#retrying(
+        "delete",
+        name,
+        undefined,
+        () => this.#bucket.file(name).delete({ ignoreNotFound: true }),
+      );
     } catch (err) {
       throw this.#mapError(err, "delete", name);
     }
@@ -227,10 +247,21 @@ export class GcsBackend implements Backend {
 
   // ── download ──────────────────────────────────────────────────────────
 
-  async get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+  get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+    return restartingGet(() => this.#getOnce(name, options), {
+      log: this.#log,
+      backend: "gcs",
+      object: name,
+    });
+  }
+
+  /** One download pinned to the generation the metadata call saw. */
+  async #getOnce(name: string, options: TransferOptions): Promise<ReadableStream<Uint8Array>> {
     let md: RawMeta;
     try {
-      [md] = (await this.#bucket.file(name).getMetadata()) as unknown as [RawMeta];
+      [md] = (await this.#retrying("get", name, undefined, () => this.#bucket.file(name).getMetadata(), {
+        raw: true,
+      })) as unknown as [RawMeta];
     } catch (err) {
       if (statusOf(err) === 404 && !isBucketMissing(err)) {
         throw new NotFoundError(`no object "${name}" in bucket "${this.bucketName}"`, {
@@ -257,7 +288,7 @@ export class GcsBackend implements Backend {
       while (launched < count && launched < next + this.#concurrency) {
         const start = launched * this.#rangeSize;
         const end = Math.min(size, start + this.#rangeSize) - 1;
-        const p = this.#readRange(url, name, start, end, abort.signal);
+        const p = this.#readRange(url, name, start, end, abort.signal, md.generation);
         p.catch(() => {});
         inflight.set(launched++, p);
       }
@@ -297,13 +328,32 @@ export class GcsBackend implements Backend {
    * Reads bytes [start, end] into one buffer of the range's size, chunk by chunk as they arrive (not
    * `arrayBuffer()`, which grows its own buffer and holds the response twice over).
    */
-  async #readRange(url: string, name: string, start: number, end: number, signal: AbortSignal) {
-    return await this.#retrying("get", name, signal, async (timeout) => {
+  async #readRange(
+    url: string,
+    name: string,
+    start: number,
+    end: number,
+    signal: AbortSignal,
+    generation?: string,
+  ) {
+    return await this.#retrying("get", name, signal, async ({ signal: attempt, touch }) => {
       const res = await fetch(url, {
         headers: { ...(await this.#auth.headers()), ...this.#csek, range: `bytes=${start}-${end}` },
-        signal: anySignal(signal, timeout),
+        signal: attempt,
       });
+      touch();
       if (res.status !== 206 && res.status !== 200) throw await httpError(res);
+      // Every range must come from the generation the download started with: a server that ignores
+      // `generation` (the emulator) would otherwise mix two saves into one stream.
+      const served = res.headers.get("x-goog-generation");
+      if (generation && served && served !== generation) {
+        await res.body?.cancel();
+        throw new StorageError("Failed", "the object was replaced during the download: restore again", {
+          backend: "gcs",
+          op: "get",
+          object: name,
+        });
+      }
       if (res.status === 200 && start !== 0) {
         await res.body?.cancel();
         throw new HttpError(502, `range ${start}-${end} came back as the whole object`);
@@ -311,24 +361,19 @@ export class GcsBackend implements Backend {
       // A 200 (a server that ignores ranges) is cut at the end of the first range.
       const out = new Uint8Array(end - start + 1);
       let got = 0;
-      const reader = res.body!.getReader();
-      try {
-        while (got < out.length) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          if (res.status === 206 && got + value.length > out.length) {
-            throw new HttpError(502, `range ${start}-${end} came back with more bytes`);
-          }
-          const take = Math.min(value.length, out.length - got);
-          out.set(take === value.length ? value : value.subarray(0, take), got);
-          got += take;
+      // Read under the attempt's signal: an idle abort must end a read pending on a stalled connection.
+      for await (const value of guardedChunks(res.body!, attempt, touch)) {
+        if (res.status === 206 && got + value.length > out.length) {
+          throw new HttpError(502, `range ${start}-${end} came back with more bytes`);
         }
-      } finally {
-        reader.cancel().catch(() => {});
+        const take = Math.min(value.length, out.length - got);
+        out.set(take === value.length ? value : value.subarray(0, take), got);
+        got += take;
+        if (got === out.length) break;
       }
       if (got !== out.length) throw new HttpError(502, `range ${start}-${end} came back with ${got} bytes`);
       return out;
-    });
+    }, { part: `range ${start}-${end}` });
   }
 
   // ── upload ────────────────────────────────────────────────────────────
@@ -362,7 +407,7 @@ export class GcsBackend implements Backend {
     const params = new URLSearchParams({ uploadType: "resumable", name });
     if (this.#acl) params.set("predefinedAcl", this.#acl);
     const url = `${this.api}/upload/storage/v1/b/${encodeURIComponent(this.bucketName)}/o?${params}`;
-    return await this.#retrying("put", name, signal, async (timeout) => {
+    return await this.#retrying("put", name, signal, async ({ signal: attempt }) => {
       const res = await fetch(url, {
         method: "POST",
         headers: {
@@ -372,7 +417,7 @@ export class GcsBackend implements Backend {
           "x-upload-content-type": "application/octet-stream",
         },
         body: JSON.stringify({ name, contentType: "application/octet-stream", metadata: encodeMeta(meta) }),
-        signal: anySignal(signal, timeout),
+        signal: attempt,
       });
       if (!res.ok) throw await httpError(res);
       await res.body?.cancel();
@@ -499,42 +544,59 @@ export class GcsBackend implements Backend {
       const chunk = await pending;
       signal?.throwIfAborted();
       if (chunk.end) {
-        const res = await this.#sendChunk(session, chunk.data, offset, true, signal);
+        const res = await this.#sendChunk(session, chunk.data, offset, true, signal, name);
         await this.#checkFinal(res, offset + chunk.data.length, name);
         return offset + chunk.data.length;
       }
       pending = readChunk();
       pending.catch(() => {});
-      await this.#sendChunk(session, chunk.data, offset, false, signal);
+      await this.#sendChunk(session, chunk.data, offset, false, signal, name);
       offset += chunk.data.length;
     }
   }
 
-  /** Sends one chunk, resuming from what GCS persisted after a failure. Final: returns the answer. */
+  /**
+   * Sends one chunk through the shared retry, resuming from what GCS
+   * persisted after a failure (a retry first asks the session). Final:
+   * returns the answer. The chunk goes out in slices the socket takes one by
+   * one ({@link putWithProgress}): each is progress for the idle timeout, so
+   * a stalled upload is caught mid-chunk and a slow one is never cut.
+   */
   async #sendChunk(
     session: string,
     data: Uint8Array,
     offset: number,
     final: boolean,
-    signal?: AbortSignal,
+    signal: AbortSignal | undefined,
+    name: string,
   ): Promise<Response> {
     let persisted = offset;
-    let failures = 0;
     const end = offset + data.length;
-    while (true) {
-      signal?.throwIfAborted();
-      try {
+    return await this.#retrying("put", name, signal, async ({ signal: attempt, number, touch }) => {
+      if (number > 0) {
+        const status = await this.#queryPersisted(session, attempt);
+        touch();
+        if (status === "final" && final) return new Response(null, { status: 200 });
+        if (typeof status === "number") {
+          if (status < offset) {
+            throw new HttpError(502, `GCS lost bytes before offset ${offset}: start again`);
+          }
+          persisted = Math.min(status, end);
+          if (persisted === end && !final) return new Response(null, { status: 308 });
+        }
+      }
+      while (true) {
         const rest = data.subarray(persisted - offset);
         const range = rest.length === 0
           ? `bytes */${end}`
           : `bytes ${persisted}-${end - 1}/${final ? end : "*"}`;
-        const res = await fetch(session, {
-          method: "PUT",
-          headers: { ...(await this.#auth.headers()), ...this.#csek, "content-range": range },
-          body: rest as Uint8Array<ArrayBuffer>,
-          signal: anySignal(signal, this.#timeout > 0 ? AbortSignal.timeout(this.#timeout) : undefined),
-          redirect: "manual",
-        });
+        const res = await putWithProgress(
+          session,
+          { ...(await this.#auth.headers()), ...this.#csek, "content-range": range },
+          rest,
+          attempt,
+          touch,
+        );
         if (res.ok && final) return res;
         if (res.status !== 308) throw await httpError(res);
         await res.body?.cancel();
@@ -547,29 +609,15 @@ export class GcsBackend implements Backend {
           throw new HttpError(503, `GCS kept none of the bytes from offset ${persisted}`);
         }
         persisted = now; // partial: send the rest right away
-      } catch (err) {
-        if (signal?.aborted || !retryable(err) || ++failures > this.#retries) throw err;
-        await sleep(this.#retryBase * 2 ** (failures - 1), signal);
-        const status = await this.#queryPersisted(session, signal).catch(() => undefined);
-        if (status === "final" && final) return new Response(null, { status: 200 });
-        if (typeof status === "number") {
-          if (status < offset) {
-            throw new HttpError(502, `GCS lost bytes before offset ${offset}: start again`);
-          }
-          persisted = Math.min(status, end);
-          if (persisted === end && !final) {
-            return new Response(null, { status: 308 });
-          }
-        }
       }
-    }
+    }, { part: `chunk at ${offset}`, raw: true });
   }
 
-  async #queryPersisted(session: string, signal?: AbortSignal): Promise<number | "final"> {
+  async #queryPersisted(session: string, signal: AbortSignal): Promise<number | "final"> {
     const res = await fetch(session, {
       method: "PUT",
       headers: { ...(await this.#auth.headers()), "content-range": "bytes */*" },
-      signal: anySignal(signal, AbortSignal.timeout(this.#timeout > 0 ? this.#timeout : 60_000)),
+      signal,
       redirect: "manual",
     });
     await res.body?.cancel();
@@ -601,22 +649,39 @@ export class GcsBackend implements Backend {
     return `${this.api}/${base}/b/${encodeURIComponent(this.bucketName)}/o/${encodeURIComponent(name)}`;
   }
 
-  /** Runs `fn` with a per-attempt timeout signal, retrying transient failures with exponential backoff. */
+  /**
+   * Runs `fn` through the shared retry ({@link withRetry}): an idle timeout
+   * per attempt, full-jitter backoff, `Retry-After`, a warn line per retry
+   * naming the object, the chunk or range, the attempt and the wait. The
+   * last failure is mapped to a typed error (unless `raw`: callers that
+   * look at the status themselves).
+   */
   async #retrying<T>(
     op: string,
     object: string,
     signal: AbortSignal | undefined,
-    fn: (timeout: AbortSignal | undefined) => Promise<T>,
+    fn: (attempt: Attempt) => Promise<T>,
+    options: { part?: string; raw?: boolean; object?: string } = {},
   ): Promise<T> {
-    for (let attempt = 0;; attempt++) {
-      signal?.throwIfAborted();
-      try {
-        return await fn(this.#timeout > 0 ? AbortSignal.timeout(this.#timeout) : undefined);
-      } catch (err) {
-        if (signal?.aborted) throw signal.reason ?? err;
-        if (!retryable(err) || attempt >= this.#retries) throw this.#mapError(err, op, object);
-        await sleep(this.#retryBase * 2 ** attempt, signal);
-      }
+    const named = options.object ?? object;
+    try {
+      return await withRetry(fn, {
+        policy: { retries: this.#retries, baseMs: this.#retryBase, capMs: 30_000, idleMs: this.#timeout },
+        retryable,
+        retryAfterMs: (err) => parseRetryAfter((err as { retryAfter?: string })?.retryAfter),
+        signal,
+        log: this.#log,
+        what: {
+          backend: "gcs",
+          op,
+          ...(named ? { object: named } : {}),
+          ...(options.part ? { part: options.part } : {}),
+        },
+      });
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason ?? err;
+      if (options.raw) throw err;
+      throw this.#mapError(err, op, object || undefined);
     }
   }
 
@@ -724,7 +789,74 @@ async function httpError(res: Response): Promise<HttpError> {
   } catch {
     // not JSON
   }
-  return new HttpError(res.status, message || `HTTP ${res.status}`);
+  return new HttpError(
+    res.status,
+    message || `HTTP ${res.status}`,
+    res.headers.get("retry-after") ?? undefined,
+  );
+}
+
+/** Slice of a chunk handed to the socket at a time (progress granularity of uploads). */
+const WRITE_SLICE = 256 * 1024;
+
+/**
+ * PUTs `body` with `node:http(s)`, in slices written as the socket takes
+ * them, calling `touch` for each one flushed and for each piece of the
+ * answer; `fetch` sends a buffer in one go and shows no progress at all
+ * until the answer. `signal` destroys the request (and its socket). Resolves
+ * to the answer as a `Response` (redirects are not followed).
+ */
+function putWithProgress(
+  url: string,
+  headers: Record<string, string>,
+  body: Uint8Array,
+  signal: AbortSignal,
+  touch: () => void,
+): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const target = new URL(url);
+    const req = (target.protocol === "https:" ? httpsRequest : httpRequest)(target, {
+      method: "PUT",
+      headers: { ...headers, "content-length": String(body.length) },
+    });
+    const onAbort = () => req.destroy(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    const fail = (err: unknown) => {
+      signal.removeEventListener("abort", onAbort);
+      reject(signal.aborted ? signal.reason : err);
+    };
+    req.on("error", fail);
+    req.on("response", (res) => {
+      touch();
+      const chunks: Uint8Array[] = [];
+      res.on("data", (chunk: Uint8Array) => {
+        touch();
+        chunks.push(chunk);
+      });
+      res.on("error", fail);
+      res.on("end", () => {
+        signal.removeEventListener("abort", onAbort);
+        const out = new Headers();
+        for (const [k, v] of Object.entries(res.headers)) {
+          if (v !== undefined) out.set(k, Array.isArray(v) ? v.join(", ") : String(v));
+        }
+        const status = res.statusCode ?? 502;
+        const text = chunks.length > 0 ? new Blob(chunks as Uint8Array<ArrayBuffer>[]) : null;
+        resolve(new Response([204, 205, 304].includes(status) ? null : text, { status, headers: out }));
+      });
+    });
+    let offset = 0;
+    const writeMore = () => {
+      while (offset < body.length) {
+        const slice = body.subarray(offset, Math.min(body.length, offset + WRITE_SLICE));
+        offset += slice.length;
+        if (!req.write(slice, () => touch())) return void req.once("drain", writeMore);
+      }
+      req.end();
+    };
+    writeMore();
+  });
 }
 
 function persistedFrom(range: string | null): number {
@@ -735,16 +867,6 @@ function persistedFrom(range: string | null): number {
 function anySignal(...signals: (AbortSignal | undefined)[]): AbortSignal | undefined {
   const s = signals.filter((x): x is AbortSignal => x !== undefined);
   return s.length === 0 ? undefined : s.length === 1 ? s[0] : AbortSignal.any(s);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms * (0.75 + Math.random() * 0.5));
-    signal?.addEventListener("abort", () => {
-      clearTimeout(t);
-      reject(signal.reason);
-    }, { once: true });
-  });
 }
 
 function base64(bytes: Uint8Array): string {

@@ -18,8 +18,14 @@
  *   batches DeleteObjects (with the Content-MD5 S3-compatible stores want).
  * - Checksums are computed only when required (`WHEN_REQUIRED`), so stores
  *   without the newer flexible checksums work.
- * - `backendOperationTimeout` is an idle timeout per request, retried with
- *   exponential backoff: never a cap on a whole transfer.
+ * - Every request runs through the shared retry ({@link withRetry}): full
+ *   jitter, `Retry-After`, a warn line per retry naming the object, the
+ *   part or range, the attempt and the wait. The SDK's own retries are off.
+ * - `backendOperationTimeout` is an idle timeout per request, in both
+ *   directions: a part upload touches it as the socket takes its bytes, a
+ *   range download as bytes arrive; no progress for that long aborts the
+ *   request (destroying its socket, also a pooled keep-alive one) and
+ *   retries it. Never a cap on a whole transfer.
  *
  * @module
  */
@@ -32,6 +38,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   type ObjectCannedACL,
   PutObjectCommand,
@@ -55,7 +62,17 @@ import {
   UnavailableError,
 } from "../backend.ts";
 import { decodeMeta, encodeMeta } from "../metadata.ts";
-import { idleWatch } from "../transfer/idle.ts";
+import {
+  type Attempt,
+  DEFAULT_RETRY_POLICY,
+  parseRetryAfter,
+  type RetryPolicy,
+  withRetry,
+} from "../transfer/retry.ts";
+import { readRange } from "../transfer/body.ts";
+import { restartingGet } from "../transfer/restart.ts";
+import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
+import { Readable } from "node:stream";
 import type { Logger } from "../../log.ts";
 import type { Settings } from "../../settings.ts";
 import {
@@ -108,8 +125,10 @@ export interface S3BackendOptions {
   directoryBucket?: boolean;
   /** Idle timeout per request in ms, also for a download range's body (default 180 000). */
   idleTimeoutMs?: number;
-  /** Attempts per download range (network errors, timeouts, 5xx; default 4). */
-  rangeAttempts?: number;
+  /** Retries per request after the first attempt (network errors, idle timeouts, 408/429/5xx; default 4). */
+  retries?: number;
+  /** First retry delay bound in ms (doubles per retry, full jitter; default 500). */
+  retryBaseMs?: number;
   /** What to check when credentials are refused (for messages). */
   authHint?: string;
   log?: Logger;
@@ -150,6 +169,7 @@ export class S3Backend implements Backend {
   readonly concurrency: number;
   readonly listPageSize: number;
   readonly #o: S3BackendOptions;
+  readonly #policy: RetryPolicy;
 
   constructor(options: S3BackendOptions) {
     this.#o = options;
@@ -159,6 +179,39 @@ export class S3Backend implements Backend {
     this.rangeSize = Math.max(1, options.rangeSize ?? Math.min(this.partSize, DOWNLOAD_RANGE_SIZE));
     this.concurrency = Math.max(1, options.concurrency ?? 4);
     this.listPageSize = Math.min(1000, Math.max(1, options.listPageSize ?? 1000));
+    this.#policy = {
+      ...DEFAULT_RETRY_POLICY,
+      retries: Math.max(0, options.retries ?? DEFAULT_RETRY_POLICY.retries),
+      baseMs: options.retryBaseMs ?? DEFAULT_RETRY_POLICY.baseMs,
+      idleMs: options.idleTimeoutMs ?? 180_000,
+    };
+  }
+
+  /**
+   * Sends one request through the shared retry: each attempt gets its own
+   * signal (idle timeout, caller's abort), retryable failures are retried
+   * with a warn line. `fn` defaults to a plain `client.send`.
+   */
+  #send<T>(
+    op: string,
+    object: string | undefined,
+    signal: AbortSignal | undefined,
+    fn: (attempt: Attempt) => Promise<T>,
+    part?: string,
+  ): Promise<T> {
+    return withRetry(fn, {
+      policy: this.#policy,
+      retryable: transient,
+      retryAfterMs: (err) => parseRetryAfter(retryAfterHeader(err)),
+      signal,
+      log: this.#o.log,
+      what: {
+        backend: this.kind,
+        op,
+        ...(object !== undefined ? { object } : {}),
+        ...(part ? { part } : {}),
+      },
+    });
   }
 
   /**
@@ -168,13 +221,27 @@ export class S3Backend implements Backend {
    */
   async check(): Promise<void> {
     try {
-      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      await this.#send(
+        "connect",
+        undefined,
+        undefined,
+        ({ signal }) =>
+          this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal }),
+      );
     } catch (err) {
       const status = httpStatus(err);
       if (!isCredentialError(err) && (status === 403 || status === 400 || status === 301)) {
         // HEAD has no body: ask again with a GET to learn the error code.
         try {
-          await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, MaxKeys: 1 }));
+          await this.#send(
+            "connect",
+            undefined,
+            undefined,
+            ({ signal }) =>
+              this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, MaxKeys: 1 }), {
+                abortSignal: signal,
+              }),
+          );
           return;
         } catch (err2) {
           const mapped = this.#error(err2, "connect");
@@ -193,7 +260,15 @@ export class S3Backend implements Backend {
 
   async stat(name: string): Promise<ObjectInfo | null> {
     try {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: name }));
+      const head = await this.#send(
+        "stat",
+        name,
+        undefined,
+        ({ signal }) =>
+          this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: name }), {
+            abortSignal: signal,
+          }),
+      );
       return {
         name,
         size: Number(head.ContentLength ?? 0),
@@ -206,7 +281,16 @@ export class S3Backend implements Backend {
     }
   }
 
-  async get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+  get(name: string, options: TransferOptions = {}): Promise<ReadableStream<Uint8Array>> {
+    return restartingGet(() => this.#getOnce(name, options), {
+      log: this.#o.log,
+      backend: this.kind,
+      object: name,
+    });
+  }
+
+  /** One download pinned to the ETag the HEAD saw. */
+  async #getOnce(name: string, options: TransferOptions): Promise<ReadableStream<Uint8Array>> {
     const info = await this.#head(name);
     const { size, etag } = info;
     const count = Math.ceil(size / this.rangeSize);
@@ -265,6 +349,13 @@ export class S3Backend implements Backend {
       ...(o.sse ? { ServerSideEncryption: o.sse as ServerSideEncryption } : {}),
       ...(o.sse && o.sse !== "AES256" && o.sseKmsKeyId ? { SSEKMSKeyId: o.sseKmsKeyId } : {}),
     };
+    // Leftovers of a killed save of this key (best effort: the identity may not list uploads).
+    await this.sweepStale(name).catch((err) =>
+      this.#o.log?.debug("s3: could not look for stale multipart uploads", {
+        object: name,
+        error: shortMessage(err),
+      })
+    );
     // `internal` aborts on the caller's signal or the first failed part; it cancels the source, so its
     // producer stops instead of waiting forever.
     const internal = new AbortController();
@@ -289,23 +380,35 @@ export class S3Backend implements Backend {
       internal.signal.throwIfAborted();
       if (partCount >= MAX_PARTS) throw this.#tooManyParts(name);
       if (uploadId === undefined) {
-        const created = await this.client.send(new CreateMultipartUploadCommand(params), {
-          abortSignal: internal.signal,
-        });
+        const created = await this.#send(
+          "put",
+          name,
+          internal.signal,
+          ({ signal }) => this.client.send(new CreateMultipartUploadCommand(params), { abortSignal: signal }),
+        );
         if (!created.UploadId) throw new Error("CreateMultipartUpload returned no UploadId");
         uploadId = created.UploadId;
       }
       const PartNumber = ++partCount;
-      const sent: Promise<void> = this.client.send(
-        new UploadPartCommand({
-          Bucket: this.bucket,
-          Key: name,
-          UploadId: uploadId,
-          PartNumber,
-          Body: data,
-          ContentLength: data.length,
-        }),
-        { abortSignal: internal.signal },
+      const id = uploadId;
+      const sent: Promise<void> = this.#send(
+        "put",
+        name,
+        internal.signal,
+        ({ signal, touch }) =>
+          this.client.send(
+            new UploadPartCommand({
+              Bucket: this.bucket,
+              Key: name,
+              UploadId: id,
+              PartNumber,
+              // deno-lint-ignore no-explicit-any
+              Body: progressBody(data, touch) as any,
+              ContentLength: data.length,
+            }),
+            { abortSignal: signal },
+          ),
+        `part ${PartNumber}`,
       ).then((out) => {
         if (!out.ETag) throw new Error(`part ${PartNumber} came back without an ETag`);
         parts.push({ PartNumber, ETag: out.ETag });
@@ -334,25 +437,30 @@ export class S3Backend implements Backend {
         }
       }
       if (uploadId === undefined && inflight.size === 0) {
-        await this.client.send(
-          new PutObjectCommand({ ...params, Body: buffer.subarray(0, fill), ContentLength: fill }),
-          { abortSignal: internal.signal },
-        );
+        const data = buffer.subarray(0, fill);
+        await this.#send("put", name, internal.signal, ({ signal, touch }) =>
+          this.client.send(
+            // deno-lint-ignore no-explicit-any
+            new PutObjectCommand({ ...params, Body: progressBody(data, touch) as any, ContentLength: fill }),
+            { abortSignal: signal },
+          ));
         return;
       }
       if (fill > 0) await dispatch(buffer.subarray(0, fill), buffer);
       while (inflight.size > 0) await Promise.race(inflight);
       internal.signal.throwIfAborted();
       parts.sort((x, y) => x.PartNumber - y.PartNumber);
-      await this.client.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: this.bucket,
-          Key: name,
-          UploadId: uploadId,
-          MultipartUpload: { Parts: parts },
-        }),
-        { abortSignal: internal.signal },
-      );
+      const id = uploadId;
+      await this.#send("put", name, internal.signal, ({ signal }) =>
+        this.client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: this.bucket,
+            Key: name,
+            UploadId: id,
+            MultipartUpload: { Parts: parts },
+          }),
+          { abortSignal: signal },
+        ), "complete");
     } catch (raw) {
       const err = internal.signal.aborted && !options.signal?.aborted ? internal.signal.reason ?? raw : raw;
       internal.abort(err);
@@ -373,12 +481,53 @@ export class S3Backend implements Backend {
     }
   }
 
+  /**
+   * Aborts multipart uploads under `prefix` started more than `olderThanMs`
+   * ago: what saves killed with `kill -9` left (invisible parts that are
+   * billed until a lifecycle rule removes them). Younger ones may belong to
+   * a running save and stay. `put` sweeps its own key, flush its prefix.
+   * Returns how many were aborted.
+   *
+   * @example
+   * ```ts
+   * await backend.sweepStale("key/");
+   * ```
+   */
+  async sweepStale(prefix: string, olderThanMs = STALE_AFTER_MS): Promise<number> {
+    let removed = 0;
+    let KeyMarker: string | undefined;
+    let UploadIdMarker: string | undefined;
+    for (;;) {
+      const page = await this.#send("sweep", prefix, undefined, ({ signal }) =>
+        this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker, UploadIdMarker }),
+          { abortSignal: signal },
+        ));
+      for (const u of page.Uploads ?? []) {
+        if (!u.Key || !u.UploadId || !u.Initiated) continue;
+        // (0 sweeps all: the store's clock may run ahead of ours)
+        if (olderThanMs > 0 && Date.now() - u.Initiated.getTime() < olderThanMs) continue;
+        await this.#abortUpload(u.Key, u.UploadId);
+        removed++;
+      }
+      if (!page.IsTruncated) break;
+      KeyMarker = page.NextKeyMarker;
+      UploadIdMarker = page.NextUploadIdMarker;
+    }
+    if (removed > 0) {
+      this.#o.log?.info("s3: aborted stale multipart uploads of killed saves", { prefix, uploads: removed });
+    }
+    return removed;
+  }
+
   /** Aborts a multipart upload (its stored parts are discarded); a failure is logged, not thrown. */
   async #abortUpload(name: string, uploadId: string): Promise<void> {
     try {
-      await this.client.send(
-        new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: name, UploadId: uploadId }),
-      );
+      await this.#send("put", name, undefined, ({ signal }) =>
+        this.client.send(
+          new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: name, UploadId: uploadId }),
+          { abortSignal: signal },
+        ), "abort");
     } catch (err) {
       this.#o.log?.warn(
         "s3: could not abort a failed multipart upload; its parts stay until a lifecycle rule removes them",
@@ -407,14 +556,17 @@ export class S3Backend implements Backend {
     do {
       let page;
       try {
-        page = await this.client.send(
-          new ListObjectsV2Command({
-            Bucket: this.bucket,
-            Prefix: query || undefined,
-            MaxKeys: this.listPageSize,
-            ContinuationToken: token,
-          }),
-        );
+        const continuation = token;
+        page = await this.#send("list", prefix, undefined, ({ signal }) =>
+          this.client.send(
+            new ListObjectsV2Command({
+              Bucket: this.bucket,
+              Prefix: query || undefined,
+              MaxKeys: this.listPageSize,
+              ContinuationToken: continuation,
+            }),
+            { abortSignal: signal },
+          ));
       } catch (err) {
         throw this.#error(err, "list", prefix);
       }
@@ -433,7 +585,15 @@ export class S3Backend implements Backend {
 
   async delete(name: string): Promise<void> {
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: name }));
+      await this.#send(
+        "delete",
+        name,
+        undefined,
+        ({ signal }) =>
+          this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: name }), {
+            abortSignal: signal,
+          }),
+      );
     } catch (err) {
       if (httpStatus(err) === 404 && !isCode(err, "NoSuchBucket")) return;
       throw this.#error(err, "delete", name);
@@ -457,12 +617,14 @@ export class S3Backend implements Backend {
       const batch = names.slice(i, i + DELETE_BATCH);
       let out;
       try {
-        out = await this.client.send(
-          new DeleteObjectsCommand({
-            Bucket: this.bucket,
-            Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
-          }),
-        );
+        out = await this.#send("delete", batch[0], undefined, ({ signal }) =>
+          this.client.send(
+            new DeleteObjectsCommand({
+              Bucket: this.bucket,
+              Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+            }),
+            { abortSignal: signal },
+          ));
       } catch (err) {
         throw this.#error(err, "delete", batch[0]);
       }
@@ -486,7 +648,15 @@ export class S3Backend implements Backend {
 
   async #head(name: string): Promise<{ size: number; etag?: string }> {
     try {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: name }));
+      const head = await this.#send(
+        "get",
+        name,
+        undefined,
+        ({ signal }) =>
+          this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: name }), {
+            abortSignal: signal,
+          }),
+      );
       return { size: Number(head.ContentLength ?? 0), etag: head.ETag };
     } catch (err) {
       if (httpStatus(err) === 404 && !isCode(err, "NoSuchBucket")) {
@@ -502,8 +672,9 @@ export class S3Backend implements Backend {
   }
 
   /**
-   * Reads bytes [start, end] with an idle timeout, retrying transient failures with backoff. The range
-   * comes back as the chunks the connection delivered (no copy into one buffer).
+   * Reads bytes [start, end] through the shared retry (idle timeout on the
+   * body too), pinned to the ETag. The range comes back as the chunks the
+   * connection delivered (no copy into one buffer).
    */
   async #readRange(
     name: string,
@@ -512,16 +683,8 @@ export class S3Backend implements Backend {
     etag: string | undefined,
     signal: AbortSignal,
   ): Promise<Uint8Array[]> {
-    const attempts = this.#o.rangeAttempts ?? 4;
-    const idle = this.#o.idleTimeoutMs ?? 180_000;
-    const want = end - start + 1;
-    for (let attempt = 1;; attempt++) {
-      signal.throwIfAborted();
-      const ac = new AbortController();
-      const onAbort = () => ac.abort(signal.reason);
-      signal.addEventListener("abort", onAbort, { once: true });
-      const watch = idleWatch(idle, () => ac.abort(timeoutError(idle)));
-      try {
+    try {
+      return await this.#send("get", name, signal, async (attempt) => {
         const res = await this.client.send(
           new GetObjectCommand({
             Bucket: this.bucket,
@@ -529,52 +692,23 @@ export class S3Backend implements Backend {
             Range: `bytes=${start}-${end}`,
             IfMatch: etag,
           }),
-          { abortSignal: ac.signal },
+          { abortSignal: attempt.signal },
         );
-        watch.touch();
+        attempt.touch();
         const body = res.Body as unknown as { transformToWebStream(): ReadableStream<Uint8Array> };
-        const reader = body.transformToWebStream().getReader();
-        const chunks: Uint8Array[] = [];
-        let got = 0;
-        try {
-          for (;;) {
-            const { done, value } = await reader.read();
-            if (done) break;
-            watch.touch();
-            got += value.length;
-            if (got > want) throw new Error("the server sent more bytes than the range asked for");
-            chunks.push(value);
-          }
-        } finally {
-          reader.cancel().catch(() => {});
-        }
-        if (got !== want) throw new Error(`short range read: ${got} of ${want} bytes`);
-        return chunks;
-      } catch (err) {
-        const reason = ac.signal.aborted && !signal.aborted ? ac.signal.reason : err;
-        if (signal.aborted) throw signal.reason ?? err;
-        if (attempt >= attempts || !transient(reason)) {
-          if (httpStatus(err) === 412) {
-            throw new StorageError("Failed", "the object was replaced during the download: restore again", {
-              backend: this.kind,
-              op: "get",
-              object: name,
-              cause: err,
-            });
-          }
-          throw this.#error(reason, "get", name);
-        }
-        this.#o.log?.debug("s3: retrying a download range", {
+        return await readRange(body.transformToWebStream(), end - start + 1, attempt.signal, attempt.touch);
+      }, `range ${start}-${end}`);
+    } catch (err) {
+      if (signal.aborted) throw signal.reason ?? err;
+      if (httpStatus(err) === 412) {
+        throw new StorageError("Failed", "the object was replaced during the download: restore again", {
+          backend: this.kind,
+          op: "get",
           object: name,
-          start,
-          attempt,
-          error: String(reason),
+          cause: err,
         });
-        await new Promise((r) => setTimeout(r, Math.min(8000, 250 * 2 ** attempt)));
-      } finally {
-        watch.stop();
-        signal.removeEventListener("abort", onAbort);
       }
+      throw this.#error(err, "get", name);
     }
   }
 
@@ -582,7 +716,9 @@ export class S3Backend implements Backend {
   async #diagnose(err: unknown, op: string, name: string): Promise<StorageError> {
     if (httpStatus(err) === 403 || httpStatus(err) === 400) {
       try {
-        await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: name, Range: "bytes=0-0" }));
+        await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: name, Range: "bytes=0-0" }), {
+          abortSignal: AbortSignal.timeout(this.#policy.idleMs || 60_000),
+        });
       } catch (err2) {
         if (httpStatus(err2) !== 404 && httpStatus(err2) !== 416) return this.#error(err2, op, name);
       }
@@ -759,14 +895,48 @@ function isNetworkError(err: unknown): boolean {
   return e.cause !== undefined && e.cause !== err && isNetworkError(e.cause);
 }
 
-function timeoutError(ms: number): Error {
-  return Object.assign(new Error(`no data for ${ms} ms`), { name: "TimeoutError" });
-}
-
+/** Whether a failed request is worth another attempt. */
 function transient(err: unknown): boolean {
+  if (err instanceof StorageError || isCredentialError(err)) return false;
   const status = httpStatus(err);
   if (status !== undefined) return status >= 500 || status === 408 || status === 429;
   return true; // no HTTP answer: network error, idle timeout or a broken body
+}
+
+/** A throttling answer's `Retry-After`, when the SDK kept the response. */
+function retryAfterHeader(err: unknown): string | undefined {
+  const headers = (err as { $response?: { headers?: Record<string, string> } } | undefined)?.$response
+    ?.headers;
+  if (!headers) return undefined;
+  for (const [k, v] of Object.entries(headers)) if (k.toLowerCase() === "retry-after") return v;
+  return undefined;
+}
+
+/** Marks a request body whose SHA-256 we computed, so SigV4 signs it without reading the stream. */
+const PAYLOAD_SHA256 = Symbol("cicachePayloadSha256");
+/** Slice of a part handed to the socket at a time: each one taken is progress for the idle watch. */
+const WRITE_SLICE = 256 * 1024;
+
+/**
+ * A request body for the Node HTTP handler that feeds `data` in slices as
+ * the socket takes them (the handler pipes it, with backpressure), calling
+ * `touch` for each: an upload whose peer stops reading stops touching, and
+ * the idle timeout aborts it. A plain buffer is written in one `end()` and
+ * shows no progress at all. Its SHA-256 travels with it for the signature.
+ */
+function progressBody(data: Uint8Array, touch: () => void): Readable {
+  let offset = 0;
+  const body = new Readable({
+    highWaterMark: WRITE_SLICE,
+    read() {
+      touch();
+      if (offset >= data.length) return void this.push(null);
+      const end = Math.min(data.length, offset + WRITE_SLICE);
+      this.push(data.subarray(offset, end));
+      offset = end;
+    },
+  });
+  return Object.assign(body, { [PAYLOAD_SHA256]: createHash("sha256").update(data).digest("hex") });
 }
 
 function shortMessage(err: unknown): string {
@@ -815,7 +985,16 @@ export interface S3ClientSettings {
   credentials: AwsCredentialIdentityProvider;
   idleTimeoutMs: number;
   concurrency: number;
-  maxAttempts?: number;
+  /** Where the SDK's own warnings go (never raw to stderr): our warn lines, the SDK named. */
+  log?: Logger;
+}
+
+/** The SDK's logger interface, routed into ours: its warnings become our warn lines. */
+function sdkLogger(log: Logger | undefined) {
+  const warn = (...args: unknown[]) =>
+    log?.warn(`aws sdk: ${args.map((a) => (a instanceof Error ? a.message : String(a))).join(" ")}`);
+  // Per-request info/debug records carry whole inputs: not for our log.
+  return { trace: () => {}, debug: () => {}, info: () => {}, warn, error: warn };
 }
 
 /**
@@ -838,17 +1017,28 @@ export function makeS3Client(c: S3ClientSettings): S3Client {
     credentials: c.credentials,
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
-    maxAttempts: c.maxAttempts ?? 5,
+    // Retries and timeouts are ours (withRetry in the backend): one attempt per send, no SDK timers.
+    maxAttempts: 1,
+    logger: sdkLogger(c.log),
     requestHandler: new RangeFetchHandler(
       new NodeHttpHandler({
-        requestTimeout: c.idleTimeoutMs || undefined,
         connectionTimeout: Math.min(c.idleTimeoutMs || 30_000, 30_000),
         httpAgent: { keepAlive: true, maxSockets: Math.max(50, c.concurrency * 4) },
         httpsAgent: { keepAlive: true, maxSockets: Math.max(50, c.concurrency * 4) },
+        logger: sdkLogger(c.log),
       }),
-      new FetchHttpHandler({ requestTimeout: c.idleTimeoutMs || undefined }),
+      new FetchHttpHandler({}),
     ),
   });
+  client.middlewareStack.add(
+    (next) => (args) => {
+      const request = (args as { request?: { headers: Record<string, string>; body?: unknown } }).request;
+      const hash = (request?.body as { [PAYLOAD_SHA256]?: string } | undefined)?.[PAYLOAD_SHA256];
+      if (request && hash) request.headers["x-amz-content-sha256"] = hash;
+      return next(args);
+    },
+    { step: "build", name: "cicachePayloadHash", priority: "low" },
+  );
   client.middlewareStack.add(
     (next, context) => (args) => {
       const request = (args as { request?: { headers: Record<string, string>; body?: unknown } }).request;
@@ -902,6 +1092,7 @@ export async function createS3Backend(settings: Settings, log: Logger): Promise<
     credentials: creds.provider,
     idleTimeoutMs: settings.backendOperationTimeout,
     concurrency: settings.transferConcurrency,
+    log,
   });
   let directoryBucket = false;
   if (settings.bucket.endsWith("--x-s3")) {

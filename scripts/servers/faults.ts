@@ -1,0 +1,282 @@
+/**
+ * A fault-injecting TCP proxy for the tests, between a client and any real
+ * test server (Swift, Azurite, the GCS emulator) on 127.0.0.1.
+ *
+ * Bytes pass untouched except one header: `Connection: close` is put into
+ * every request head, so each connection carries exactly one request and a
+ * fault chosen for a connection hits exactly that request (signatures
+ * survive: SigV4, Shared Key and bearer tokens do not cover `Connection`).
+ * For each request, `decide` sees its method, path and headers and picks a
+ * {@link Fault}:
+ *
+ * - `stall` at byte N of the request (the proxy stops reading: the client's
+ *   writes block) or of the response (the bytes stop; the connection stays
+ *   open);
+ * - `trickle`: the response arrives in small pieces with pauses below the
+ *   idle threshold (the transfer must go on, only slower);
+ * - `reset`: the connection is closed at byte N of the request or response;
+ * - `halfclose`: the response side is shut (FIN) at byte N while the proxy
+ *   keeps the request side open;
+ * - `status`: an HTTP 500/503/429 answer (with `Retry-After` when given)
+ *   instead of forwarding;
+ * - `truncate`: the response head (with its correct `Content-Length`) and N
+ *   body bytes, then the connection closes.
+ *
+ * DNS failure needs no proxy: point the client at {@link UNRESOLVABLE_HOST}.
+ *
+ * @module
+ */
+
+/** A host name that never resolves (`.invalid` is reserved, RFC 2606). */
+export const UNRESOLVABLE_HOST = "cicache-no-such-host.invalid";
+
+/** Which way the bytes flow. */
+export type Direction = "request" | "response";
+
+/** What the proxy does with one request. */
+export type Fault =
+  | { kind: "pass" }
+  | { kind: "stall"; direction: Direction; atByte: number }
+  | { kind: "trickle"; bytes: number; pieceBytes: number; pauseMs: number }
+  | { kind: "reset"; direction: Direction; atByte: number }
+  | { kind: "halfclose"; atByte: number }
+  | { kind: "status"; status: 500 | 503 | 429; retryAfterSeconds?: number }
+  | { kind: "truncate"; atByte: number };
+
+/** A request as the proxy sees it (its head only). */
+export interface ProxiedRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string>;
+  /** 0-based count of requests this proxy has seen. */
+  index: number;
+}
+
+/** A running proxy. */
+export interface FaultProxy {
+  /** `http://127.0.0.1:<port>`. */
+  url: string;
+  port: number;
+  /** Every request seen with the fault applied. */
+  log: { method: string; path: string; fault: Fault["kind"] }[];
+  /** Open client connections (should drop to 0 after a run: nothing left hanging). */
+  open(): number;
+  /** Closes the listener and every connection. */
+  close(): Promise<void>;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function indexOfHeadEnd(buf: Uint8Array): number {
+  for (let i = 3; i < buf.length; i++) {
+    if (buf[i] === 10 && buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13) return i + 1;
+  }
+  return -1;
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function parseHead(text: string): { method: string; path: string; headers: Record<string, string> } {
+  const [first, ...lines] = text.split("\r\n");
+  const [method, path] = first.split(" ");
+  const headers: Record<string, string> = {};
+  for (const line of lines) {
+    const i = line.indexOf(":");
+    if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+  return { method, path, headers };
+}
+
+/** The request head with `Connection: close` instead of whatever the client asked. */
+function closeHead(text: string): Uint8Array {
+  const lines = text.split("\r\n").filter((l) => l !== "" && !/^connection\s*:/i.test(l));
+  return encoder.encode(lines.join("\r\n") + "\r\nConnection: close\r\n\r\n");
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Starts a fault proxy in front of `127.0.0.1:<targetPort>`.
+ *
+ * @example
+ * ```ts
+ * const proxy = startFaultProxy(swiftPort, (r) => r.method === "GET" ? { kind: "truncate", atByte: 1000 } : { kind: "pass" });
+ * // point the client at proxy.url
+ * await proxy.close();
+ * ```
+ */
+export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest) => Fault): FaultProxy {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const conns = new Set<Deno.Conn>();
+  const log: FaultProxy["log"] = [];
+  let index = 0;
+  const closeQuietly = (c: Deno.Conn) => {
+    try {
+      c.close();
+    } catch { /* closed */ }
+    conns.delete(c);
+  };
+
+  const handle = async (client: Deno.Conn) => {
+    conns.add(client);
+    let server: Deno.Conn | undefined;
+    try {
+      // Read the request head.
+      let head: Uint8Array = new Uint8Array(0);
+      const buf = new Uint8Array(64 * 1024);
+      let end = -1;
+      while (end < 0) {
+        const n = await client.read(buf);
+        if (n === null) return;
+        head = concat(head, buf.subarray(0, n));
+        end = indexOfHeadEnd(head);
+        if (head.length > 256 * 1024) return;
+      }
+      const headText = decoder.decode(head.subarray(0, end - 4));
+      const parsed = parseHead(headText);
+      const fault = decide({ ...parsed, index: index++ });
+      log.push({ method: parsed.method, path: parsed.path, fault: fault.kind });
+      const rest = head.subarray(end);
+
+      if (fault.kind === "status") {
+        // Drain the announced body (so the client reads our answer, not a broken pipe), then answer.
+        let left = Number(parsed.headers["content-length"] ?? 0) - rest.length;
+        while (left > 0) {
+          const n = await client.read(buf);
+          if (n === null) break;
+          left -= n;
+        }
+        const body = `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${
+          fault.status === 429 ? "SlowDown" : "ServiceUnavailable"
+        }</Code><Message>injected ${fault.status}</Message></Error>`;
+        const extra = fault.retryAfterSeconds !== undefined
+          ? `Retry-After: ${fault.retryAfterSeconds}\r\n`
+          : "";
+        await client.write(encoder.encode(
+          `HTTP/1.1 ${fault.status} Injected\r\nContent-Type: application/xml\r\nContent-Length: ${body.length}\r\n` +
+            `${extra}Connection: close\r\n\r\n${body}`,
+        ));
+        return;
+      }
+
+      server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+      conns.add(server);
+      const upstream = server;
+      const requestBytes = concat(closeHead(headText), rest);
+
+      // client → server
+      const up = (async () => {
+        let sent = 0;
+        const forward = async (chunk: Uint8Array): Promise<boolean> => {
+          if ((fault.kind === "stall" || fault.kind === "reset") && fault.direction === "request") {
+            if (sent + chunk.length >= fault.atByte) {
+              await upstream.write(chunk.subarray(0, Math.max(0, fault.atByte - sent)));
+              sent = fault.atByte;
+              if (fault.kind === "reset") {
+                closeQuietly(client);
+                closeQuietly(upstream);
+              }
+              return false; // stall: stop reading from the client, its writes block
+            }
+          }
+          await upstream.write(chunk);
+          sent += chunk.length;
+          return true;
+        };
+        if (!(await forward(requestBytes))) return;
+        for (;;) {
+          const n = await client.read(buf);
+          if (n === null) break;
+          if (!(await forward(buf.slice(0, n)))) return;
+        }
+        // The client went away (a client never half-closes after its request): drop both sides.
+        closeQuietly(client);
+        closeQuietly(upstream);
+      })().catch(() => {});
+
+      // server → client
+      const down = (async () => {
+        const rbuf = new Uint8Array(64 * 1024);
+        let passed = 0;
+        let bodyStart = -1;
+        let headBytes: Uint8Array = new Uint8Array(0);
+        for (;;) {
+          const n = await upstream.read(rbuf);
+          if (n === null) break;
+          let chunk = rbuf.slice(0, n);
+          if (bodyStart < 0) {
+            headBytes = concat(headBytes, chunk);
+            const e = indexOfHeadEnd(headBytes);
+            if (e >= 0) bodyStart = e;
+          }
+          if (
+            fault.kind === "truncate" && bodyStart >= 0 && passed + chunk.length >= bodyStart + fault.atByte
+          ) {
+            await client.write(chunk.subarray(0, bodyStart + fault.atByte - passed));
+            closeQuietly(client);
+            closeQuietly(upstream);
+            return;
+          }
+          if (
+            (fault.kind === "stall" || fault.kind === "reset" || fault.kind === "halfclose") &&
+            (fault.kind === "halfclose" || fault.direction === "response") &&
+            passed + chunk.length >= fault.atByte
+          ) {
+            await client.write(chunk.subarray(0, Math.max(0, fault.atByte - passed)));
+            if (fault.kind === "reset") {
+              closeQuietly(client);
+              closeQuietly(upstream);
+            } else if (fault.kind === "halfclose") {
+              await client.closeWrite().catch(() => {});
+            }
+            return; // stall: the bytes stop, the connection stays open
+          }
+          if (fault.kind === "trickle" && passed < fault.bytes) {
+            while (chunk.length > 0 && passed < fault.bytes) {
+              const piece = chunk.subarray(0, fault.pieceBytes);
+              await client.write(piece);
+              passed += piece.length;
+              chunk = chunk.subarray(piece.length);
+              await sleep(fault.pauseMs);
+            }
+            if (chunk.length === 0) continue;
+          }
+          await client.write(chunk);
+          passed += chunk.length;
+        }
+        closeQuietly(client);
+      })().catch(() => {});
+      await Promise.all([up, down]);
+    } catch {
+      // a connection the client dropped
+    } finally {
+      closeQuietly(client);
+      if (server) closeQuietly(server);
+    }
+  };
+
+  (async () => {
+    for await (const conn of listener) handle(conn);
+  })().catch(() => {});
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    log,
+    open: () => conns.size,
+    close() {
+      try {
+        listener.close();
+      } catch { /* closed */ }
+      for (const c of [...conns]) closeQuietly(c);
+      return Promise.resolve();
+    },
+  };
+}

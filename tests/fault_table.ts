@@ -1,0 +1,357 @@
+/**
+ * The fault table every cloud backend runs (s3 on Swift, azure on Azurite,
+ * gcs on the emulator), through the fault proxy of scripts/servers/faults.ts:
+ * each case uploads and downloads a multi-part object through the proxy, with
+ * the fault on the first matching requests at a random byte, and checks that
+ * the run either completes with the exact bytes or fails clearly within a
+ * bound derived from the retry settings; never hangs, never leaves a partial
+ * object, never prints a credential.
+ *
+ * Runs per case: `CICACHE_FAULT_RUNS` (default 1 in `deno task test`; the
+ * soak raises it).
+ *
+ * @module
+ */
+import { assert, assertEquals } from "./assert.ts";
+import { readAll, seededBytes, streamOf } from "./backend_conformance.ts";
+import type { Backend } from "../lib/storage/backend.ts";
+import { type Fault, type ProxiedRequest, startFaultProxy } from "../scripts/servers/faults.ts";
+import { Logger } from "../lib/log.ts";
+
+/** Retry settings the table's backends use; the time bound is derived from them. */
+export const FAULT_POLICY = { idleMs: 1500, retries: 3, baseMs: 100 };
+/** Longest a failing run may take: every attempt idles out and waits its longest backoff, plus slack. */
+export const FAULT_BOUND_MS = (FAULT_POLICY.retries + 1) * (FAULT_POLICY.idleMs + 30_000 / 30) + 60_000;
+
+/** How one backend takes part. */
+export interface FaultTarget {
+  kind: string;
+  /** A backend talking to `endpoint` (the proxy, or an unresolvable host) with {@link FAULT_POLICY}. */
+  through(endpoint: string, log: Logger): Backend;
+  /** A backend talking straight to the server, to check what is stored. */
+  owner: Backend;
+  /** The port of the real server. */
+  port: number;
+  /** Requests that carry upload bytes (a part, block or chunk). */
+  isUpload(r: ProxiedRequest): boolean;
+  /** Requests that read object bytes (a range). */
+  isDownload(r: ProxiedRequest): boolean;
+  /** Size of the test object (several parts and ranges). */
+  size: number;
+  /** Secrets that must never appear in a log line or error. */
+  secrets: string[];
+}
+
+/** One row of the table. */
+export interface FaultCase {
+  name: string;
+  /** Which requests get the fault. */
+  on: "upload" | "download";
+  /** How many matching requests get it (then they pass); Infinity = all. */
+  times: number;
+  fault: (random: () => number) => Fault;
+  /** Whether the run must succeed (retries recover) or fail clearly. */
+  expect: "ok" | "fail";
+}
+
+const KiB = 1024;
+
+/** The fault table. */
+export const FAULT_CASES: FaultCase[] = [
+  {
+    name: "stall in the response at byte N",
+    on: "download",
+    times: 1,
+    fault: (r) => ({ kind: "stall", direction: "response", atByte: Math.floor(r() * 64 * KiB) }),
+    expect: "ok",
+  },
+  {
+    name: "stall in the request body at byte N",
+    on: "upload",
+    times: 1,
+    fault: (r) => ({ kind: "stall", direction: "request", atByte: 2 * KiB + Math.floor(r() * 256 * KiB) }),
+    expect: "ok",
+  },
+  {
+    name: "trickle below the idle threshold",
+    on: "download",
+    times: 1,
+    fault: () => ({ kind: "trickle", bytes: 16 * KiB, pieceBytes: 2 * KiB, pauseMs: 200 }),
+    expect: "ok",
+  },
+  {
+    name: "connection reset in the response",
+    on: "download",
+    times: 2,
+    fault: (r) => ({ kind: "reset", direction: "response", atByte: Math.floor(r() * 128 * KiB) }),
+    expect: "ok",
+  },
+  {
+    name: "connection reset in the request body",
+    on: "upload",
+    times: 2,
+    fault: (r) => ({ kind: "reset", direction: "request", atByte: 1 + Math.floor(r() * 256 * KiB) }),
+    expect: "ok",
+  },
+  {
+    name: "half-close of the response",
+    on: "download",
+    times: 1,
+    fault: (r) => ({ kind: "halfclose", atByte: Math.floor(r() * 64 * KiB) }),
+    expect: "ok",
+  },
+  {
+    name: "500/503 burst on uploads",
+    on: "upload",
+    times: 2,
+    fault: (r) => ({ kind: "status", status: r() < 0.5 ? 500 : 503 }),
+    expect: "ok",
+  },
+  {
+    name: "503 burst on downloads",
+    on: "download",
+    times: 2,
+    fault: () => ({ kind: "status", status: 503 }),
+    expect: "ok",
+  },
+  {
+    name: "429 with Retry-After",
+    on: "upload",
+    times: 1,
+    fault: () => ({ kind: "status", status: 429, retryAfterSeconds: 1 }),
+    expect: "ok",
+  },
+  {
+    name: "truncated body with a correct Content-Length",
+    on: "download",
+    times: 1,
+    fault: (r) => ({ kind: "truncate", atByte: Math.floor(r() * 128 * KiB) }),
+    expect: "ok",
+  },
+  {
+    name: "every upload stalls (gives up within the bound)",
+    on: "upload",
+    times: Infinity,
+    fault: (r) => ({ kind: "stall", direction: "request", atByte: 2 * KiB + Math.floor(r() * 64 * KiB) }),
+    expect: "fail",
+  },
+  {
+    name: "every download stalls (gives up within the bound)",
+    on: "download",
+    times: Infinity,
+    fault: (r) => ({ kind: "stall", direction: "response", atByte: Math.floor(r() * 64 * KiB) }),
+    expect: "fail",
+  },
+];
+
+/** Outcome of one run. */
+export interface FaultRun {
+  ok: boolean;
+  ms: number;
+  error?: string;
+}
+
+/** A small seeded random source, so a failing run can be replayed from its seed. */
+export function seeded(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 2 ** 32;
+  };
+}
+
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`HUNG: ${what} did not finish within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, hung]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Runs one case once: a fresh object name, upload then download through the
+ * proxy. Throws (an assertion) when the run broke a rule: hung, left a
+ * partial object, returned wrong bytes, failed where it must recover, or let
+ * a secret into a line.
+ */
+export async function runFaultCase(target: FaultTarget, c: FaultCase, seed: number): Promise<FaultRun> {
+  const random = seeded(seed);
+  let hits = 0;
+  const proxy = startFaultProxy(target.port, (r) => {
+    const match = c.on === "upload" ? target.isUpload(r) : target.isDownload(r);
+    if (match && hits < c.times) {
+      hits++;
+      return c.fault(random);
+    }
+    return { kind: "pass" };
+  });
+  const lines: string[] = [];
+  const log = new Logger({ level: "debug", sink: (l) => lines.push(l) });
+  const backend = target.through(proxy.url, log);
+  const name = `faults/${c.name.replace(/[^a-z0-9]+/gi, "-")}/${seed}`;
+  const data = seededBytes(target.size, seed);
+  const started = performance.now();
+  let error: unknown;
+  try {
+    if (c.on === "download") await target.owner.put(name, streamOf(data, 256 * KiB), {});
+    await within(
+      (async () => {
+        if (c.on === "upload") await backend.put(name, streamOf(data, 256 * KiB), {});
+        const got = await readAll(await backend.get(name));
+        assertEquals(got.length, data.length, "restored size");
+        assert(got.every((b, i) => b === data[i]), "restored bytes differ");
+      })(),
+      FAULT_BOUND_MS,
+      `${target.kind} "${c.name}"`,
+    );
+  } catch (err) {
+    error = err;
+  } finally {
+    await backend.close?.();
+    await proxy.close();
+  }
+  const ms = performance.now() - started;
+  try {
+    const text = [...lines, ...chain(error)].join("\n");
+    for (const s of target.secrets) assert(!text.includes(s), `a secret reached a line:\n${text}`);
+    assert(!String(error).includes("HUNG"), String(error));
+    assert(hits > 0, `the proxy never applied "${c.name}"`);
+    if (c.expect === "ok") {
+      assert(error === undefined, `"${c.name}" should recover but failed: ${chain(error).join(" <- ")}`);
+      // A retried request says so: object, part/range, attempt and wait.
+      if (c.times !== Infinity && c.fault(seeded(seed)).kind !== "trickle") {
+        assert(lines.some((l) => l.startsWith("level=warn") && l.includes("retrying")), "no retry line");
+      }
+    } else {
+      assert(error !== undefined, `"${c.name}" should fail but succeeded`);
+      assert(ms < FAULT_BOUND_MS, `failed after ${ms} ms, more than the bound`);
+      if (c.on === "upload") {
+        assertEquals(await target.owner.stat(name), null, "a failed upload left an object");
+      }
+    }
+  } finally {
+    await target.owner.delete(name).catch(() => {});
+  }
+  return { ok: error === undefined, ms, error: error === undefined ? undefined : chain(error).join(" <- ") };
+}
+
+/** An unresolvable endpoint fails clearly and quickly, naming the problem. */
+export async function runDnsCase(target: FaultTarget, endpoint: string): Promise<FaultRun> {
+  const lines: string[] = [];
+  const log = new Logger({ level: "debug", sink: (l) => lines.push(l) });
+  const backend = target.through(endpoint, log);
+  const started = performance.now();
+  let error: unknown;
+  try {
+    await within(
+      (async () => {
+        await backend.put("faults/dns", streamOf(seededBytes(1000, 1)), {});
+      })(),
+      FAULT_BOUND_MS,
+      `${target.kind} DNS failure`,
+    );
+  } catch (err) {
+    error = err;
+  } finally {
+    await backend.close?.();
+  }
+  const ms = performance.now() - started;
+  assert(error !== undefined, "an unresolvable host should fail");
+  assert(!String(error).includes("HUNG"), String(error));
+  const text = [...lines, ...chain(error)].join("\n");
+  for (const s of target.secrets) assert(!text.includes(s), `a secret reached a line:\n${text}`);
+  return { ok: false, ms, error: chain(error).join(" <- ") };
+}
+
+function chain(err: unknown): string[] {
+  const out: string[] = [];
+  let cur = err;
+  for (let i = 0; i < 6 && cur !== undefined; i++) {
+    out.push(cur instanceof Error ? `${cur.name}: ${cur.message}` : String(cur));
+    cur = cur instanceof Error ? cur.cause : undefined;
+  }
+  return out;
+}
+
+/** Runs per case from `CICACHE_FAULT_RUNS` (default 1). */
+export function faultRuns(): number {
+  const n = Number(Deno.env.get("CICACHE_FAULT_RUNS") ?? "1");
+  return Number.isFinite(n) && n >= 1 ? Math.floor(n) : 1;
+}
+
+/**
+ * Outcome of one load run: restores that got a complete version, restores
+ * told cleanly that the object was replaced under them, saves that stored
+ * their version, saves that failed cleanly because another save of the same
+ * key won (Azure discards the uncommitted blocks of a blob when one block
+ * list is committed).
+ */
+export interface LoadRun {
+  complete: number;
+  replaced: number;
+  saved: number;
+  lost: number;
+  ms: number;
+}
+
+/**
+ * 8 concurrent saves and 8 concurrent restores of the same object name
+ * (straight to the server): every restore yields one complete version (the
+ * old one or one of the new ones, byte for byte, never a mix) or fails with
+ * the clean "replaced during the download" error; every save stores its
+ * version or fails with a clear message; afterwards the object is exactly
+ * one of the versions that were saved.
+ */
+export async function runLoadCase(
+  target: FaultTarget,
+  seed: number,
+  size = 2 * 1024 * 1024 + 3,
+): Promise<LoadRun> {
+  const name = `load/${seed}`;
+  const versions = Array.from({ length: 9 }, (_, i) => seededBytes(size, seed * 100 + i));
+  const which = (got: Uint8Array) =>
+    versions.findIndex((v) => v.length === got.length && v.every((b, i) => b === got[i]));
+  const started = performance.now();
+  await target.owner.put(name, streamOf(versions[0], 256 * KiB), {});
+  let complete = 0;
+  let replaced = 0;
+  const saved = new Set<number>();
+  let lost = 0;
+  try {
+    await within(
+      Promise.all([
+        ...versions.slice(1).map(async (v, i) => {
+          try {
+            await target.owner.put(name, streamOf(v, 256 * KiB), {});
+            saved.add(i + 1);
+          } catch (err) {
+            const text = chain(err).join(" ");
+            if (!/another save|InvalidBlockList|retried|replaced/i.test(text)) throw err;
+            lost++;
+          }
+        }),
+        ...versions.slice(1).map(async () => {
+          try {
+            const got = await readAll(await target.owner.get(name));
+            assert(which(got) >= 0, `a restore got ${got.length} bytes that match no saved version (mixed?)`);
+            complete++;
+          } catch (err) {
+            if (!/replaced|changed|modified|precondition|412|ConditionNotMet/i.test(chain(err).join(" "))) {
+              throw err;
+            }
+            replaced++;
+          }
+        }),
+      ]),
+      FAULT_BOUND_MS,
+      `${target.kind} load`,
+    );
+    const final = await readAll(await target.owner.get(name));
+    assert(saved.has(which(final)), "after the saves the object is none of the versions that were saved");
+  } finally {
+    await target.owner.delete(name).catch(() => {});
+  }
+  return { complete, replaced, saved: saved.size, lost, ms: performance.now() - started };
+}

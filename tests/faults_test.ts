@@ -1,0 +1,58 @@
+/**
+ * The fault table (tests/fault_table.ts) on every cloud backend against its
+ * real test server: s3 on Swift, azure on Azurite, gcs on the emulator. Each
+ * server is started once for this file and stopped by the last test of its
+ * backend (and by its watchdog should the run die).
+ *
+ * @module
+ */
+import { assert } from "./assert.ts";
+import { FAULT_CASES, faultRuns, runDnsCase, runFaultCase, runLoadCase } from "./fault_table.ts";
+import { FAULT_BACKENDS, type Started } from "./fault_backends.ts";
+import { UNRESOLVABLE_HOST } from "../scripts/servers/faults.ts";
+
+const OPTS = { sanitizeOps: false, sanitizeResources: false };
+
+for (const [kind, start] of Object.entries(FAULT_BACKENDS)) {
+  let started: Promise<Started> | undefined;
+  const get = () => started ??= start();
+  for (const c of FAULT_CASES) {
+    Deno.test({
+      name: `faults: ${kind}: ${c.name} (${c.expect === "ok" ? "recovers" : "fails within the bound"})`,
+      ...OPTS,
+      async fn() {
+        const { target } = await get();
+        for (let run = 0; run < faultRuns(); run++) {
+          await runFaultCase(target, c, 1 + run * 7919 + c.name.length);
+        }
+      },
+    });
+  }
+  Deno.test({
+    name: `load: ${kind}: 8 concurrent saves and 8 concurrent restores of one key`,
+    ...OPTS,
+    async fn() {
+      const { target } = await get();
+      for (let run = 0; run < faultRuns(); run++) {
+        const out = await runLoadCase(target, 1 + run);
+        assert(out.complete + out.replaced === 8, `restores: ${JSON.stringify(out)}`);
+        assert(out.complete > 0, `no restore completed: ${JSON.stringify(out)}`);
+        assert(out.saved + out.lost === 8 && out.saved > 0, `saves: ${JSON.stringify(out)}`);
+      }
+    },
+  });
+  Deno.test({
+    name: `faults: ${kind}: an unresolvable host fails clearly and quickly`,
+    ...OPTS,
+    async fn() {
+      const s = await get();
+      try {
+        const run = await runDnsCase(s.target, `http://${UNRESOLVABLE_HOST}:80`);
+        assert(/resolve|dns|ENOTFOUND|reach|lookup|not found/i.test(run.error ?? ""), run.error);
+      } finally {
+        await s.target.owner.close?.();
+        await s.stop();
+      }
+    },
+  });
+}
