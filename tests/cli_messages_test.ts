@@ -151,7 +151,23 @@ Deno.test(
       !sb.logs.some((l) => l.includes("is not a backend") || l.includes("is not valid")),
       sb.logs.join("\n"),
     );
-    assertStringIncludes(sb.logs.join("\n"), "no bucket");
+    assertStringIncludes(sb.logs.join("\n"), "no bucket: set --bucket (PLUGIN_BUCKET)");
+    sb.logs.length = 0;
+    // A container that was given by flag is named by its flag.
+    assertEquals(
+      await sb.cli({}, [
+        "save",
+        "--backend",
+        "azure",
+        "--azure-container-name",
+        "X",
+        "--cache-key",
+        "k",
+        "m",
+      ]),
+      1,
+    );
+    assertStringIncludes(sb.logs.join("\n"), "from --azure-container-name");
     sb.logs.length = 0;
     assertEquals(await sb.cli({}, ["save", "--backend", "s4", "m"]), 1);
     const err = lineWith(sb, "invalid settings")!;

@@ -89,7 +89,7 @@ export function containerName(settings: Settings): string {
   }
   if (name === "") {
     throw new InvalidSettingsError(
-      `azure container name is required: set PLUGIN_CONTAINER (or AZURE_CONTAINER_NAME)`,
+      `azure container name is required: set ${describeSource(settings, "azureContainerName")}`,
       ctx,
     );
   }
@@ -97,7 +97,7 @@ export function containerName(settings: Settings): string {
     throw new InvalidSettingsError(
       `container name ${JSON.stringify(name)} from ${from} is not a valid Azure container name ` +
         `(3–63 characters: lower-case letters, digits and single hyphens, starting and ending with a letter ` +
-        `or digit): set PLUGIN_CONTAINER`,
+        `or digit): set ${describeSource(settings, "azureContainerName")}`,
       ctx,
     );
   }

@@ -940,7 +940,7 @@ export async function createGcsBackend(settings: Settings, log: Logger): Promise
   const ctx = { backend: "gcs", op: "connect" };
   if (settings.bucket === "") {
     throw new InvalidSettingsError(
-      "no bucket: set PLUGIN_BUCKET (or GCS_BUCKET) to the GCS bucket name",
+      `no bucket: set ${describeSource(settings, "bucket")} to the GCS bucket name`,
       ctx,
     );
   }

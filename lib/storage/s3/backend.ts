@@ -74,7 +74,7 @@ import { restartingGet } from "../transfer/restart.ts";
 import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
 import { Readable } from "node:stream";
 import type { Logger } from "../../log.ts";
-import type { Settings } from "../../settings.ts";
+import { describeSource, type Settings } from "../../settings.ts";
 import {
   type AwsCredentialIdentityProvider,
   chooseS3Credentials,
@@ -1066,7 +1066,7 @@ export function makeS3Client(c: S3ClientSettings): S3Client {
 export async function createS3Backend(settings: Settings, log: Logger): Promise<Backend> {
   const ctx = { backend: "s3", op: "connect" };
   if (!settings.bucket) {
-    throw new InvalidSettingsError("no bucket: set PLUGIN_BUCKET (or S3_BUCKET)", ctx);
+    throw new InvalidSettingsError(`no bucket: set ${describeSource(settings, "bucket")}`, ctx);
   }
   let sse = settings.encryption;
   if (sse && !SSE_VALUES.includes(sse)) {
