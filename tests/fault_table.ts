@@ -18,8 +18,11 @@ import type { Backend } from "../lib/storage/backend.ts";
 import { type Fault, type ProxiedRequest, startFaultProxy } from "../scripts/servers/faults.ts";
 import { Logger } from "../lib/log.ts";
 
-/** Retry settings the table's backends use; the time bound is derived from them. */
-export const FAULT_POLICY = { idleMs: 1500, retries: 3, baseMs: 100 };
+/**
+ * Retry settings the table's backends use; the time bound is derived from them. The idle timeout leaves room
+ * for a loaded CI machine (Swift fsyncs every object: a PUT can answer seconds after its last byte).
+ */
+export const FAULT_POLICY = { idleMs: 4000, retries: 3, baseMs: 100 };
 /** Longest a failing run may take: every attempt idles out and waits its longest backoff, plus slack. */
 export const FAULT_BOUND_MS = (FAULT_POLICY.retries + 1) * (FAULT_POLICY.idleMs + 30_000 / 30) + 60_000;
 

@@ -9,7 +9,7 @@
  * @module
  */
 import { backendConformance, readAll, seededBytes, streamOf } from "./backend_conformance.ts";
-import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
+import { assert, assertEquals, assertRejects, assertStringIncludes, assertThrows } from "./assert.ts";
 import { capture, settingsFrom } from "./support.ts";
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand } from "../lib/deps/aws_client_s3.ts";
 import {
@@ -27,7 +27,7 @@ import {
   NotFoundError,
   UnavailableError,
 } from "../lib/storage/backend.ts";
-import type { Settings } from "../lib/settings.ts";
+import { type Settings, SettingsError } from "../lib/settings.ts";
 import { freePort, startSwift, type SwiftServer } from "../scripts/servers/swift.ts";
 import { startSts, type StsRole, type StsServer } from "../scripts/servers/sts.ts";
 
@@ -531,7 +531,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "s3: settings errors: no bucket, unknown encryption",
+  name: "s3: settings errors: no bucket, unknown encryption (refused with the settings)",
   ...sdkTest,
   async fn() {
     const { log } = capture();
@@ -540,9 +540,10 @@ Deno.test({
       InvalidSettingsError,
       "PLUGIN_BUCKET",
     );
-    await assertRejects(
-      () => createS3Backend(settingsOf({ PLUGIN_BUCKET: "b", PLUGIN_ENCRYPTION: "rot13" }), log),
-      InvalidSettingsError,
+    // An unknown encryption is refused with the settings, before any backend exists.
+    assertThrows(
+      () => settingsOf({ PLUGIN_BUCKET: "b", PLUGIN_ENCRYPTION: "rot13" }),
+      SettingsError,
       "AES256",
     );
   },

@@ -642,6 +642,7 @@ export class AzureBackend implements Backend {
             fill = 0;
           }
         }
+        options.release?.(value); // copied into block buffers: the producer may reuse it
       }
       if (blocks.length === 0) {
         // Smaller than one block: a single Put Blob, atomic by itself.

@@ -435,6 +435,7 @@ export class S3Backend implements Backend {
           fill += n;
           offset += n;
         }
+        options.release?.(value); // copied into part buffers: the producer may reuse it
       }
       if (uploadId === undefined && inflight.size === 0) {
         const data = buffer.subarray(0, fill);
