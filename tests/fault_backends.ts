@@ -1,7 +1,7 @@
 /**
  * The cloud backends the fault table (tests/fault_table.ts) runs on, each
  * with its real test server, the proxy-facing client settings and a
- * description of its wire traffic. Shared by tests/faults_test.ts and
+ * description of its wire traffic. Shared by tests/fault_suite.ts and
  * `deno task soak`.
  *
  * @module
