@@ -392,7 +392,7 @@ export class GcsBackend implements Backend {
       session = await this.#startSession(name, meta, signal);
       const size = this.#mode === "single"
         ? await this.#uploadSingle(session, name, body, signal)
-        : await this.#uploadChunked(session, name, body, signal);
+        : await this.#uploadChunked(session, name, body, signal, options.release);
       this.#log?.debug("gcs upload finished", { object: name, bytes: size });
     } catch (err) {
       if (session) await this.#cancelSession(session);
@@ -501,15 +501,22 @@ export class GcsBackend implements Backend {
     }
   }
 
-  /** Chunked resumable upload; returns the byte count. */
+  /**
+   * Chunked resumable upload; returns the byte count. Each source chunk is
+   * handed to `release` once it was copied whole into the chunk buffers
+   * (the producer may then reuse its memory).
+   */
   async #uploadChunked(
     session: string,
     name: string,
     body: ReadableStream<Uint8Array>,
     signal?: AbortSignal,
+    release?: (chunk: Uint8Array) => void,
   ): Promise<number> {
     const reader = body.getReader();
     let leftover: Uint8Array | undefined;
+    /** The source chunk `leftover` is the rest of (released once that rest was copied too). */
+    let owner: Uint8Array | undefined;
     const part = this.#partSize;
     // Two chunk buffers, reused in turn: one is on the wire while the next is read into the other.
     const buffers: Uint8Array[] = [];
@@ -530,11 +537,16 @@ export class GcsBackend implements Backend {
           }
           if (r.done) return { data: buf.subarray(0, n), end: true };
           piece = r.value;
+          owner = r.value;
         }
         const take = Math.min(piece.byteLength, part - n);
         buf.set(piece.subarray(0, take), n);
         n += take;
         if (take < piece.byteLength) leftover = piece.subarray(take);
+        else if (owner) {
+          release?.(owner); // copied into the chunk buffers: the producer may reuse it
+          owner = undefined;
+        }
       }
       return { data: buf, end: false };
     };
