@@ -218,13 +218,77 @@ interface Measure {
   /** User + system CPU seconds. */
   cpu?: number;
   rssMb?: number;
+  /** CPU seconds the test server's processes burnt during the step (see {@link ServerCpu}). */
+  serverCpu?: number;
+}
+
+/** Clock ticks per second of /proc/<pid>/stat (USER_HZ, 100 on Linux). */
+const CLK_TCK = 100;
+
+/** `[pid, ppid, utime + stime ticks]` of every process, from /proc (empty where there is no /proc). */
+function processes(): [number, number, number][] {
+  const out: [number, number, number][] = [];
+  try {
+    for (const e of Deno.readDirSync("/proc")) {
+      if (!/^\d+$/.test(e.name)) continue;
+      try {
+        const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+        const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        out.push([Number(e.name), Number(f[1]), Number(f[11]) + Number(f[12])]);
+      } catch { /* gone */ }
+    }
+  } catch { /* no /proc */ }
+  return out;
+}
+
+/**
+ * The CPU time of a test server: the processes that descend from the bench
+ * right after the server started (before any measured command runs), so a
+ * row can show whether the server, not the client, set its speed (Azurite
+ * receives uploads in one Node thread).
+ */
+class ServerCpu {
+  readonly pids: Set<number>;
+  constructor() {
+    const children = new Map<number, number[]>();
+    for (const [pid, ppid] of processes()) children.set(ppid, [...(children.get(ppid) ?? []), pid]);
+    this.pids = new Set();
+    const walk = (pid: number) => {
+      for (const c of children.get(pid) ?? []) {
+        this.pids.add(c);
+        walk(c);
+      }
+    };
+    walk(Deno.pid);
+  }
+  /** CPU seconds used so far by the server's processes. */
+  seconds(): number {
+    let ticks = 0;
+    for (const pid of this.pids) {
+      try {
+        const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+        const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        ticks += Number(f[11]) + Number(f[12]);
+      } catch { /* exited */ }
+    }
+    return ticks / CLK_TCK;
+  }
 }
 
 const hasTime = await Deno.stat("/usr/bin/time").then(() => true, () => false);
 
-/** Runs a command under /usr/bin/time, returning wall seconds and peak RSS. */
-async function measure(cmd: string[], env: Record<string, string>, cwd: string): Promise<Measure> {
+/**
+ * Runs a command under /usr/bin/time, returning wall seconds, CPU and peak
+ * RSS (of the command and its children), plus the server's CPU meanwhile.
+ */
+async function measure(
+  cmd: string[],
+  env: Record<string, string>,
+  cwd: string,
+  server?: ServerCpu,
+): Promise<Measure> {
   const statsFile = await Deno.makeTempFile();
+  const serverBefore = server?.seconds();
   const argv = hasTime ? ["/usr/bin/time", "-o", statsFile, "-f", "%U %S %M", ...cmd] : cmd;
   const started = performance.now();
   const out = await new Deno.Command(argv[0], {
@@ -235,6 +299,7 @@ async function measure(cmd: string[], env: Record<string, string>, cwd: string):
     stderr: "piped",
   }).output();
   const seconds = (performance.now() - started) / 1000;
+  const serverCpu = server && serverBefore !== undefined ? server.seconds() - serverBefore : undefined;
   if (!out.success) {
     throw new Error(`${cmd.join(" ")} failed:\n${new TextDecoder().decode(out.stderr).slice(-3000)}`);
   }
@@ -246,7 +311,18 @@ async function measure(cmd: string[], env: Record<string, string>, cwd: string):
     rssMb = Number(rssKb) / 1024;
   }
   await Deno.remove(statsFile);
-  return { seconds, cpu, rssMb };
+  return { seconds, cpu, rssMb, serverCpu };
+}
+
+/** Two steps run one after the other, as one measure (peak RSS: the larger). */
+function both(a: Measure, b: Measure): Measure {
+  const add = (x?: number, y?: number) => (x === undefined || y === undefined ? undefined : x + y);
+  return {
+    seconds: a.seconds + b.seconds,
+    cpu: add(a.cpu, b.cpu),
+    rssMb: Math.max(a.rssMb ?? 0, b.rssMb ?? 0) || undefined,
+    serverCpu: add(a.serverCpu, b.serverCpu),
+  };
 }
 
 /** The run with the median wall time (peak RSS: the largest seen). */
@@ -334,6 +410,12 @@ interface Row {
   rclone?: Measure;
   /** The shell archive step with ci-cache's own transfer code. */
   archiveOnly?: Measure;
+  /** ci-cache's transfer alone (`bench_transfer.ts put|get` of the archive file): its client cost. */
+  transfer?: Measure;
+  /** Bytes of that archive file. */
+  transferBytes?: number;
+  /** The same helper doing one `stat` (start-up, settings, backend, one request): subtracted per GB. */
+  transferBase?: Measure;
 }
 
 /** Shell commands of the two references for one format. */
@@ -383,6 +465,7 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
   const cacheRoot = join(work, "cache-root");
   const server = await startBackend(name, cacheRoot);
   if (!server) return;
+  const cpu = name === "filesystem" ? undefined : new ServerCpu();
   const rclone = name === "filesystem" || name === "sftp" || !(await rcloneInstalled())
     ? undefined
     : rcloneRemote(name, server.env);
@@ -405,7 +488,11 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
           rExisting: [] as Measure[],
           aSave: [] as Measure[],
           aRestore: [] as Measure[],
+          tSave: [] as Measure[],
+          tRestore: [] as Measure[],
+          tBase: [] as Measure[],
         };
+        let transferBytes: number | undefined;
         const repeat = t === tiny ? Math.max(REPEAT, 5) : REPEAT;
         // Alternate ours and the references; restores go into fresh directories (re-rooted for ours), so
         // nothing is deleted right before a timed step.
@@ -417,12 +504,16 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
             PLUGIN_ARCHIVE_FORMAT: format,
             PLUGIN_LOG_LEVEL: "warn",
           };
-          runs.save.push(await measure([DENO, "run", "-A", MAIN, "save", "cache"], env, srcParent));
+          runs.save.push(await measure([DENO, "run", "-A", MAIN, "save", "cache"], env, srcParent, cpu));
           const restoreDir = await freshDir(work, `restore-ours-${format}-${t.files}-${i}`);
-          runs.restore.push(await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, restoreDir));
+          runs.restore.push(
+            await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, restoreDir, cpu),
+          );
           await verifyRestored(t, join(restoreDir, "cache"));
           // Over the existing mount (a reused workspace): staged, verified, then moved in entry by entry.
-          runs.existing.push(await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, restoreDir));
+          runs.existing.push(
+            await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, restoreDir, cpu),
+          );
           await verifyRestored(t, join(restoreDir, "cache"));
 
           const steps = rcloneSteps(name, server, rclone, cacheRoot, `${key}-rclone/cache`);
@@ -432,51 +523,69 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
                 ["bash", "-c", `tar -cf - cache${compress} | ${steps.save}`],
                 steps.env,
                 srcParent,
+                cpu,
               ),
             );
             const rDir = await freshDir(work, `restore-rclone-${format}-${t.files}-${i}`);
             runs.rRestore.push(
-              await measure(["bash", "-c", `${steps.restore} | ${decompress} | tar -xf -`], steps.env, rDir),
+              await measure(
+                ["bash", "-c", `${steps.restore} | ${decompress} | tar -xf -`],
+                steps.env,
+                rDir,
+                cpu,
+              ),
             );
             await verifyRestored(t, join(rDir, "cache"));
             runs.rExisting.push(
-              await measure(["bash", "-c", `${steps.restore} | ${decompress} | tar -xf -`], steps.env, rDir),
+              await measure(
+                ["bash", "-c", `${steps.restore} | ${decompress} | tar -xf -`],
+                steps.env,
+                rDir,
+                cpu,
+              ),
             );
           }
 
           if (name !== "filesystem") {
-            // Archive only: the same shell archive step, the transfer through ci-cache's backend code.
+            // Archive only: the same shell archive step, the transfer through ci-cache's backend code, measured
+            // apart too: the transfer's own CPU is the client cost compared between backends (docs/azure.md).
             const archive = join(work, `archive-${i}.${format}`);
             const objectName = `${key}-archive/cache`;
-            const put = `'${DENO}' run -A '${helper}' put '${objectName}' '${archive}'`;
-            runs.aSave.push(
-              await measure(
-                ["bash", "-c", `tar -cf - cache${compress} > '${archive}' && ${put}`],
-                server.env,
-                srcParent,
-              ),
+            const transfer = (op: string) => [DENO, "run", "-A", helper, op, objectName, archive];
+            const pack = await measure(
+              ["bash", "-c", `tar -cf - cache${compress} > '${archive}'`],
+              {},
+              srcParent,
+              cpu,
             );
+            transferBytes = (await Deno.stat(archive)).size;
+            const put = await measure(transfer("put"), server.env, srcParent, cpu);
+            runs.aSave.push(both(pack, put));
+            runs.tSave.push(put);
             await Deno.remove(archive).catch(() => {});
             const aDir = await freshDir(work, `restore-archive-${format}-${t.files}-${i}`);
-            const get = `'${DENO}' run -A '${helper}' get '${objectName}' '${archive}'`;
-            runs.aRestore.push(
-              await measure(
-                ["bash", "-c", `${get} && ${decompress} < '${archive}' | tar -xf -`],
-                server.env,
-                aDir,
-              ),
+            const get = await measure(transfer("get"), server.env, aDir, cpu);
+            const unpack = await measure(
+              ["bash", "-c", `${decompress} < '${archive}' | tar -xf -`],
+              {},
+              aDir,
+              cpu,
             );
+            runs.aRestore.push(both(get, unpack));
+            runs.tRestore.push(get);
+            runs.tBase.push(await measure(transfer("stat"), server.env, aDir, cpu));
             await Deno.remove(archive).catch(() => {});
             await verifyRestored(t, join(aDir, "cache"));
           }
         }
         const label = t === tiny ? "-1MB" : "";
+        const none = [] as Measure[];
         const ops = [
-          ["save", runs.save, runs.rSave, runs.aSave],
-          ["restore", runs.restore, runs.rRestore, runs.aRestore],
-          ["restore-existing", runs.existing, runs.rExisting, [] as Measure[]],
+          ["save", runs.save, runs.rSave, runs.aSave, runs.tSave],
+          ["restore", runs.restore, runs.rRestore, runs.aRestore, runs.tRestore],
+          ["restore-existing", runs.existing, runs.rExisting, none, none],
         ] as const;
-        for (const [op, ours, r, a] of ops) {
+        for (const [op, ours, r, a, x] of ops) {
           const row: Row = {
             backend: name,
             format,
@@ -485,6 +594,9 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
             ours: median(ours),
             rclone: r.length ? median(r) : undefined,
             archiveOnly: a.length ? median(a) : undefined,
+            transfer: x.length ? median(x) : undefined,
+            transferBytes: x.length ? transferBytes : undefined,
+            transferBase: x.length ? median(runs.tBase) : undefined,
           };
           rows.push(row);
           printRow(row);
@@ -500,7 +612,12 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
         PLUGIN_LOG_LEVEL: "error",
       };
       misses.push(
-        await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, await freshDir(work, `miss-${i}`)),
+        await measure(
+          [DENO, "run", "-A", MAIN, "restore", "cache"],
+          env,
+          await freshDir(work, `miss-${i}`),
+          cpu,
+        ),
       );
     }
     const miss: Row = {
@@ -540,9 +657,25 @@ function fmt(n: number | undefined, digits = 1): string {
   return n === undefined ? "n/a" : n.toFixed(digits);
 }
 
+/** Transfer CPU seconds per GB moved, net of the helper's fixed cost (start-up, one request). */
+export function transferCpuPerGb(r: JsonRow): number | undefined {
+  const { transfer, transferBase, transferBytes } = r;
+  if (transfer?.cpu === undefined || transferBase?.cpu === undefined || !transferBytes) return undefined;
+  return Math.max(0, transfer.cpu - transferBase.cpu) / (transferBytes / 1e9);
+}
+
+/** Server CPU during a step, in % of one core. */
+export function serverPercent(m: Measure | undefined): number | undefined {
+  return m?.serverCpu === undefined ? undefined : (100 * m.serverCpu) / m.seconds;
+}
+
 function printRow(r: Row): void {
+  const j = jsonRow(r);
   const mb = r.tree.bytes / 1e6;
   const perGb = r.ours.cpu !== undefined && r.tree.bytes > 0 ? r.ours.cpu / (r.tree.bytes / 1e9) : undefined;
+  const xfer = transferCpuPerGb(j);
+  const srv = serverPercent(r.ours);
+  const refSrv = serverPercent(r.rclone);
   console.log(
     [
       r.backend.padEnd(10),
@@ -559,8 +692,70 @@ function printRow(r: Row): void {
       (r.rclone ? `${fmt(r.rclone.rssMb, 0)} MB` : "-").padStart(7),
       (r.rclone ? fmt(r.ours.seconds / r.rclone.seconds, 2) : "-").padStart(6),
       (r.archiveOnly ? fmt(r.ours.seconds / r.archiveOnly.seconds, 2) : "-").padStart(7),
+      (xfer !== undefined ? fmt(xfer, 2) : "-").padStart(7),
+      (srv !== undefined ? `${fmt(srv, 0)}%` : "-").padStart(6),
+      (refSrv !== undefined ? `${fmt(refSrv, 0)}%` : "-").padStart(7),
     ].join(" "),
   );
+}
+
+/** One row as written to `BENCH_JSON` (read by scripts/bench_report.ts). */
+export interface JsonRow {
+  backend: string;
+  format: string;
+  op: string;
+  files: number;
+  bytes: number;
+  ours: Measure;
+  rclone?: Measure;
+  archiveOnly?: Measure;
+  transfer?: Measure;
+  transferBytes?: number;
+  transferBase?: Measure;
+}
+
+/** What `BENCH_JSON` holds: the run's conditions and its rows. */
+export interface BenchJson {
+  started: string;
+  finished?: string;
+  shape: string;
+  scale: number;
+  repeat: number;
+  cores: number;
+  commit: string;
+  deno: string;
+  /** The 1-minute load average, sampled every 5 s during the run. */
+  load: { min: number; mean: number; max: number; samples: number };
+  tree: { files: number; bytes: number };
+  rows: JsonRow[];
+}
+
+function jsonRow(r: Row): JsonRow {
+  const { tree, ...rest } = r;
+  return { ...rest, files: tree.files, bytes: tree.bytes };
+}
+
+/** The 1-minute load average, or NaN without /proc. */
+function loadAverage(): number {
+  try {
+    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+  } catch {
+    return NaN;
+  }
+}
+
+async function gitCommit(): Promise<string> {
+  try {
+    const out = await new Deno.Command("git", {
+      args: ["rev-parse", "--short", "HEAD"],
+      cwd: ROOT,
+      stdout: "piped",
+    })
+      .output();
+    return new TextDecoder().decode(out.stdout).trim();
+  } catch {
+    return "unknown";
+  }
 }
 
 if (import.meta.main) {
@@ -574,20 +769,54 @@ if (import.meta.main) {
       `ratio = ours / ref wall time (below 1: ci-cache is faster); arch = ours / (shell archive + ci-cache transfer)`,
   );
   console.log(
-    "backend    fmt   op                      ours        speed        rate     CPU CPU/GB     RSS     ref ref CPU ref RSS  ratio    arch",
+    "backend    fmt   op                      ours        speed        rate     CPU CPU/GB     RSS     ref ref CPU ref RSS  ratio    arch xCPU/GB  srv%  ref srv%",
   );
   const rows: Row[] = [];
+  const loads = [loadAverage()];
+  const sampler = setInterval(() => loads.push(loadAverage()), 5000);
+  const jsonFile = Deno.env.get("BENCH_JSON");
+  const report: BenchJson = {
+    started: new Date().toISOString(),
+    shape: SHAPE,
+    scale: SCALE,
+    repeat: REPEAT,
+    cores: navigator.hardwareConcurrency,
+    commit: await gitCommit(),
+    deno: Deno.version.deno,
+    load: { min: 0, mean: 0, max: 0, samples: 0 },
+    tree: { files: tree.files, bytes: tree.bytes },
+    rows: [],
+  };
+  /** Rewritten after every backend, so a run cut short keeps what it measured. */
+  const writeJson = async (finished?: string) => {
+    if (!jsonFile) return;
+    const seen = loads.filter((l) => !Number.isNaN(l));
+    report.load = {
+      min: Math.min(...seen),
+      mean: seen.reduce((a, b) => a + b, 0) / seen.length,
+      max: Math.max(...seen),
+      samples: seen.length,
+    };
+    report.rows = rows.map(jsonRow);
+    report.finished = finished;
+    await Deno.writeTextFile(jsonFile, JSON.stringify(report, null, 1));
+  };
   try {
     for (const name of BACKENDS) {
       const main = name.endsWith("-1g") ? await buildTree("big", 1) : tree;
       await benchBackend(name, [main, tiny], rows);
+      await writeJson();
     }
+    clearInterval(sampler);
+    await writeJson(new Date().toISOString());
+    if (jsonFile) console.log(`rows written to ${jsonFile} (render: deno run -A scripts/bench_report.ts)`);
     if (Deno.env.get("BENCH_GLOB") !== "0") {
       const globDir = await Deno.makeTempDir({ dir: BENCH, prefix: "glob-" });
       leftovers.push(globDir);
       benchGlob(globDir);
     }
   } finally {
+    clearInterval(sampler);
     for (const dir of leftovers) await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }

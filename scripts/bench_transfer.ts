@@ -5,7 +5,10 @@
  * upload`, …). On the filesystem backend the pipeline writes straight into the
  * cache volume, so the file is moved (or linked) rather than copied.
  *
- * Usage: `deno run -A scripts/bench_transfer.ts put|get <object> <file>`
+ * `stat` does the fixed part only (start-up, settings, opening the backend,
+ * one request): the bench subtracts its CPU to get the transfer's cost per GB.
+ *
+ * Usage: `deno run -A scripts/bench_transfer.ts put|get|stat <object> <file>`
  *
  * @module
  */
@@ -19,6 +22,7 @@ const loaded = loadSettings([op === "put" ? "save" : "restore"], Deno.env.toObje
 if (loaded.kind !== "run") throw new Error("bad settings");
 const settings = loaded.settings;
 if (settings.backend === "filesystem") {
+  if (op === "stat") Deno.exit(0);
   const target = join(settings.filesystemCacheRoot, object);
   if (op === "put") {
     await Deno.mkdir(join(target, ".."), { recursive: true });
@@ -31,6 +35,8 @@ if (settings.backend === "filesystem") {
   if (op === "put") {
     const f = await Deno.open(file);
     await backend.put(object, f.readable, {});
+  } else if (op === "stat") {
+    await backend.stat(object);
   } else {
     const out = await Deno.open(file, { write: true, create: true, truncate: true });
     await (await backend.get(object)).pipeTo(out.writable);
