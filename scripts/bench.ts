@@ -25,7 +25,14 @@
  * - **archive only**: the same shell archive step with the transfer done by
  *   ci-cache's own backend code, so it isolates the archive work.
  * Plus a client-cost column, CPU seconds (user + sys) per GB of tree, and
- * small-cache rows: a restore miss and a 1 MB save and restore.
+ * small-cache rows: a restore miss and a 1 MB save and restore. On object
+ * stores two more columns: `xCPU/GB`, the CPU per GB moved of ci-cache's
+ * transfer alone (`bench_transfer.ts put|get` of the archive file, minus
+ * the same helper's start-up and one `stat`: the client cost compared
+ * between backends in docs/azure.md), and `srv%`, the test server's CPU
+ * (its processes, read from /proc) during our run and during rclone's, in
+ * % of one core: where it nears 100 % for a single-threaded emulator, the
+ * server, not the client, sets the row's speed.
  *
  * Environment: `BENCH_SCALE` (default 1) scales the tree; `BENCH_SHAPE`
  * (`realistic`, default, or `many-small`: 100k files of ≈60 bytes, 20 per
@@ -33,7 +40,10 @@
  * default all) and `BENCH_FORMATS` (default `tar,zstd`) select;
  * `BENCH_REPEAT` (default 3) runs each measurement that often, alternating
  * ours and the references, and reports the median wall time. `BENCH_GLOB=0`
- * leaves out the glob-expansion rows (scripts/bench_glob.ts).
+ * leaves out the glob-expansion rows (scripts/bench_glob.ts). `BENCH_JSON=<file>`
+ * also writes the rows with the run's conditions (commit, load average
+ * sampled every 5 s); `scripts/bench_report.ts` renders them as the
+ * Markdown tables of README.md, docs/performance.md and docs/azure.md.
  *
  * @module
  */
