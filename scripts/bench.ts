@@ -38,6 +38,7 @@
  * (`realistic`, default, or `many-small`: 100k files of ≈60 bytes, 20 per
  * directory, the shape of node_modules); `BENCH_BACKENDS` (comma list,
  * default all) and `BENCH_FORMATS` (default `tar,zstd`) select;
+ * `BENCH_EXISTING=0` leaves out the restore-existing rows;
  * `BENCH_REPEAT` (default 3) runs each measurement that often, alternating
  * ours and the references, and reports the median wall time. `BENCH_GLOB=0`
  * leaves out the glob-expansion rows (scripts/bench_glob.ts). `BENCH_JSON=<file>`
@@ -60,6 +61,8 @@ const BACKENDS = (Deno.env.get("BENCH_BACKENDS") ?? "filesystem,azure,s3,gcs,sft
 );
 const REPEAT = Math.max(1, Number(Deno.env.get("BENCH_REPEAT") ?? "3"));
 const SHAPE = Deno.env.get("BENCH_SHAPE") ?? "realistic";
+/** `BENCH_EXISTING=0` leaves out the restore-over-an-existing-mount rows (the slowest on a loaded disk). */
+const EXISTING = Deno.env.get("BENCH_EXISTING") !== "0";
 if (SHAPE !== "realistic" && SHAPE !== "many-small") throw new Error(`BENCH_SHAPE: realistic or many-small`);
 
 /** xorshift32: deterministic bytes and choices. */
@@ -521,10 +524,12 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
           );
           await verifyRestored(t, join(restoreDir, "cache"));
           // Over the existing mount (a reused workspace): staged, verified, then moved in entry by entry.
-          runs.existing.push(
-            await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, restoreDir, cpu),
-          );
-          await verifyRestored(t, join(restoreDir, "cache"));
+          if (EXISTING) {
+            runs.existing.push(
+              await measure([DENO, "run", "-A", MAIN, "restore", "cache"], env, restoreDir, cpu),
+            );
+            await verifyRestored(t, join(restoreDir, "cache"));
+          }
 
           const steps = rcloneSteps(name, server, rclone, cacheRoot, `${key}-rclone/cache`);
           if (steps) {
@@ -546,14 +551,16 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
               ),
             );
             await verifyRestored(t, join(rDir, "cache"));
-            runs.rExisting.push(
-              await measure(
-                ["bash", "-c", `${steps.restore} | ${decompress} | tar -xf -`],
-                steps.env,
-                rDir,
-                cpu,
-              ),
-            );
+            if (EXISTING) {
+              runs.rExisting.push(
+                await measure(
+                  ["bash", "-c", `${steps.restore} | ${decompress} | tar -xf -`],
+                  steps.env,
+                  rDir,
+                  cpu,
+                ),
+              );
+            }
           }
 
           if (name !== "filesystem") {
@@ -596,6 +603,7 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
           ["restore-existing", runs.existing, runs.rExisting, none, none],
         ] as const;
         for (const [op, ours, r, a, x] of ops) {
+          if (ours.length === 0) continue;
           const row: Row = {
             backend: name,
             format,

@@ -5,7 +5,7 @@
  *
  * Usage:
  * - `deno run -A scripts/bench_report.ts full <run.json>`: every row (docs/performance.md).
- * - `deno run -A scripts/bench_report.ts readme <run.json>`: one line per backend and format (README).
+ * - `deno run -A scripts/bench_report.ts readme <run.json>`: one line per backend (README).
  * - `deno run -A scripts/bench_report.ts scale <small.json> <large.json>`: time and RSS against tree size.
  * - `deno run -A scripts/bench_report.ts azure <run.json>`: Azure against S3, client CPU per GB (docs/azure.md).
  *
@@ -109,30 +109,20 @@ export function fullTable(run: BenchJson): string {
   );
 }
 
-/** One line per backend and format: save and restore against the reference, CPU, the largest RSS. */
+/** One line per backend: save and restore time (÷ the rclone reference) per format, the largest RSS. */
 export function readmeTable(run: BenchJson): string {
-  const keys = [...new Set(run.rows.filter((r) => r.format !== "-").map((r) => `${r.backend} ${r.format}`))];
+  const formats = [...new Set(run.rows.map((r) => r.format))].filter((x) => x !== "-");
+  const backends = [...new Set(run.rows.map((r) => r.backend))];
+  const of = (b: string, format: string, op: string) =>
+    run.rows.find((r) => r.backend === b && r.format === format && r.op === op);
+  const cell = (r?: JsonRow) => r ? `${f(r.ours.seconds)} s (${f(ratio(r.ours, r.rclone))})` : "–";
   return table(
-    ["backend", "fmt", "save s (÷ ref)", "restore s (÷ ref)", "CPU s/GB save / restore", "peak RSS", "note"],
-    keys.map((key) => {
-      const [backend, format] = key.split(" ");
-      const of = (op: string) =>
-        run.rows.find((r) => r.backend === backend && r.format === format && r.op === op);
-      const save = of("save");
-      const restore = of("restore");
-      const all = run.rows.filter((r) => r.backend === backend);
-      const cell = (r?: JsonRow) => r ? `${f(r.ours.seconds)} (${f(ratio(r.ours, r.rclone))})` : "–";
-      const rss = Math.max(...all.map((r) => r.ours.rssMb ?? 0));
-      return [
-        BACKEND_NAMES[backend] ?? backend,
-        format,
-        cell(save),
-        cell(restore),
-        `${f(save && cpuPerGb(save), 1)} / ${f(restore && cpuPerGb(restore), 1)}`,
-        `${f(rss, 0)} MB`,
-        [save, restore].filter((r) => r !== undefined).map((r) => notes(r!)).filter((n) => n).join("; "),
-      ];
-    }),
+    ["backend (server on 127.0.0.1)", ...formats.flatMap((x) => [`${x} save`, `${x} restore`]), "peak RSS"],
+    backends.map((b) => [
+      BACKEND_NAMES[b] ?? b,
+      ...formats.flatMap((x) => [cell(of(b, x, "save")), cell(of(b, x, "restore"))]),
+      `${f(Math.max(...run.rows.filter((r) => r.backend === b).map((r) => r.ours.rssMb ?? 0)), 0)} MB`,
+    ]),
   );
 }
 
