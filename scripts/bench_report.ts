@@ -4,7 +4,8 @@
  * so those tables are regenerated from bench output, never typed in.
  *
  * Usage:
- * - `deno run -A scripts/bench_report.ts full <run.json>`: every row (docs/performance.md).
+ * - `deno run -A scripts/bench_report.ts full <run.json> …`: every row (docs/performance.md); several
+ *   runs (say backends run apart) are merged into one table.
  * - `deno run -A scripts/bench_report.ts readme <run.json>`: one line per backend (README).
  * - `deno run -A scripts/bench_report.ts scale <small.json> <large.json>`: time and RSS against tree size.
  * - `deno run -A scripts/bench_report.ts azure <run.json>`: Azure against S3, client CPU per GB (docs/azure.md).
@@ -126,20 +127,27 @@ export function readmeTable(run: BenchJson): string {
   );
 }
 
-/** Time and RSS of the same rows at two tree sizes. */
+/**
+ * Time, CPU and RSS of the same rows at two tree sizes. CPU (user + sys)
+ * shows linearity even where other jobs on the machine stretch wall times.
+ */
 export function scaleTable(small: BenchJson, large: BenchJson): string {
   const size = large.tree.bytes / small.tree.bytes;
   const rows = small.rows.filter((r) => r.bytes === small.tree.bytes);
+  const [a, b] = [`×${small.scale}`, `×${large.scale}`];
   return table(
     [
       "backend",
       "fmt",
       "op",
-      `×${small.scale}: s`,
-      `×${large.scale}: s`,
-      `time ratio (size ×${f(size, 2)})`,
-      `RSS ×${small.scale}`,
-      `RSS ×${large.scale}`,
+      `${a} s`,
+      `${b} s`,
+      "time ratio",
+      `${a} CPU s`,
+      `${b} CPU s`,
+      "CPU ratio",
+      `RSS ${a}`,
+      `RSS ${b}`,
     ],
     rows.flatMap((r) => {
       const big = large.rows.find((l) => l.backend === r.backend && l.format === r.format && l.op === r.op);
@@ -148,14 +156,20 @@ export function scaleTable(small: BenchJson, large: BenchJson): string {
         r.backend,
         r.format,
         r.op,
-        f(r.ours.seconds),
-        f(big.ours.seconds),
+        f(r.ours.seconds, 1),
+        f(big.ours.seconds, 1),
         f(big.ours.seconds / r.ours.seconds),
+        f(r.ours.cpu, 1),
+        f(big.ours.cpu, 1),
+        f(big.ours.cpu! / r.ours.cpu!),
         `${f(r.ours.rssMb, 0)} MB`,
         `${f(big.ours.rssMb, 0)} MB`,
       ]];
     }),
-  );
+  ) +
+    `\n\nSize ratio ${f(size)} (${(small.tree.bytes / 1e6).toFixed(0)} → ${
+      (large.tree.bytes / 1e6).toFixed(0)
+    } MB).`;
 }
 
 /** Azure against S3 on the same data: client CPU per GB (whole run and transfer alone), and ratios to rclone. */
@@ -198,11 +212,13 @@ if (import.meta.main) {
   const [mode, ...files] = Deno.args;
   const runs: BenchJson[] = await Promise.all(files.map(async (p) => JSON.parse(await Deno.readTextFile(p))));
   if (runs.length === 0) throw new Error("usage: bench_report.ts full|readme|scale|azure <run.json> …");
+  // full, readme, azure: the rows of several runs (e.g. backends run apart) in one table.
+  const merged = { ...runs[0], rows: runs.flatMap((r) => r.rows) };
   const render: Record<string, () => string> = {
-    full: () => fullTable(runs[0]),
-    readme: () => readmeTable(runs[0]),
+    full: () => fullTable(merged),
+    readme: () => readmeTable(merged),
     scale: () => scaleTable(runs[0], runs[1]),
-    azure: () => azureTable(runs[0]),
+    azure: () => azureTable(merged),
   };
   if (!render[mode]) throw new Error(`unknown mode ${mode}: full, readme, scale or azure`);
   console.log(`<!-- ${mode}: ${runs.map(conditions).join(" | ")} -->`);

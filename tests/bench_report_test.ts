@@ -65,8 +65,11 @@ Deno.test("bench_report: README line per backend with ratios to the reference; s
     azureTable(small),
     "| zstd | save | 6.6 / 6.0 = 1.10 | 2.4 / 2.0 = 1.20 | 1.20 / 0.75 |",
   );
-  const large = run([{ ...s3, bytes: 4e9, ours: { seconds: 12.6, rssMb: 205 } }], 4);
+  const large = run([{ ...s3, bytes: 4e9, ours: { seconds: 12.6, cpu: 25.2, rssMb: 205 } }], 4);
   const scale = scaleTable(run([{ ...s3 }]), large);
-  assertStringIncludes(scale, "| s3 | zstd | save | 3.00 | 12.60 | 4.20 | 200 MB | 205 MB |");
+  assertStringIncludes(
+    scale,
+    "| s3 | zstd | save | 3.0 | 12.6 | 4.20 | 6.0 | 25.2 | 4.20 | 200 MB | 205 MB |",
+  );
   assert(!scale.includes("azure"), "rows missing from the larger run are left out");
 });
