@@ -25,11 +25,19 @@ import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
 
 const META_SUFFIX = ".cicache-meta.json";
 
+/** Chunks at least this big are written as they are; smaller ones are gathered first. */
+const DIRECT_WRITE = 256 << 10;
+/** Size of the buffer small chunks are gathered in before one `write`. */
+const GATHER = 1 << 20;
+
 /**
- * Writes the whole stream to `file` (each chunk with as few `write` calls as
- * the kernel allows, on Deno's blocking pool while the producer makes the
- * next chunk), then hands the chunk to `options.release`. Rejects with the
- * signal's reason when it aborts.
+ * Writes the whole stream to `file` (each write on Deno's blocking pool
+ * while the producer makes the next chunk), handing every chunk to
+ * `options.release` once it was written or copied. Small chunks (an
+ * uncompressed tar of many small files arrives as one chunk per file) are
+ * gathered into one 1 MiB buffer first: one `write` per chunk cost more CPU
+ * than the archive work itself. Rejects with the signal's reason when it
+ * aborts.
  */
 async function writeAll(
   body: ReadableStream<Uint8Array>,
@@ -40,14 +48,30 @@ async function writeAll(
   const reader = body.getReader();
   const onAbort = () => reader.cancel(signal?.reason).catch(() => {});
   signal?.addEventListener("abort", onAbort, { once: true });
+  let gather: Uint8Array | undefined;
+  let fill = 0;
+  const write = async (data: Uint8Array) => {
+    let off = 0;
+    while (off < data.length) off += await file.write(data.subarray(off));
+  };
+  const flush = async () => {
+    if (fill > 0) await write(gather!.subarray(0, fill));
+    fill = 0;
+  };
   try {
     for (;;) {
       signal?.throwIfAborted();
       const { value, done } = await reader.read();
       signal?.throwIfAborted(); // an abort cancels the body, which then reads as done
-      if (done) return;
-      let off = 0;
-      while (off < value.length) off += await file.write(value.subarray(off));
+      if (done) return await flush();
+      if (value.length >= DIRECT_WRITE) {
+        await flush();
+        await write(value);
+      } else {
+        if (fill + value.length > GATHER) await flush();
+        (gather ??= new Uint8Array(GATHER)).set(value, fill);
+        fill += value.length;
+      }
       release?.(value);
     }
   } finally {
