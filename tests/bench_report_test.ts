@@ -38,7 +38,7 @@ Deno.test("bench_report: a row over the RSS limit and a server at its CPU limit 
     rclone: { seconds: 10, serverCpu: 9.8 },
   });
   assertStringIncludes(notes(bound), "server 95 % of a core, 98 % under rclone");
-  assertStringIncludes(fullTable(run([bound])), "| azure | tar | save | 10.00 |");
+  assertStringIncludes(fullTable(run([bound])), "| azure | tar | save | 10.00 | 100 | 3.0 | 300000 | 100 |");
 });
 
 Deno.test("bench_report: README line per backend with ratios to the reference; scale and Azure tables", () => {
