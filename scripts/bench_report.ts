@@ -120,7 +120,7 @@ export function readmeTable(run: BenchJson): string {
     run.rows.find((r) => r.backend === b && r.format === format && r.op === op);
   const cell = (r?: JsonRow) => r ? `${f(r.ours.seconds)} s (${f(ratio(r.ours, r.rclone))})` : "–";
   return table(
-    ["backend (server on 127.0.0.1)", ...formats.flatMap((x) => [`${x} save`, `${x} restore`]), "peak RSS"],
+    ["backend", ...formats.flatMap((x) => [`${x} save`, `${x} restore`]), "peak RSS"],
     backends.map((b) => [
       BACKEND_NAMES[b] ?? b,
       ...formats.flatMap((x) => [cell(of(b, x, "save")), cell(of(b, x, "restore"))]),
