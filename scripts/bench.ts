@@ -478,7 +478,8 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
   const cacheRoot = join(work, "cache-root");
   const server = await startBackend(name, cacheRoot);
   if (!server) return;
-  const cpu = name === "filesystem" ? undefined : new ServerCpu();
+  // sshd forks a process per connection, after this snapshot: its CPU is not sampled.
+  const cpu = name === "filesystem" || name === "sftp" ? undefined : new ServerCpu();
   const rclone = name === "filesystem" || name === "sftp" || !(await rcloneInstalled())
     ? undefined
     : rcloneRemote(name, server.env);
