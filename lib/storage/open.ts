@@ -25,7 +25,7 @@ export async function openBackend(settings: Settings, log: Logger): Promise<Back
     case "azure":
       return (await import("./azure/backend.ts")).createAzureBackend(settings, log);
     case "s3":
-      return (await import("./s3/backend.ts")).createS3Backend(settings, log);
+      return (await import("./s3/open.ts")).createS3Backend(settings, log);
     case "gcs":
       return (await import("./gcs/backend.ts")).createGcsBackend(settings, log);
     case "sftp":
