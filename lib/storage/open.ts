@@ -23,7 +23,7 @@ export async function openBackend(settings: Settings, log: Logger): Promise<Back
     case "filesystem":
       return (await import("./filesystem/backend.ts")).createFilesystemBackend(settings, log);
     case "azure":
-      return (await import("./azure/backend.ts")).createAzureBackend(settings, log);
+      return (await import("./azure/open.ts")).createAzureBackend(settings, log);
     case "s3":
       return (await import("./s3/open.ts")).createS3Backend(settings, log);
     case "gcs":
