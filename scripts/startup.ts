@@ -11,10 +11,13 @@
  * gives wall and CPU at exit. The filesystem backend has no server: only the
  * exit figures. A floor row runs an empty module under the same `deno run`.
  *
- * Usage: `deno run -A scripts/startup.ts [--runs N] [--bundle] [backend …]`
+ * Usage: `deno run -A scripts/startup.ts [--runs N] [--bundle] [--baseline DIR] [backend …]`
  * (backends: filesystem s3 azure gcs sftp harness; default all). `--bundle`
- * also runs `dist/ci-cache.js` (build it first: `deno task bundle`).
- * Prints one row per backend and entry: medians of N runs (default 7).
+ * also runs `dist/ci-cache.js` (build it first: `deno task bundle`);
+ * `--baseline DIR` also runs `DIR/main.ts` (another checkout, e.g. `git
+ * archive main | tar -x -C DIR` plus `deno install` there). The entries run
+ * interleaved, so a loaded machine slows them alike. Prints one row per
+ * backend and entry: medians of N runs (default 7).
  *
  * @module
  */
@@ -27,7 +30,11 @@ const TICK_S = 0.01; // USER_HZ is 100 on Linux
 
 const { values, positionals } = parseArgs({
   args: Deno.args,
-  options: { runs: { type: "string", default: "7" }, bundle: { type: "boolean", default: false } },
+  options: {
+    runs: { type: "string", default: "7" },
+    bundle: { type: "boolean", default: false },
+    baseline: { type: "string" },
+  },
   allowPositionals: true,
 });
 const RUNS = Number(values.runs);
@@ -216,6 +223,7 @@ async function serve(
 
 const entries: [string, string[]][] = [["main.ts", [`${ROOT}main.ts`]]];
 if (values.bundle) entries.push(["bundle", [`${ROOT}dist/ci-cache.js`]]);
+if (values.baseline) entries.push(["baseline", [`${values.baseline.replace(/\/$/, "")}/main.ts`]]);
 const cwd = await Deno.makeTempDir({ prefix: "ci-cache-startup-cwd-" });
 
 // The floor: the same `deno run` of an empty module.
@@ -252,12 +260,12 @@ try {
   for (const backend of chosen) {
     const server = await serve(backend);
     try {
-      for (const [name, entry] of entries) {
-        await once(entry, server.env, cwd); // warm the module cache
-        const samples: Sample[] = [];
-        for (let i = 0; i < RUNS; i++) samples.push(await once(entry, server.env, cwd));
-        row(backend, name, samples);
+      for (const [, entry] of entries) await once(entry, server.env, cwd); // warm the module caches
+      const samples: Sample[][] = entries.map(() => []);
+      for (let i = 0; i < RUNS; i++) {
+        for (const [e, [, entry]] of entries.entries()) samples[e].push(await once(entry, server.env, cwd));
       }
+      for (const [e, [name]] of entries.entries()) row(backend, name, samples[e]);
     } finally {
       await server.stop();
     }

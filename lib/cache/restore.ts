@@ -21,7 +21,7 @@ import { ProgressMeter } from "../log.ts";
 import { expandMount, keyPrefix, META, mountObjectPath, objectName } from "./layout.ts";
 import { logOutcome, mapBounded, type MountOutcome, reasonOf } from "./outcome.ts";
 import { MOUNT_CONCURRENCY, type OpContext } from "./save.ts";
-import { globObjectMatcher, isGlobMount } from "./mounts.ts";
+import { globObjectMatcher, isGlobMount, loadGlobEngine } from "./mounts.ts";
 import { confineListingTarget } from "./confine.ts";
 import { cancelSignal } from "./cleanup.ts";
 
@@ -102,6 +102,7 @@ export async function findCache(
   restoreKeys: readonly string[],
   resolve: boolean,
 ): Promise<{ match: RestoreResult["match"]; matchedKey: string; plan: Planned[] }> {
+  await loadGlobEngine(mounts);
   let match: RestoreResult["match"] = "exact";
   let matchedKey = ctx.key;
   let plan = await planExact(ctx, mounts, resolve);
