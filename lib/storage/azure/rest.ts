@@ -16,6 +16,7 @@
  */
 import { NotFoundError, type ObjectInfo, StorageError } from "../backend.ts";
 import type { Logger } from "../../log.ts";
+import { unescapeXml, xmlText } from "../transfer/xml.ts";
 import { decodeMeta } from "../metadata.ts";
 import { IdleTimeoutError, parseRetryAfter, type RetryPolicy, withRetry } from "../transfer/retry.ts";
 import { ensureContainer } from "./container.ts";
@@ -108,26 +109,6 @@ function encodeBlobName(name: string): string {
   return name.split("/").map(encodeURIComponent).join("/");
 }
 
-const XML_ENTITIES: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" };
-
-/** Decodes XML character and entity references. */
-function unescapeXml(s: string): string {
-  return s.replace(/&(#x[0-9a-f]+|#\d+|\w+);/gi, (m, e: string) => {
-    if (e[0] === "#") {
-      return String.fromCodePoint(
-        e[1] === "x" || e[1] === "X" ? parseInt(e.slice(2), 16) : Number(e.slice(1)),
-      );
-    }
-    return XML_ENTITIES[e] ?? m;
-  });
-}
-
-/** The text of the first `<name>` in `xml` (decoded), or undefined. */
-function tag(xml: string, name: string): string | undefined {
-  const m = new RegExp(`<${name}>([\\s\\S]*?)</${name}>`).exec(xml);
-  return m ? unescapeXml(m[1]) : undefined;
-}
-
 /** Options of {@link AzureRest}. */
 export interface AzureRestOptions {
   /** Blob service URL without a query (`https://<account>.blob.core.windows.net`, Azurite's `…/devstoreaccount1`). */
@@ -213,9 +194,9 @@ export class AzureRest {
         if (res.status >= 300) {
           // As the SDK reports it: the service's message (HEAD has none), the error code, Retry-After.
           const text = method === "HEAD" ? "" : await res.text().catch(() => "");
-          throw Object.assign(new Error(tag(text, "Message") ?? (text.slice(0, 300) || res.statusText)), {
+          throw Object.assign(new Error(xmlText(text, "Message") ?? (text.slice(0, 300) || res.statusText)), {
             statusCode: res.status,
-            code: res.headers.get("x-ms-error-code") ?? tag(text, "Code"),
+            code: res.headers.get("x-ms-error-code") ?? xmlText(text, "Code"),
             retryAfter: res.headers.get("retry-after") ?? undefined,
           });
         }
@@ -291,20 +272,20 @@ export class AzureRest {
       });
       const xml = await this.#request("list", prefix, "GET", url, (res) => res.text());
       for (const m of xml.matchAll(/<Blob>([\s\S]*?)<\/Blob>/g)) {
-        const name = tag(m[1], "Name");
+        const name = xmlText(m[1], "Name");
         if (name === undefined) continue;
         const meta: Record<string, string> = {};
         const block = /<Metadata>([\s\S]*?)<\/Metadata>/.exec(m[1])?.[1] ?? "";
         for (const e of block.matchAll(/<([^\s>/]+)>([\s\S]*?)<\/\1>/g)) meta[e[1]] = unescapeXml(e[2]);
-        const modified = tag(m[1], "Last-Modified");
+        const modified = xmlText(m[1], "Last-Modified");
         yield {
           name,
-          size: Number(tag(m[1], "Content-Length") ?? 0),
+          size: Number(xmlText(m[1], "Content-Length") ?? 0),
           modified: modified ? new Date(modified) : new Date(0),
           meta: decodeMeta(meta),
         };
       }
-      marker = tag(xml, "NextMarker") || undefined;
+      marker = xmlText(xml, "NextMarker") || undefined;
     } while (marker);
   }
 }

@@ -15,6 +15,7 @@
  */
 import type { ObjectInfo } from "../backend.ts";
 import type { Logger } from "../../log.ts";
+import { xmlText } from "../transfer/xml.ts";
 import { type Attempt, parseRetryAfter, type RetryPolicy, withRetry } from "../transfer/retry.ts";
 import { encodeS3Key, rfc3986, signV4, type SigV4Credentials } from "./sigv4.ts";
 import {
@@ -79,26 +80,6 @@ function networkError(err: unknown): unknown {
   return Object.assign(new Error(text, { cause: err }), { name: code, code });
 }
 
-const XML_ENTITIES: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" };
-
-/** Decodes XML character and entity references. */
-function unescapeXml(s: string): string {
-  return s.replace(/&(#x[0-9a-f]+|#\d+|\w+);/gi, (m, e: string) => {
-    if (e[0] === "#") {
-      return String.fromCodePoint(
-        e[1] === "x" || e[1] === "X" ? parseInt(e.slice(2), 16) : Number(e.slice(1)),
-      );
-    }
-    return XML_ENTITIES[e] ?? m;
-  });
-}
-
-/** The text of the first `<tag>` in `xml` (decoded), or undefined. */
-function tag(xml: string, name: string): string | undefined {
-  const m = new RegExp(`<${name}>([\\s\\S]*?)</${name}>`).exec(xml);
-  return m ? unescapeXml(m[1]) : undefined;
-}
-
 /**
  * HeadBucket, HeadObject and ListObjectsV2 against one bucket, over `fetch`.
  *
@@ -159,7 +140,7 @@ export class S3Meta {
       attempt.touch();
       if (res.status >= 300) {
         const text = method === "HEAD" ? "" : await res.text().catch(() => "");
-        throw new S3HttpError(res.status, tag(text, "Code"), tag(text, "Message") ?? "", res.headers);
+        throw new S3HttpError(res.status, xmlText(text, "Code"), xmlText(text, "Message") ?? "", res.headers);
       }
       return { res, body: await read(res, attempt) };
     }, {
@@ -247,7 +228,7 @@ export class S3Meta {
         const text = res.status >= 300 ? await res.text() : (await res.body?.cancel(), "");
         if (res.status >= 300 && res.status !== 404 && res.status !== 416) {
           return this.#error(
-            new S3HttpError(res.status, tag(text, "Code"), tag(text, "Message") ?? "", res.headers),
+            new S3HttpError(res.status, xmlText(text, "Code"), xmlText(text, "Message") ?? "", res.headers),
             op,
             name,
           );
@@ -274,17 +255,17 @@ export class S3Meta {
         throw this.#error(err, "list", prefix);
       }
       for (const m of xml.matchAll(/<Contents>([\s\S]*?)<\/Contents>/g)) {
-        const key = tag(m[1], "Key");
+        const key = xmlText(m[1], "Key");
         if (key === undefined || !key.startsWith(prefix)) continue;
-        const modified = tag(m[1], "LastModified");
+        const modified = xmlText(m[1], "LastModified");
         yield {
           name: key,
-          size: Number(tag(m[1], "Size") ?? 0),
+          size: Number(xmlText(m[1], "Size") ?? 0),
           modified: modified ? new Date(modified) : new Date(0),
           meta: {},
         };
       }
-      token = tag(xml, "IsTruncated") === "true" ? tag(xml, "NextContinuationToken") : undefined;
+      token = xmlText(xml, "IsTruncated") === "true" ? xmlText(xml, "NextContinuationToken") : undefined;
     } while (token);
   }
 }
