@@ -10,6 +10,9 @@
  * proxy reads the child's CPU ticks from `/proc/<pid>/stat`; `/usr/bin/time`
  * gives wall and CPU at exit. The filesystem backend has no server: only the
  * exit figures. A floor row runs an empty module under the same `deno run`.
+ * Then a 1 MB round trip per backend and entry: a save of a 1 MiB
+ * incompressible file under a fresh key and its restore into an empty
+ * mount (rows `… 1MB save`, `… 1MB restore`: first request and exit).
  *
  * Usage: `deno run -A scripts/startup.ts [--runs N] [--bundle] [--baseline DIR] [backend …]`
  * (backends: filesystem s3 azure gcs sftp harness; default all). `--bundle`
@@ -91,12 +94,21 @@ function tcpRelay(port: number): { port: number; close: () => void } {
   return { port: (listener.addr as Deno.NetAddr).port, close: () => listener.close() };
 }
 
-/** One run of `deno run -A <entry> restore` with `env`; a fresh key, so always a miss. */
-async function once(entry: string[], env: Record<string, string>, cwd: string): Promise<Sample> {
-  const key = `startup-miss-${crypto.randomUUID()}`;
+/**
+ * One run of `deno run -A <entry> <mode>` with `env`. By default a restore
+ * of a fresh key, so always a miss; `key` and `expect` for the round trip.
+ */
+async function once(
+  entry: string[],
+  env: Record<string, string>,
+  cwd: string,
+  mode = "restore",
+  key = `startup-miss-${crypto.randomUUID()}`,
+  expect: RegExp = /miss|not found|no cache|does not exist/i,
+): Promise<Sample> {
   const start = performance.now();
   const child = new Deno.Command("/usr/bin/time", {
-    args: ["-f", "STARTUP-TIME %e %U %S", DENO, "run", "-A", ...entry, "restore"],
+    args: ["-f", "STARTUP-TIME %e %U %S", DENO, "run", "-A", ...entry, mode],
     env: { ...env, PLUGIN_CACHE_KEY: key, PLUGIN_MOUNT: "node_modules", NO_COLOR: "1" },
     cwd,
     stdin: "null",
@@ -114,8 +126,8 @@ async function once(entry: string[], env: Record<string, string>, cwd: string): 
   const text = new TextDecoder().decode(out.stderr);
   const m = text.match(/STARTUP-TIME ([\d.]+) ([\d.]+) ([\d.]+)/);
   if (!m) throw new Error(`no timing from /usr/bin/time:\n${text}`);
-  if (!/miss|not found|no cache|does not exist/i.test(text)) {
-    throw new Error(`the run did not end in a cache miss:\n${text}`);
+  if (!expect.test(text) || !out.success) {
+    throw new Error(`the ${mode} run did not end as expected (${expect}):\n${text}`);
   }
   return { ...sample, exitWall, exitCpu: Number(m[2]) + Number(m[3]) };
 }
@@ -243,12 +255,14 @@ for (let i = 0; i < RUNS; i++) {
 
 console.log(`medians of ${RUNS} runs, seconds from spawn; CPU = user + sys of the deno process`);
 console.log(
-  `${"backend".padEnd(11)} ${"entry".padEnd(8)} ${"1st req".padStart(7)} ${"cpu@1st".padStart(7)} ` +
+  `${"backend".padEnd(11)} ${"entry".padEnd(20)} ${"1st req".padStart(7)} ${"cpu@1st".padStart(7)} ` +
     `${"exit".padStart(7)} ${"cpu@exit".padStart(8)}`,
 );
 const row = (name: string, entry: string, s: Sample[]) =>
   console.log(
-    `${name.padEnd(11)} ${entry.padEnd(8)} ${fmt(median(s.flatMap((x) => x.firstWall ?? []))).padStart(7)} ` +
+    `${name.padEnd(11)} ${entry.padEnd(20)} ${
+      fmt(median(s.flatMap((x) => x.firstWall ?? []))).padStart(7)
+    } ` +
       `${fmt(median(s.flatMap((x) => x.firstCpu ?? []))).padStart(7)} ` +
       `${fmt(median(s.map((x) => x.exitWall))).padStart(7)} ${
         fmt(median(s.map((x) => x.exitCpu))).padStart(8)
@@ -266,6 +280,28 @@ try {
         for (const [e, [, entry]] of entries.entries()) samples[e].push(await once(entry, server.env, cwd));
       }
       for (const [e, [name]] of entries.entries()) row(backend, name, samples[e]);
+      // A 1 MB round trip: save a 1 MiB incompressible file under a fresh key, restore it into an empty mount.
+      const trips: { save: Sample[]; restore: Sample[] }[] = entries.map(() => ({ save: [], restore: [] }));
+      for (let i = 0; i < RUNS; i++) {
+        for (const [e, [, entry]] of entries.entries()) {
+          const key = `startup-trip-${crypto.randomUUID()}`;
+          await Deno.mkdir(`${cwd}/node_modules`, { recursive: true });
+          await Deno.writeFile(`${cwd}/node_modules/blob.bin`, crypto.getRandomValues(new Uint8Array(65536)));
+          const mib = await Deno.open(`${cwd}/node_modules/blob.bin`, { write: true, append: true });
+          for (let k = 1; k < 16; k++) await mib.write(crypto.getRandomValues(new Uint8Array(65536)));
+          mib.close();
+          trips[e].save.push(await once(entry, server.env, cwd, "save", key, /save done/));
+          await Deno.remove(`${cwd}/node_modules`, { recursive: true });
+          trips[e].restore.push(await once(entry, server.env, cwd, "restore", key, /restore done/));
+          if ((await Deno.stat(`${cwd}/node_modules/blob.bin`)).size !== 1024 * 1024) {
+            throw new Error(`${backend}: the 1 MB restore wrote the wrong size`);
+          }
+          await Deno.remove(`${cwd}/node_modules`, { recursive: true });
+        }
+      }
+      for (const [e, [name]] of entries.entries()) {
+        for (const op of ["save", "restore"] as const) row(`${backend}`, `${name} 1MB ${op}`, trips[e][op]);
+      }
     } finally {
       await server.stop();
     }
