@@ -14,7 +14,7 @@
  * incompressible file under a fresh key and its restore into an empty
  * mount (rows `… 1MB save`, `… 1MB restore`: first request and exit).
  *
- * Usage: `deno run -A scripts/startup.ts [--runs N] [--bundle] [--baseline DIR] [backend …]`
+ * Usage: `deno run -A scripts/startup.ts [--runs N] [--bundle] [--baseline DIR] [--miss-only] [backend …]`
  * (backends: filesystem s3 azure gcs sftp harness; default all). `--bundle`
  * also runs `dist/ci-cache.js` (build it first: `deno task bundle`);
  * `--baseline DIR` also runs `DIR/main.ts` (another checkout, e.g. `git
@@ -37,6 +37,7 @@ const { values, positionals } = parseArgs({
     runs: { type: "string", default: "7" },
     bundle: { type: "boolean", default: false },
     baseline: { type: "string" },
+    "miss-only": { type: "boolean", default: false },
   },
   allowPositionals: true,
 });
@@ -281,6 +282,7 @@ try {
       }
       for (const [e, [name]] of entries.entries()) row(backend, name, samples[e]);
       // A 1 MB round trip: save a 1 MiB incompressible file under a fresh key, restore it into an empty mount.
+      if (values["miss-only"]) continue;
       const trips: { save: Sample[]; restore: Sample[] }[] = entries.map(() => ({ save: [], restore: [] }));
       for (let i = 0; i < RUNS; i++) {
         for (const [e, [, entry]] of entries.entries()) {
