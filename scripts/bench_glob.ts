@@ -10,7 +10,9 @@
  * @module
  */
 import { join } from "node:path";
-import { globMatches } from "../lib/cache/mounts.ts";
+import { globMatches, loadGlobEngine } from "../lib/cache/mounts.ts";
+
+await loadGlobEngine(["*"]); // picomatch is loaded on demand; these rows match globs synchronously
 
 /** One measured pattern. */
 export interface GlobRow {

@@ -157,6 +157,10 @@ export async function release(options: ReleaseOptions): Promise<ReleaseResult> {
   const result: ReleaseResult = { out, commit: sha, assets: [], skipped: [] };
   try {
     log(`release: ci-cache ${VERSION}, commit ${sha}`);
+    // deno.json loads dynamic imports lazily, so the bundler's own graph misses the npm packages only they
+    // reach: install every package the program can load first.
+    const installed = await exec(["install", "--quiet", "--entrypoint", "main.ts"], staged);
+    if (!installed.ok) throw new Error(`release: deno install failed:\n${installed.output}`);
     const bundled = await exec([
       "bundle",
       "--quiet",

@@ -174,6 +174,19 @@ backendConformance("azure", async () => {
   return { backend, teardown: () => conformanceServer!.stop() };
 });
 
+// Shared key: the container check, stat and list over fetch with our Shared Key signing (no SDK), transfers on
+// the SDK.
+let restServer: AzuriteServer | undefined;
+backendConformance("azure (fetch metadata path, shared key)", async () => {
+  restServer = await startAzurite();
+  const backend = await createAzureBackend(
+    settingsOf({ ...restServer.env, PLUGIN_CONTAINER: "conformance-rest" }),
+    new Logger({ level: "error" }),
+    { listPageSize: 7 },
+  );
+  return { backend, teardown: () => restServer!.stop() };
+});
+
 // ── settings and credential selection (no server needed) ────────────────────
 Deno.test("azure: no usable credentials is one InvalidSettingsError listing the three ways", async () => {
   const err = await assertRejects(

@@ -13,9 +13,14 @@ import {
   globMatches,
   globObjectMatcher,
   isGlobMount,
+  loadGlobEngine,
   splitMounts,
 } from "../lib/cache/mounts.ts";
 import { capture } from "./support.ts";
+
+// picomatch loads on demand (CLI runs load it when a mount or exclude may be a glob); these tests call the
+// matchers directly.
+await loadGlobEngine(["*"]);
 
 const FIXTURE = new URL("./fixtures/autodetect/monorepo/", import.meta.url).pathname;
 

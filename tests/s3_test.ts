@@ -139,6 +139,10 @@ Deno.test("s3: normalizeEndpoint adds https:// to a scheme-less endpoint", () =>
 });
 
 backendConformance("s3", async () => ({ backend: backendFor(await swift()) }));
+// Static keys: stat, list and the bucket check over fetch with our SigV4 (no SDK), transfers on the SDK.
+backendConformance("s3 (fetch metadata path)", async () => ({
+  backend: await createS3Backend(settingsOf((await swift()).env), capture().log, { listPageSize: 7 }),
+}));
 
 Deno.test({
   name: "s3: metadata, multipart upload, failed upload leaves no parts, ranged download",

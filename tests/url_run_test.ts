@@ -129,7 +129,8 @@ Deno.test({
     const swift = await startSwift();
     const served = serveCheckout();
     try {
-      await roundTrip(served.url, swift.env);
+      // As the README recommends: lazy dynamic imports, so the backend and the SDK are fetched when used.
+      await roundTrip(served.url, { ...swift.env, DENO_UNSTABLE_LAZY_DYNAMIC_IMPORTS: "1" });
       assert(served.requested.includes("/lib/storage/s3/backend.ts"), "the s3 backend came from the URL");
       assertStringIncludes(served.requested.join(" "), "/lib/deps/aws_client_s3.ts");
     } finally {

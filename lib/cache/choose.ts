@@ -8,8 +8,7 @@
  */
 import type { Logger } from "../log.ts";
 import type { Settings } from "../settings.ts";
-import { autoDetect } from "../autodetect/detect.ts";
-import { excludeFilter, expandMounts, splitMounts } from "./mounts.ts";
+import { excludeFilter, expandMounts, loadGlobEngine, splitMounts } from "./mounts.ts";
 import type { OpContext } from "./save.ts";
 
 /** The mounts, excludes and (with auto-detect) key of one run. */
@@ -42,14 +41,18 @@ export async function chooseWhatToCache(
   log: Logger,
 ): Promise<Choice> {
   const { mounts, excludes } = splitMounts(settings.mount, settings.exclude);
+  await loadGlobEngine([...mounts, ...excludes]);
   const exclude = excludeFilter(excludes, cwd);
   if (excludes.length > 0) log.debug("excludes", { patterns: excludes.join(",") });
   if (settings.lookupOnly && settings.mode !== "restore") {
     log.warn("lookup-only applies to restore only: ignored", { mode: settings.mode });
   }
   if (!settings.autoDetect) return { mounts, exclude, detected: false };
+  // Loaded only when asked for: the detectors (node:crypto, picomatch) cost start-up CPU otherwise.
+  const { autoDetect } = await import("../autodetect/detect.ts");
   const auto = await autoDetect(settings, env, cwd, log, mounts);
   if (auto.kind === "skip") return { skip: auto.reason, mounts: [], detected: false };
+  await loadGlobEngine(auto.mounts);
   return { mounts: auto.mounts, exclude, key: auto.key, detected: auto.detected };
 }
 

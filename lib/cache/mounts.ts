@@ -24,9 +24,46 @@
  * @module
  */
 import { posix } from "node:path";
-import picomatch from "../deps/picomatch.ts";
+import type picomatchType from "../deps/picomatch.ts";
 import type { Logger } from "../log.ts";
 import { expandMount } from "./layout.ts";
+
+let engine: typeof picomatchType | undefined;
+
+/**
+ * Loads picomatch (npm, with Node's module machinery: a large part of
+ * start-up CPU) when any of `patterns` may be a glob; the matching below
+ * needs it then. Runs whose mounts and excludes are plain paths never load
+ * it. Call (and await) before {@link isGlobMount}, {@link excludeFilter},
+ * {@link expandMounts}, {@link globMatches} or {@link globObjectMatcher} see
+ * such patterns.
+ *
+ * @example
+ * ```ts
+ * await loadGlobEngine(["packages/*\/node_modules"]);
+ * ```
+ */
+export async function loadGlobEngine(patterns: readonly string[]): Promise<void> {
+  if (engine === undefined && patterns.some(mayBeGlob)) {
+    engine = (await import("../deps/picomatch.ts")).default;
+  }
+}
+
+/** Glob syntax picomatch acts on; a string without any of it is a plain path. */
+const GLOB_SYNTAX = /[*?[\]{}()!+@\\]/;
+
+/** Whether a pattern may be a glob (no picomatch needed to say no). */
+function mayBeGlob(pattern: string): boolean {
+  return GLOB_SYNTAX.test(pattern);
+}
+
+/** picomatch, loaded by {@link loadGlobEngine}. */
+function picomatch(): typeof picomatchType {
+  if (engine === undefined) {
+    throw new Error("mounts: glob patterns used before loadGlobEngine() loaded picomatch");
+  }
+  return engine;
+}
 
 /** Options every pattern is compiled with: `*` also matches dot files, as Go's Glob and tar do. */
 const PM_OPTIONS = { dot: true } as const;
@@ -69,7 +106,7 @@ export function splitMounts(mounts: readonly string[], exclude: readonly string[
  * ```
  */
 export function isGlobMount(mount: string): boolean {
-  return picomatch.scan(mount).isGlob;
+  return mayBeGlob(mount) && picomatch().scan(mount).isGlob;
 }
 
 /** `a/**\/**\/b` → `a/**\/b`: repeated globstars match the same paths and cost backtracking. */
@@ -102,9 +139,9 @@ export function excludeFilter(
   const base = cleaned.filter((p) => !p.includes("/"));
   const abs = cleaned.filter((p) => p.startsWith("/"));
   const rel = cleaned.filter((p) => p.includes("/") && !p.startsWith("/"));
-  const matchBase = base.length ? picomatch(base, PM_OPTIONS) : undefined;
-  const matchAbs = abs.length ? picomatch(abs, PM_OPTIONS) : undefined;
-  const matchRel = rel.length ? picomatch(rel, PM_OPTIONS) : undefined;
+  const matchBase = base.length ? picomatch()(base, PM_OPTIONS) : undefined;
+  const matchAbs = abs.length ? picomatch()(abs, PM_OPTIONS) : undefined;
+  const matchRel = rel.length ? picomatch()(rel, PM_OPTIONS) : undefined;
   const root = cwd.endsWith("/") ? cwd : `${cwd}/`;
   return (path: string) => {
     if (matchBase?.(posix.basename(path))) return true;
@@ -212,11 +249,11 @@ function segmentFilter(segment: string): (name: string) => boolean {
  * classes contain `/` go to picomatch whole.
  */
 function guardedMatcher(pattern: string): (path: string) => boolean {
-  if (/\{[^}]*\/|\[[^\]]*\//.test(pattern)) return picomatch(pattern, PM_OPTIONS);
+  if (/\{[^}]*\/|\[[^\]]*\//.test(pattern)) return picomatch()(pattern, PM_OPTIONS);
   const segs = pattern.split("/").map((seg) => {
     if (seg === "**") return undefined;
     const quick = segmentFilter(seg);
-    const full = picomatch(seg, PM_OPTIONS);
+    const full = picomatch()(seg, PM_OPTIONS);
     return (name: string) => quick(name) && full(name);
   });
   return (path) => {
@@ -243,7 +280,7 @@ function compileGlob(expanded: string): CompiledGlob {
   const slashed = expanded.replaceAll("\\", "/");
   const lead = slashed.startsWith("./") ? "./" : slashed.startsWith("/") ? "/" : "";
   const pattern = normalizePattern(slashed).replace(/^\/+/, "");
-  const scan = picomatch.scan(pattern);
+  const scan = picomatch().scan(pattern);
   const base = scan.isGlob ? scan.base : pattern;
   const rest = scan.isGlob ? scan.glob : "";
   const depth = rest.includes("**") ? Infinity : rest.split("/").filter((s) => s !== "").length;

@@ -14,16 +14,14 @@
  * @module
  */
 import { dirname } from "node:path";
-import { decompressStream } from "../archive/compression.ts";
-import { CorruptArchiveError, unpackToMount, UnsafeArchiveError } from "../archive/unpack.ts";
+import { CorruptArchiveError, UnsafeArchiveError } from "../archive/errors.ts";
 import { cleanPath } from "../archive/paths.ts";
-import { TarReader } from "../archive/tar.ts";
 import { isStorageError, type ObjectInfo } from "../storage/backend.ts";
 import { ProgressMeter } from "../log.ts";
 import { expandMount, keyPrefix, META, mountObjectPath, objectName } from "./layout.ts";
 import { logOutcome, mapBounded, type MountOutcome, reasonOf } from "./outcome.ts";
 import { MOUNT_CONCURRENCY, type OpContext } from "./save.ts";
-import { globObjectMatcher, isGlobMount } from "./mounts.ts";
+import { globObjectMatcher, isGlobMount, loadGlobEngine } from "./mounts.ts";
 import { confineListingTarget } from "./confine.ts";
 import { cancelSignal } from "./cleanup.ts";
 
@@ -104,6 +102,7 @@ export async function findCache(
   restoreKeys: readonly string[],
   resolve: boolean,
 ): Promise<{ match: RestoreResult["match"]; matchedKey: string; plan: Planned[] }> {
+  await loadGlobEngine(mounts);
   let match: RestoreResult["match"] = "exact";
   let matchedKey = ctx.key;
   let plan = await planExact(ctx, mounts, resolve);
@@ -236,6 +235,7 @@ async function planListing(ctx: OpContext, prefix: string, resolve = true): Prom
  * the rest is not downloaded.
  */
 async function hasAbsoluteNames(ctx: OpContext, object: string): Promise<boolean> {
+  const { TarReader, decompressStream } = await archiveModules();
   const tar = new TarReader(
     (await ctx.backend.get(object)).pipeThrough(decompressStream().stream).getReader(),
   );
@@ -247,6 +247,23 @@ async function hasAbsoluteNames(ctx: OpContext, object: string): Promise<boolean
   } finally {
     await tar.cancel();
   }
+}
+
+/**
+ * The archive modules (decompression with node:zlib, the tar reader, the
+ * extractor), loaded when an object is found: a miss never loads them.
+ */
+async function archiveModules() {
+  const [compression, unpack, tar] = await Promise.all([
+    import("../archive/compression.ts"),
+    import("../archive/unpack.ts"),
+    import("../archive/tar.ts"),
+  ]);
+  return {
+    decompressStream: compression.decompressStream,
+    unpackToMount: unpack.unpackToMount,
+    TarReader: tar.TarReader,
+  };
 }
 
 /** The mount path part of a listed object name: after `<prefix>/`, or after the first segment past the prefix. */
@@ -338,7 +355,10 @@ async function restoreOne(ctx: OpContext, p: Planned): Promise<MountOutcome> {
   let outcome: MountOutcome;
   try {
     // Stale staging directories of killed restores are swept by the extraction itself (unpack.ts).
-    const body = await ctx.backend.get(p.object, { signal: cancelSignal() });
+    const [body, { decompressStream, unpackToMount }] = await Promise.all([
+      ctx.backend.get(p.object, { signal: cancelSignal() }),
+      archiveModules(),
+    ]);
     const meter = new ProgressMeter(
       log,
       "download",

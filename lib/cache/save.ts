@@ -7,8 +7,7 @@
  * @module
  */
 import { resolve } from "node:path";
-import { pack } from "../archive/pack.ts";
-import { type ArchiveFormat, compressStream } from "../archive/compression.ts";
+import type { ArchiveFormat } from "../archive/compression.ts";
 import type { Backend, TransferOptions } from "../storage/backend.ts";
 import { type Logger, ProgressMeter } from "../log.ts";
 import { type Settings, SettingsError } from "../settings.ts";
@@ -100,6 +99,11 @@ async function saveMount(ctx: OpContext, mount: string): Promise<MountOutcome> {
     }
     await sweepStaleStaging(path, log);
     const started = performance.now();
+    // Loaded here, not at start-up: a restore, or a save that is skipped, never needs the packer or node:zlib.
+    const [{ pack }, { compressStream }] = await Promise.all([
+      import("../archive/pack.ts"),
+      import("../archive/compression.ts"),
+    ]);
     const archive = pack({
       mount: expanded,
       cwd: ctx.cwd,

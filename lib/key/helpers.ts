@@ -22,7 +22,12 @@
  *
  * @module
  */
-import { createHash, type Hash } from "node:crypto";
+import type { Hash } from "node:crypto";
+
+/** `node:crypto`'s createHash, loaded when a template hashes files (it costs start-up CPU otherwise). */
+async function createHash(algorithm: "md5" | "sha256"): Promise<Hash> {
+  return (await import("node:crypto")).createHash(algorithm);
+}
 import { isAbsolute, join, resolve } from "node:path";
 import { Logger } from "../log.ts";
 import type { FuncMap, TemplateFunc, Value } from "./template.ts";
@@ -70,7 +75,7 @@ async function digestFile(path: string, hash: Hash): Promise<Hash> {
 export async function checksumFile(path: string, cwd: string = Deno.cwd()): Promise<string> {
   const abs = resolve(cwd, path);
   try {
-    return (await digestFile(abs, createHash("md5"))).digest("hex");
+    return (await digestFile(abs, await createHash("md5"))).digest("hex");
   } catch (err) {
     const why = err instanceof Deno.errors.NotFound
       ? "no such file"
@@ -243,10 +248,10 @@ export async function hashFiles(patterns: readonly string[], options: HelperOpti
     );
     return "";
   }
-  const total = createHash("sha256");
+  const total = await createHash("sha256");
   for (const file of files) {
     try {
-      total.update((await digestFile(file, createHash("sha256"))).digest());
+      total.update((await digestFile(file, await createHash("sha256"))).digest());
     } catch (err) {
       throw new Error(`cannot read ${file}: ${err instanceof Error ? err.message : String(err)}`, {
         cause: err,

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
+import { md5 } from "./md5.ts";
 import type { Logger } from "../log.ts";
 import { describeSource, type Settings, SettingsError } from "../settings.ts";
 import { keyFunctions } from "./helpers.ts";
@@ -23,7 +23,7 @@ import { parseTemplate, type Template, TemplateExecError, TemplateSyntaxError } 
 
 /** MD5 hex of a string, as the Go plugin's hash key generator. */
 export function md5Hex(text: string): string {
-  return createHash("md5").update(text).digest("hex");
+  return md5(text);
 }
 
 /** The Go plugin's default (and fallback) key: MD5 hex of the commit branch. */

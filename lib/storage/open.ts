@@ -23,9 +23,9 @@ export async function openBackend(settings: Settings, log: Logger): Promise<Back
     case "filesystem":
       return (await import("./filesystem/backend.ts")).createFilesystemBackend(settings, log);
     case "azure":
-      return (await import("./azure/backend.ts")).createAzureBackend(settings, log);
+      return (await import("./azure/open.ts")).createAzureBackend(settings, log);
     case "s3":
-      return (await import("./s3/backend.ts")).createS3Backend(settings, log);
+      return (await import("./s3/open.ts")).createS3Backend(settings, log);
     case "gcs":
       return (await import("./gcs/backend.ts")).createGcsBackend(settings, log);
     case "sftp":

@@ -35,10 +35,8 @@ import {
   StorageSharedKeyCredential,
 } from "../../deps/azure_storage_blob.ts";
 import { formatBytes, type Logger } from "../../log.ts";
-import { describeSource, type Settings } from "../../settings.ts";
+import type { Settings } from "../../settings.ts";
 import {
-  AccessDeniedError,
-  AuthFailedError,
   type Backend,
   InvalidSettingsError,
   NotFoundError,
@@ -47,21 +45,27 @@ import {
   StorageError,
   TooLargeError,
   type TransferOptions,
-  UnavailableError,
 } from "../backend.ts";
-import {
-  backoffDelay,
-  IdleTimeoutError,
-  parseRetryAfter,
-  sleep as waitFor,
-  withRetry,
-} from "../transfer/retry.ts";
+import { IdleTimeoutError, parseRetryAfter, withRetry } from "../transfer/retry.ts";
 import { decodeMeta, encodeMeta } from "../metadata.ts";
 import { readRange, ShortReadError } from "../transfer/body.ts";
 import { restartingGet } from "../transfer/restart.ts";
 import { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
+import { ensureContainer } from "./container.ts";
+import {
+  AttemptTimeout,
+  azureError,
+  blobMissing,
+  isRetriable,
+  networkFailure,
+  responseError,
+  retryAfterOf,
+  shortCause,
+} from "./errors.ts";
 
 export { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
+export { createAzureBackend } from "./open.ts";
+import { announceAzure } from "./open.ts";
 
 const KIND = "azure";
 const MiB = 1024 * 1024;
@@ -118,121 +122,6 @@ interface BlockRef {
   size: number;
 }
 
-/** What an Azure SDK error looks like, as far as the mapping below cares. */
-interface SdkError {
-  name?: string;
-  message?: string;
-  code?: string;
-  statusCode?: number;
-  errorResponse?: { error?: string; errorDescription?: string };
-  cause?: unknown;
-}
-
-/** A throttling or unavailable answer's `Retry-After` (SDK errors keep the response; ours carry it). */
-function retryAfterOf(err: unknown): string | undefined {
-  const e = err as {
-    response?: { headers?: { get?(name: string): string | undefined } };
-    retryAfter?: string;
-  };
-  return e?.retryAfter ?? e?.response?.headers?.get?.("retry-after") ?? undefined;
-}
-
-class AttemptTimeout extends Error {
-  constructor(ms: number) {
-    super(`no progress for ${ms} ms`);
-    this.name = "AttemptTimeout";
-  }
-}
-
-const RETRIABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
-const NETWORK_CODES = [
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ETIMEDOUT",
-  "ESOCKETTIMEDOUT",
-  "EPIPE",
-  "EAI_AGAIN",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ECONNABORTED",
-  "REQUEST_SEND_ERROR",
-];
-const AUTH_FAILED_CODES = new Set([
-  "AuthenticationFailed",
-  "InvalidAuthenticationInfo",
-  "NoAuthenticationInformation",
-  "ExpiredToken",
-]);
-const DENIED_CODES = new Set([
-  "AuthorizationFailure",
-  "AuthorizationPermissionMismatch",
-  "AuthorizationResourceTypeMismatch",
-  "AuthorizationServiceMismatch",
-  "AuthorizationProtocolMismatch",
-  "AuthorizationSourceIPMismatch",
-  "InsufficientAccountPermissions",
-  "KeyBasedAuthenticationNotPermitted",
-]);
-
-/** Errors of `@azure/identity` (and MSAL underneath) when a token cannot be obtained. */
-const IDENTITY_ERRORS = new Set([
-  "AuthenticationError",
-  "AuthenticationRequiredError",
-  "CredentialUnavailableError",
-  "AggregateAuthenticationError",
-  "ServerError",
-  "ClientAuthError",
-]);
-
-function sdkError(err: unknown): SdkError {
-  return (typeof err === "object" && err !== null ? err : { message: String(err) }) as SdkError;
-}
-
-/** First line of an SDK message (Azure appends RequestId/Time lines). */
-function firstLine(text: string | undefined): string {
-  return (text ?? "").split("\n")[0].trim();
-}
-
-/** The network error code of `err` or of any of its causes. */
-function networkCode(err: unknown): string | undefined {
-  let cur: unknown = err;
-  for (let depth = 0; cur && depth < 5; depth++) {
-    const e = sdkError(cur);
-    const text = `${e.code ?? ""} ${e.message ?? ""}`;
-    const code = [...NETWORK_CODES, "ENOTFOUND", "CERT_", "UNABLE_TO_VERIFY", "SELF_SIGNED", "certificate"]
-      .find((c) => text.includes(c));
-    if (code && code !== "REQUEST_SEND_ERROR") return code;
-    cur = e.cause;
-  }
-  const e = sdkError(err);
-  return e.code === "REQUEST_SEND_ERROR" ? "REQUEST_SEND_ERROR" : undefined;
-}
-
-function isRetriable(err: unknown): boolean {
-  if (err instanceof AttemptTimeout || err instanceof IdleTimeoutError || err instanceof ShortReadError) {
-    return true;
-  }
-  if (err instanceof StorageError) return false;
-  const e = sdkError(err);
-  if (e.statusCode !== undefined && RETRIABLE_STATUS.has(e.statusCode)) return true;
-  if (e.statusCode !== undefined && e.statusCode > 0) return false;
-  const code = networkCode(err);
-  return code !== undefined && code !== "ENOTFOUND" && !/CERT|VERIFY|SELF_SIGNED|certificate/.test(code);
-}
-
-/** What an operation does, for "may not …" messages. */
-function verbOf(op: string): string {
-  return op === "get" || op === "stat"
-    ? "read blobs"
-    : op === "list"
-    ? "list blobs"
-    : op === "connect"
-    ? "use the container"
-    : op === "delete"
-    ? "delete blobs"
-    : "write blobs";
-}
-
 /**
  * The first block size of an upload: at least `requested`, grown (to a
  * whole MiB, at most 4000 MiB) so that `maxBlocks` blocks hold
@@ -278,31 +167,6 @@ function blockId(uploadId: string, index: number): string {
 const AZURE_API_VERSION = "2026-10-06";
 /** OAuth scope of Azure Storage data-plane tokens. */
 const STORAGE_SCOPE = "https://storage.azure.com/.default";
-
-/** A failed ranged read as the SDK would report it: status and the service's error code. */
-async function responseError(res: Response): Promise<Error> {
-  const text = await res.text().catch(() => "");
-  const code = res.headers.get("x-ms-error-code") ?? /<Code>([^<]*)<\/Code>/.exec(text)?.[1] ?? undefined;
-  const message = /<Message>([^<]*)<\/Message>/.exec(text)?.[1] ?? (text.slice(0, 300) || res.statusText);
-  return Object.assign(new Error(`${res.status}${code ? ` ${code}` : ""}: ${message}`), {
-    statusCode: res.status,
-    code,
-    retryAfter: res.headers.get("retry-after") ?? undefined,
-  });
-}
-
-/** A `fetch` network failure, tagged with the Node-style code the retry and error mapping look for. */
-function networkFailure(err: unknown): Error {
-  const message = err instanceof Error ? err.message : String(err);
-  const code = /refused/i.test(message)
-    ? "ECONNREFUSED"
-    : /dns|lookup|resolve/i.test(message)
-    ? "ENOTFOUND"
-    : /certificate|tls|ssl/i.test(message)
-    ? "CERT_UNTRUSTED"
-    : "ECONNRESET";
-  return Object.assign(new Error(message, { cause: err }), { code });
-}
 
 /**
  * The Azure Blob Storage backend.
@@ -366,105 +230,30 @@ export class AzureBackend implements Backend {
   }
 
   /**
-   * Creates the container when it is missing. An identity that may not
-   * create containers but may list an existing one still works (as the Go
-   * plugin: try to create, on any refusal probe by listing one blob). A
-   * container-scoped SAS (`sr=c`, the usual least-privilege token) can never
-   * create one, so it goes straight to the probe. A container that is being
-   * deleted (409 `ContainerBeingDeleted`; Azure takes up to about a minute)
-   * is waited for with backoff, up to the operation timeout.
+   * Creates the container when it is missing, or probes that an existing
+   * one may be used ({@link ensureContainer} in `container.ts`).
    */
   async ensureContainer(): Promise<void> {
-    let createError: unknown;
-    if (this.#sasParam("sr") === "c") {
-      createError = "a container SAS (sr=c) cannot create containers";
-    } else {
-      createError = await this.#createContainer();
-      if (createError === undefined) return;
-      // Unreachable or refused outright: probing would only repeat the same wait.
-      if (createError instanceof UnavailableError || createError instanceof AuthFailedError) {
-        throw createError;
-      }
-    }
-    try {
-      await this.#call(
-        "connect",
-        undefined,
-        undefined,
-        (signal) =>
-          this.#containerClient.listBlobsFlat({ abortSignal: signal }).byPage({ maxPageSize: 1 }).next(),
-      );
-      this.#log?.debug("not creating the container: it exists and can be listed", {
-        container: this.container,
-        create_error: createError instanceof Error ? createError.message : String(createError),
-      });
-    } catch (probeError) {
-      // Listing says why: a missing container (then the create error tells why it could
-      // not be made), a refused credential, an unknown account, an unreachable endpoint.
-      if (probeError instanceof NotFoundError && sdkError(probeError.cause).code === "ContainerNotFound") {
-        throw new NotFoundError(
-          `container "${this.container}" does not exist in storage account ${this.auth.accountName} ` +
-            `(${this.auth.serviceUrl}) and could not be created (${
-              typeof createError === "string" ? createError : this.#shortCause(createError)
-            }): create it, ` +
-            `or give the identity a role that may create containers (Storage Blob Data Contributor on the ` +
-            `account), or check PLUGIN_CONTAINER`,
-          { backend: KIND, op: "connect", cause: createError },
-        );
-      }
-      throw probeError;
-    }
-  }
-
-  /**
-   * Creates the container: `undefined` when it was created or already exists, else the (mapped) refusal.
-   * While the container is being deleted, waits with backoff up to the operation timeout.
-   */
-  async #createContainer(): Promise<unknown> {
-    const limitMs = this.#timeoutMs > 0 ? this.#timeoutMs : 180_000;
-    const started = Date.now();
-    for (let wait = 0;; wait++) {
-      try {
-        await this.#call(
+    await ensureContainer({
+      create: () =>
+        this.#call(
           "connect",
           undefined,
           undefined,
           (signal) => this.#containerClient.create({ abortSignal: signal }),
-        );
-        this.#log?.info("created the azure container", { container: this.container });
-        return undefined;
-      } catch (err) {
-        const cause = sdkError(err instanceof StorageError ? err.cause : err);
-        if (cause.code === "ContainerBeingDeleted") {
-          const elapsed = Date.now() - started;
-          const delay = Math.min(
-            backoffDelay(wait, { retries: 0, baseMs: 1000, capMs: 10_000, idleMs: 0 }),
-            limitMs - elapsed,
-          );
-          if (delay <= 0) {
-            return new UnavailableError(
-              `container "${this.container}" of storage account ${this.auth.accountName} is being deleted ` +
-                `(409 ContainerBeingDeleted) and was still being deleted after ${
-                  Math.round(elapsed / 1000)
-                } s: ` +
-                `Azure needs up to about a minute to delete a container; retry later, raise ` +
-                `PLUGIN_BACKEND_OPERATION_TIMEOUT, or use another PLUGIN_CONTAINER`,
-              { backend: KIND, op: "connect", cause: err },
-            );
-          }
-          this.#log?.info("the azure container is being deleted; waiting to create it again", {
-            container: this.container,
-            wait_ms: Math.round(delay),
-          });
-          await waitFor(delay);
-          continue;
-        }
-        if (cause.code === "ContainerAlreadyExists" || (cause.statusCode === 409 && !cause.code)) {
-          return undefined;
-        }
-        return err;
-      }
-    }
+        ),
+      probe: () =>
+        this.#call(
+          "connect",
+          undefined,
+          undefined,
+          (signal) =>
+            this.#containerClient.listBlobsFlat({ abortSignal: signal }).byPage({ maxPageSize: 1 }).next(),
+        ),
+      context: { auth: this.auth, container: this.container, sasParam: (name) => this.#sasParam(name) },
+      timeoutMs: this.#timeoutMs,
+      log: this.#log,
+    });
   }
 
   /** A parameter of the SAS in the client URL (`sr`, `sp`), or undefined without a SAS. */
@@ -830,17 +619,6 @@ export class AzureBackend implements Backend {
     }
   }
 
-  #blobMissing(cause: unknown): boolean {
-    const e = sdkError(cause);
-    return e.statusCode === 404 && e.code !== "ContainerNotFound" && e.code !== "ResourceNotFound";
-  }
-
-  #shortCause(err: unknown): string {
-    const cause = err instanceof StorageError ? err.cause : err;
-    const e = sdkError(cause);
-    return [e.statusCode, e.code, firstLine(e.message)].filter((x) => x !== undefined && x !== "").join(" ");
-  }
-
   #tooLarge(name: string): TooLargeError {
     const mib = this.partSize / MiB;
     let capacity = 0;
@@ -853,243 +631,48 @@ export class AzureBackend implements Backend {
     );
   }
 
-  /** Turns an SDK/identity/network error into a typed error whose message says what to fix. */
+  #blobMissing(cause: unknown): boolean {
+    return blobMissing(cause);
+  }
+
+  #shortCause(err: unknown): string {
+    return shortCause(err);
+  }
+
   #mapError(op: string, object: string | undefined, err: unknown, attempts: number): StorageError {
-    const context = { backend: KIND, op, object, cause: err };
-    const e = sdkError(err);
-    const auth = this.auth;
-    const where = `${auth.serviceUrl}${auth.serviceUrlSource ? ` (from ${auth.serviceUrlSource})` : ""}`;
-
-    if (err instanceof AttemptTimeout) {
-      return new UnavailableError(
-        `${where} did not respond (${err.message}, ${attempts} attempts): check the network or raise ` +
-          `PLUGIN_BACKEND_OPERATION_TIMEOUT`,
-        context,
-      );
-    }
-    if (IDENTITY_ERRORS.has(e.name ?? "")) {
-      return new AuthFailedError(this.#identityFailure(e), context);
-    }
-    if (e.statusCode === undefined || e.statusCode === 0) {
-      const code = networkCode(err);
-      if (code === "ENOTFOUND") {
-        const host = new URL(auth.serviceUrl).host;
-        if (!auth.serviceUrlSource) {
-          return new NotFoundError(
-            `storage account "${auth.accountName}" not found: ${host} does not resolve. Check PLUGIN_ACCOUNT_NAME ` +
-              `(and AZURE_BLOB_STORAGE_URL for sovereign clouds), and that DNS works on this machine`,
-            context,
-          );
-        }
-        return new UnavailableError(
-          `cannot resolve ${host} of ${where}: check the endpoint and DNS`,
-          context,
-        );
-      }
-      if (code && /CERT|VERIFY|SELF_SIGNED|certificate/.test(code)) {
-        return new UnavailableError(
-          `the TLS certificate of ${where} is not trusted (${firstLine(e.message)}): for a private CA set ` +
-            `NODE_EXTRA_CA_CERTS to its PEM file`,
-          context,
-        );
-      }
-      if (code) {
-        return new UnavailableError(
-          `cannot reach ${where} (${code}, ${attempts} attempts): check the network, proxy or firewall and the ` +
-            `endpoint`,
-          context,
-        );
-      }
-      return new StorageError("Failed", firstLine(e.message) || String(err), context);
-    }
-
-    const status = e.statusCode;
-    const code = e.code ?? "";
-    const detail = `${status}${code ? ` ${code}` : ""}`;
-    if (status === 404 || code === "ContainerNotFound" || code === "ResourceNotFound") {
-      if (code === "ContainerNotFound") {
-        return new NotFoundError(
-          `container "${this.container}" does not exist in storage account ${auth.accountName} (${where}): ` +
-            `check PLUGIN_CONTAINER`,
-          context,
-        );
-      }
-      if (code === "ResourceNotFound" && object === undefined) {
-        return new NotFoundError(
-          `storage account "${auth.accountName}" not found at ${where} (${detail}): check PLUGIN_ACCOUNT_NAME ` +
-            `and PLUGIN_ENDPOINT`,
-          context,
-        );
-      }
-      return new NotFoundError(`no such object (${detail})`, context);
-    }
-    // A shared key or SAS that does not verify is AuthenticationFailed on Azure; Azurite says
-    // AuthorizationFailure with Azure's AuthenticationFailed message. HEAD responses carry no code.
-    const keyBased = auth.method === "shared-key" || auth.method === "sas" ||
-      auth.method === "connection-string";
-    const authenticationMessage = /^Server failed to authenticate the request/.test(firstLine(e.message));
-    if (
-      AUTH_FAILED_CODES.has(code) || status === 401 || (status === 403 && authenticationMessage) ||
-      (keyBased && status === 403 && code === "")
-    ) {
-      return new AuthFailedError(this.#credentialRejected(detail), context);
-    }
-    if (code === "AuthorizationFailure" || code === "AuthorizationSourceIPMismatch") {
-      return new AccessDeniedError(this.#authorizationFailure(op, detail), context);
-    }
-    if (code === "ContainerBeingDeleted") {
-      return new UnavailableError(
-        `container "${this.container}" of storage account ${auth.accountName} is being deleted (${detail}): ` +
-          `Azure needs up to about a minute; retry later or use another PLUGIN_CONTAINER`,
-        context,
-      );
-    }
-    if (DENIED_CODES.has(code) || status === 403) {
-      return new AccessDeniedError(this.#permissionDenied(op, detail), context);
-    }
-    if (status === 413 || code === "RequestBodyTooLarge" || code === "BlockCountExceedsLimit") {
-      return new TooLargeError(
-        `the service refused the size (${detail}): lower PLUGIN_PART_SIZE_MB below 4000 or cache less`,
-        context,
-      );
-    }
-    if (status === 412 || code === "ConditionNotMet") {
-      return new StorageError(
-        "Failed",
-        `the object changed while it was being read (${detail}): another save replaced it; retry the restore`,
-        context,
-      );
-    }
-    if (RETRIABLE_STATUS.has(status)) {
-      return new UnavailableError(
-        `${where} kept failing (${detail}: ${
-          firstLine(e.message)
-        }, ${attempts} attempts): the service is busy ` +
-          `or down; retry later or raise AZURE_BLOB_MAX_RETRY_REQUESTS`,
-        context,
-      );
-    }
-    return new StorageError("Failed", `${detail}: ${firstLine(e.message)}`, context);
-  }
-
-  #identityFailure(e: SdkError): string {
-    const auth = this.auth;
-    const text = e.errorResponse?.errorDescription ?? e.message ?? "";
-    // Entra's reason: "AADSTS700211: No matching federated identity record …", without trace ids.
-    const aad = /AADSTS\d+:.*?(?=\s+Trace ID:|\s+-\s+Correlation ID:|$)/s.exec(text)?.[0];
-    const aadsts = /AADSTS\d+/.exec(text)?.[0];
-    const reason = (aad ?? firstLine(text)).replace(/\s+/g, " ").trim();
-    const who = `client ${auth.clientId} in tenant ${auth.tenantId}`;
-    if (auth.method === "oidc") {
-      const expired = aadsts === "AADSTS700024" || /expired|valid time range/i.test(reason);
-      return `Entra ID rejected the OIDC token from ${auth.secretSource} for ${who}` +
-        `${expired ? " (the token has expired)" : ""}: ${
-          reason || e.name
-        }. The token comes from the CI system ` +
-        `(Harness sets PLUGIN_AZURE_OIDC_TOKEN / PLUGIN_OIDC_TOKEN_ID for the step): make sure it is fresh, and ` +
-        `that the app registration or managed identity has a federated credential whose issuer, subject and ` +
-        `audience (api://AzureADTokenExchange) match the token`;
-    }
-    if (auth.method === "service-principal") {
-      return `Entra ID rejected the service principal ${who}: ${reason || e.name}. Check ` +
-        `${auth.secretSource} (the secret's value, not its id; secrets expire) and PLUGIN_AZURE_CLIENT_ID / ` +
-        `PLUGIN_AZURE_TENANT_ID`;
-    }
-    return `authentication failed: ${reason || e.name}`;
-  }
-
-  #credentialRejected(detail: string): string {
-    const auth = this.auth;
-    switch (auth.method) {
-      case "shared-key":
-        return `storage account ${auth.accountName} rejected the account key (${detail}): check that ` +
-          `${auth.secretSource} is a current key of this account (key1 or key2 on its "Access keys" page) and ` +
-          `that PLUGIN_ACCOUNT_NAME names the same account (or the storage firewall blocks this network)`;
-      case "sas":
-        return `storage account ${auth.accountName} rejected the SAS token (${detail}): it is expired, revoked, ` +
-          `malformed or for another account; issue a new one into ${auth.secretSource}`;
-      case "connection-string":
-        return `storage account ${auth.accountName} rejected the credentials of the connection string ` +
-          `(${detail}): copy a current one into ${auth.secretSource}`;
-      default:
-        return `storage account ${auth.accountName} rejected the access token obtained for client ` +
-          `${auth.clientId} (${detail}): check that the tenant ${auth.tenantId} is the storage account's tenant`;
-    }
-  }
-
-  /**
-   * 403 AuthorizationFailure: the credential was accepted, the request was not: the storage firewall
-   * (virtual network / IP rules, private endpoint only), or a SAS whose permissions or scope do not cover it.
-   */
-  #authorizationFailure(op: string, detail: string): string {
-    const auth = this.auth;
-    const sp = this.#sasParam("sp");
-    const sr = this.#sasParam("sr");
-    const sas = sp !== undefined || sr !== undefined
-      ? `; the SAS in use has permissions sp=${sp ?? "(none)"}${sr ? ` and resource sr=${sr}` : ""}: it ` +
-        `needs sp=racwdl (read, add, create, write, delete, list) on this container or account (a container ` +
-        `SAS, sr=c, cannot create the container: create it beforehand)`
-      : "; with a SAS token, also check its permissions (sp=racwdl) and scope (sr=c or an account SAS)";
-    const request = `${verbOf(op)} (container "${this.container}", ${detail})`;
-    return `storage account ${auth.accountName} refused the request of this ${auth.method} credential to ` +
-      `${request}. The credential itself is valid: check the ` +
-      `account's firewall and virtual network rules (Networking: public access disabled, or enabled from ` +
-      `selected networks and IPs that do not include this runner; private endpoint only)${sas}`;
-  }
-
-  #permissionDenied(op: string, detail: string): string {
-    const auth = this.auth;
-    const what = verbOf(op);
-    const target = `container "${this.container}" of storage account ${auth.accountName}`;
-    if (auth.method === "sas") {
-      return `the SAS token may not ${what} in ${target} (${detail}): issue it with read, add, create, write, ` +
-        `delete and list permissions (sp=racwdl) for this container, or check the storage firewall`;
-    }
-    if (auth.method === "oidc" || auth.method === "service-principal") {
-      return `client ${auth.clientId} may not ${what} in ${target} (${detail}): assign it the ` +
-        `"Storage Blob Data Contributor" role on the container or the storage account (Reader roles cannot ` +
-        `save or flush), or check the storage firewall`;
-    }
-    return `this credential may not ${what} in ${target} (${detail}): the storage account's firewall or ` +
-      `settings (shared key access disabled?) refuse it`;
+    return azureError(op, object, err, attempts, {
+      auth: this.auth,
+      container: this.container,
+      sasParam: (name) => this.#sasParam(name),
+    });
   }
 }
 
 /**
- * Creates the azure backend from the settings: picks the credential (first
- * match wins, see `azure_auth.ts`), resolves the endpoint and container,
- * logs which method is used (never the secret), and creates the container
- * when missing.
+ * Builds the SDK backend from the settings (see `open.ts`, which also
+ * decides when the fetch-based metadata path serves instead): picks the
+ * credential (first match wins, see `auth.ts`), logs which method is used
+ * with `announce` (never the secret), and with `ensure` creates the
+ * container when missing.
  *
  * @example
  * ```ts
- * const backend = await createAzureBackend(settings, log);
- * for await (const o of backend.list("key/")) console.log(o.name);
+ * const backend = await sdkAzureBackend(settings, log, { ensure: true, announce: true });
  * ```
  */
-export async function createAzureBackend(settings: Settings, log: Logger): Promise<Backend> {
+export async function sdkAzureBackend(
+  settings: Settings,
+  log: Logger,
+  options: { ensure: boolean; announce: boolean },
+): Promise<AzureBackend> {
   const container = containerName(settings);
   const { client, auth } = await connectAzure(settings, log);
-  const partSize = settings.partSizeMb * MiB;
-  if (settings.partSizeMb > 4000) {
-    throw new InvalidSettingsError(
-      `${
-        describeSource(settings, "partSizeMb")
-      }=${settings.partSizeMb} exceeds Azure's block size limit: use 1–4000`,
-      { backend: KIND, op: "connect" },
-    );
-  }
-  log.info("azure backend", {
-    auth: auth.method,
-    credential: auth.description,
-    endpoint: auth.serviceUrl,
-    container,
-  });
+  if (options.announce) announceAzure(auth, container, log);
   const backend = new AzureBackend({
     client,
     container,
     auth,
-    partSize,
+    partSize: settings.partSizeMb * MiB,
     maxObjectSize: settings.multipartMaxUploadSizeMb * MiB,
     concurrency: settings.transferConcurrency,
     maxRetries: settings.azureBlobMaxRetryRequests,
@@ -1097,6 +680,6 @@ export async function createAzureBackend(settings: Settings, log: Logger): Promi
     accessTier: settings.azureAccessTier as AzureAccessTier | "",
     log,
   });
-  await backend.ensureContainer();
+  if (options.ensure) await backend.ensureContainer();
   return backend;
 }

@@ -13,8 +13,9 @@
  *
  * @module
  */
-// The SDK's own auth library, same version (no extra download); a deno.json import entry would replace this.
-import { GoogleAuth, OAuth2Client } from "../../deps/google_auth_library.ts";
+// Loaded only for application default credentials (metadata server, gcloud user credentials): every other
+// method gets its tokens itself, so a GCS run never loads the library (a large part of start-up CPU).
+import type { GoogleAuth } from "../../deps/google_auth_library.ts";
 import { AccessDeniedError, AuthFailedError, InvalidSettingsError, UnavailableError } from "../backend.ts";
 import type { Logger } from "../../log.ts";
 import { describeSource, type Settings } from "../../settings.ts";
@@ -31,14 +32,14 @@ export interface AccessToken {
   expiresAt: number;
 }
 
-/** How the backend authenticates: headers for its own requests and the matching SDK options. */
+/** How the backend authenticates: headers for its requests. */
 export interface GcsAuth {
   /** For the info log line: which method (never a secret). */
   readonly method: string;
   /** Request headers that authenticate one request (`Authorization` or `x-goog-api-key`), or none. */
   headers(): Promise<Record<string, string>>;
-  /** Options for `new Storage(…)` that authenticate the SDK the same way. */
-  readonly sdk: { authClient?: OAuth2Client | GoogleAuth; authenticated: boolean };
+  /** Whether requests carry credentials (false only for a plain-HTTP emulator without any). */
+  readonly sdk: { authenticated: boolean };
 }
 
 /**
@@ -71,16 +72,6 @@ export class RefreshingToken {
       this.#pending = undefined;
     });
     return await this.#pending;
-  }
-
-  /** An {@link OAuth2Client} for the SDK that takes its tokens from this source. */
-  oauthClient(): OAuth2Client {
-    const client = new OAuth2Client({ eagerRefreshThresholdMillis: this.refreshMarginMs });
-    client.refreshHandler = async () => {
-      const t = await this.get();
-      return { access_token: t.token, expiry_date: t.expiresAt };
-    };
-    return client;
   }
 }
 
@@ -149,7 +140,7 @@ export async function resolveGcsAuth(
     return {
       method: "API key",
       headers: () => Promise.resolve({ "x-goog-api-key": key }),
-      sdk: { authClient: new GoogleAuth({ apiKey: key }), authenticated: true },
+      sdk: { authenticated: true },
     };
   }
   if (settings.gcsJsonKey !== "") {
@@ -179,7 +170,7 @@ function isPlainHttp(endpoint: string): boolean {
 }
 
 /**
- * Bearer-token authentication from a token source, for the SDK and the backend's own requests alike.
+ * Bearer-token authentication from a token source, for the backend's requests.
  *
  * @example
  * ```ts
@@ -190,7 +181,7 @@ export function tokenAuth(method: string, source: RefreshingToken): GcsAuth {
   return {
     method,
     headers: async () => ({ authorization: `Bearer ${(await source.get()).token}` }),
-    sdk: { authClient: source.oauthClient(), authenticated: true },
+    sdk: { authenticated: true },
   };
 }
 
@@ -501,8 +492,10 @@ async function applicationDefault(
       return jsonKeyAuth(key, method, "GOOGLE_APPLICATION_CREDENTIALS", timeoutMs, log);
     }
   }
-  const auth = new GoogleAuth({ scopes: [GCS_SCOPE] });
+  let auth: GoogleAuth;
   try {
+    const { GoogleAuth } = await import("../../deps/google_auth_library.ts");
+    auth = new GoogleAuth({ scopes: [GCS_SCOPE] });
     const token = await auth.getAccessToken();
     if (!token) throw new Error("no access token");
     log.addSecret(token);
@@ -519,6 +512,6 @@ async function applicationDefault(
   return {
     method: "application default credentials",
     headers: async () => Object.fromEntries((await auth.getRequestHeaders()).entries()),
-    sdk: { authClient: auth, authenticated: true },
+    sdk: { authenticated: true },
   };
 }

@@ -66,7 +66,11 @@ import {
   partKey,
 } from "./manifest.ts";
 import { parseRetryAfter } from "../transfer/retry.ts";
-import { httpPut, type PutAnswer } from "./put.ts";
+import type { PutAnswer } from "./put.ts";
+
+/** The upload client (node:http/node:https), loaded by the first upload: a restore never needs it. */
+const httpPut: typeof import("./put.ts").httpPut = async (...args) =>
+  (await import("./put.ts")).httpPut(...args);
 
 const MiB = 1024 * 1024;
 /** The first range of a download: shows the size and whether the object is a manifest. */

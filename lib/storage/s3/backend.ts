@@ -50,18 +50,14 @@ import { FetchHttpHandler } from "../../deps/smithy_fetch_http_handler.ts";
 import { NodeHttpHandler } from "../../deps/smithy_node_http_handler.ts";
 import { createHash } from "node:crypto";
 import {
-  AccessDeniedError,
-  AuthFailedError,
   type Backend,
-  InvalidSettingsError,
   NotFoundError,
   type ObjectInfo,
   type ObjectMeta,
   StorageError,
   type TransferOptions,
-  UnavailableError,
 } from "../backend.ts";
-import { decodeMeta, encodeMeta } from "../metadata.ts";
+import { encodeMeta } from "../metadata.ts";
 import {
   type Attempt,
   DEFAULT_RETRY_POLICY,
@@ -74,15 +70,20 @@ import { restartingGet } from "../transfer/restart.ts";
 import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
 import { Readable } from "node:stream";
 import type { Logger } from "../../log.ts";
-import { describeSource, type Settings } from "../../settings.ts";
+import { type AwsCredentialIdentityProvider, isCredentialError } from "./credentials.ts";
+import { announceS3, type S3Setup } from "./open.ts";
 import {
-  type AwsCredentialIdentityProvider,
-  chooseS3Credentials,
-  isCredentialError,
-  normalizeEndpoint,
-} from "./credentials.ts";
+  httpStatus,
+  isCode,
+  normalizeMeta,
+  retryAfterHeader,
+  s3Error,
+  shortMessage,
+  transient,
+} from "./errors.ts";
 
 export { normalizeEndpoint } from "./credentials.ts";
+export { createS3Backend } from "./open.ts";
 
 const MiB = 1024 * 1024;
 /** S3's smallest part (all but the last). */
@@ -96,7 +97,6 @@ export const MAX_PARTS = 10_000;
 export const DOWNLOAD_RANGE_SIZE = 8 * MiB;
 /** Objects per DeleteObjects call (the S3 limit). */
 export const DELETE_BATCH = 1000;
-const SSE_VALUES = ["AES256", "aws:kms", "aws:kms:dsse"];
 
 /** Explicit options of {@link S3Backend}; {@link createS3Backend} derives them from the settings. */
 export interface S3BackendOptions {
@@ -729,188 +729,12 @@ export class S3Backend implements Backend {
 
   /** Maps an SDK or network error to a typed {@link StorageError} whose message says what to fix. */
   #error(err: unknown, op: string, object?: string): StorageError {
-    if (err instanceof StorageError) return err;
-    const ctx = { backend: this.kind, op, object, cause: err };
-    const code = errorCode(err);
-    const status = httpStatus(err);
-    const where = this.#o.endpointLabel ?? "AWS S3";
-    const hint = this.#o.authHint ?? "check the access key and secret key";
-    switch (code) {
-      case "NoSuchBucket":
-        return new NotFoundError(
-          `bucket "${this.bucket}" does not exist at ${where}: create it, or fix PLUGIN_BUCKET (and PLUGIN_ENDPOINT)`,
-          ctx,
-        );
-      case "NoSuchKey":
-        return new NotFoundError(`no object "${object}" in bucket "${this.bucket}"`, ctx);
-      case "SignatureDoesNotMatch":
-        return new AuthFailedError(
-          `${where} rejected the request signature (SignatureDoesNotMatch): the secret key is wrong; ${hint}`,
-          ctx,
-        );
-      case "InvalidAccessKeyId":
-        return new AuthFailedError(
-          `${where} does not know the access key id (InvalidAccessKeyId): ${hint}`,
-          ctx,
-        );
-      case "ExpiredToken":
-      case "ExpiredTokenException":
-      case "TokenRefreshRequired":
-      case "InvalidToken":
-        return new AuthFailedError(`the session token was refused (${code}): ${hint}`, ctx);
-      case "InvalidIdentityToken":
-      case "IDPRejectedClaim":
-        return new AuthFailedError(`STS refused the OIDC token (${code}): ${hint}`, ctx);
-      case "CredentialsProviderError":
-        return new AuthFailedError(`no usable AWS credentials (${shortMessage(err)}): ${hint}`, ctx);
-      case "AuthorizationHeaderMalformed":
-      case "PermanentRedirect":
-      case "IllegalLocationConstraintException":
-        return new InvalidSettingsError(
-          `the bucket "${this.bucket}" is in another region than the one configured (${code}): ` +
-            `set PLUGIN_REGION to the bucket's region`,
-          ctx,
-        );
-      case "AccessDenied":
-      case "AccessDeniedException":
-      case "AllAccessDisabled":
-        if (isCredentialError(err)) {
-          return new AccessDeniedError(`STS refused to hand out role credentials (${code}): ${hint}`, ctx);
-        }
-        return new AccessDeniedError(
-          `the credentials may not ${opVerb(op)} in bucket "${this.bucket}" (${code}): grant the identity ` +
-            `s3:GetObject, s3:PutObject, s3:ListBucket, s3:DeleteObject (and s3:AbortMultipartUpload) on it`,
-          ctx,
-        );
-      case "EntityTooLarge":
-        return new StorageError("TooLarge", `the object is too large for this store (${code})`, ctx);
-    }
-    if (isNetworkError(err)) {
-      return new UnavailableError(
-        `cannot reach ${where} (${code || shortMessage(err)}): check PLUGIN_ENDPOINT, the network and the ` +
-          `store's health`,
-        ctx,
-      );
-    }
-    if (status === 403) {
-      return new AccessDeniedError(
-        `the credentials may not ${opVerb(op)} in bucket "${this.bucket}" (HTTP 403): check the identity's ` +
-          `permissions on the bucket, or the keys (${hint})`,
-        ctx,
-      );
-    }
-    if (status === 404) {
-      return new NotFoundError(`not found in bucket "${this.bucket}" (HTTP 404, ${code})`, ctx);
-    }
-    if (status !== undefined && status >= 500) {
-      return new UnavailableError(
-        `${where} kept failing (HTTP ${status}, ${code}) after retries: try again later`,
-        ctx,
-      );
-    }
-    return new StorageError("Failed", `${code || "error"}: ${shortMessage(err)}`, ctx);
+    return s3Error(err, op, object, {
+      bucket: this.bucket,
+      endpointLabel: this.#o.endpointLabel,
+      authHint: this.#o.authHint,
+    });
   }
-}
-
-/**
- * Object metadata as stored: some S3-compatible stores (Swift's s3api behind
- * WSGI) hand `x-amz-meta-cicache_format` back as `cicache-format`; our keys
- * are restored to their underscore spelling, and values decoded (`metadata.ts`).
- */
-function normalizeMeta(meta: Record<string, string> | undefined): ObjectMeta {
-  const out: ObjectMeta = {};
-  for (const [k, v] of Object.entries(decodeMeta(meta))) {
-    out[k.startsWith("cicache-") ? k.replaceAll("-", "_") : k] = v;
-  }
-  return out;
-}
-
-function opVerb(op: string): string {
-  switch (op) {
-    case "get":
-      return "read objects";
-    case "put":
-      return "write objects";
-    case "list":
-    case "connect":
-      return "list objects";
-    case "delete":
-      return "delete objects";
-    case "stat":
-      return "read object metadata";
-    default:
-      return op;
-  }
-}
-
-interface SdkErrorShape {
-  name?: string;
-  Code?: string;
-  code?: string;
-  message?: string;
-  $metadata?: { httpStatusCode?: number };
-  $fault?: string;
-  cause?: unknown;
-  errors?: unknown[];
-}
-
-function httpStatus(err: unknown): number | undefined {
-  return (err as SdkErrorShape | undefined)?.$metadata?.httpStatusCode;
-}
-
-function errorCode(err: unknown): string {
-  const e = err as SdkErrorShape | undefined;
-  if (!e) return "";
-  return e.Code ?? (typeof e.code === "string" ? e.code : undefined) ?? e.name ?? "";
-}
-
-function isCode(err: unknown, code: string): boolean {
-  return errorCode(err) === code;
-}
-
-const NETWORK_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "EPIPE",
-  "TimeoutError",
-  "RequestTimeout",
-  "NetworkingError",
-]);
-
-function isNetworkError(err: unknown): boolean {
-  const e = err as SdkErrorShape | undefined;
-  if (!e) return false;
-  if (NETWORK_CODES.has(errorCode(e)) || NETWORK_CODES.has(e.name ?? "")) return true;
-  if (e.name === "AggregateError" && Array.isArray(e.errors)) return e.errors.some(isNetworkError);
-  if (
-    /socket hang up|ECONNREFUSED|connect|network/i.test(e.message ?? "") &&
-    e.$metadata?.httpStatusCode === undefined
-  ) {
-    return true;
-  }
-  return e.cause !== undefined && e.cause !== err && isNetworkError(e.cause);
-}
-
-/** Whether a failed request is worth another attempt. */
-function transient(err: unknown): boolean {
-  if (err instanceof StorageError || isCredentialError(err)) return false;
-  const status = httpStatus(err);
-  if (status !== undefined) return status >= 500 || status === 408 || status === 429;
-  return true; // no HTTP answer: network error, idle timeout or a broken body
-}
-
-/** A throttling answer's `Retry-After`, when the SDK kept the response. */
-function retryAfterHeader(err: unknown): string | undefined {
-  const headers = (err as { $response?: { headers?: Record<string, string> } } | undefined)?.$response
-    ?.headers;
-  if (!headers) return undefined;
-  for (const [k, v] of Object.entries(headers)) if (k.toLowerCase() === "retry-after") return v;
-  return undefined;
 }
 
 /** Marks a request body whose SHA-256 we computed, so SigV4 signs it without reading the stream. */
@@ -938,11 +762,6 @@ function progressBody(data: Uint8Array, touch: () => void): Readable {
     },
   });
   return Object.assign(body, { [PAYLOAD_SHA256]: createHash("sha256").update(data).digest("hex") });
-}
-
-function shortMessage(err: unknown): string {
-  const text = err instanceof Error ? err.message : String(err);
-  return (text.split("\n")[0] ?? "").slice(0, 200);
 }
 
 /**
@@ -1054,51 +873,35 @@ export function makeS3Client(c: S3ClientSettings): S3Client {
 }
 
 /**
- * Creates the s3 backend from the settings: chooses the credentials (logged
- * once at info, never the secret), detects S3 Express directory buckets,
- * checks the bucket answers, and returns the backend.
+ * Builds the SDK backend for resolved settings (see `open.ts`, which also
+ * decides when the fetch-based metadata path serves instead): detects S3
+ * Express directory buckets, logs the backend line (with `announce`), and
+ * with `check` checks the bucket answers.
  *
  * @example
  * ```ts
- * const backend = await createS3Backend(settings, log);
- * const info = await backend.stat("key/node_modules");
+ * const backend = await sdkS3Backend(await resolveS3Setup(settings, log), log, { check: true, announce: true });
  * ```
  */
-export async function createS3Backend(settings: Settings, log: Logger): Promise<Backend> {
-  const ctx = { backend: "s3", op: "connect" };
-  if (!settings.bucket) {
-    throw new InvalidSettingsError(`no bucket: set ${describeSource(settings, "bucket")}`, ctx);
-  }
-  let sse = settings.encryption;
-  if (sse && !SSE_VALUES.includes(sse)) {
-    const match = SSE_VALUES.find((v) => v.toLowerCase() === sse.toLowerCase());
-    if (match === undefined) {
-      throw new InvalidSettingsError(
-        `PLUGIN_ENCRYPTION=${
-          JSON.stringify(sse)
-        } is not an S3 encryption: use AES256, aws:kms or aws:kms:dsse`,
-        ctx,
-      );
-    }
-    sse = match;
-  }
-  const endpoint = settings.endpoint ? normalizeEndpoint(settings.endpoint) : undefined;
-  const region = settings.region || Deno.env.get("AWS_REGION") || Deno.env.get("AWS_DEFAULT_REGION") ||
-    "us-east-1";
-  const creds = chooseS3Credentials(settings, log, region);
+export async function sdkS3Backend(
+  setup: S3Setup,
+  log: Logger,
+  options: { check: boolean; announce: boolean },
+): Promise<S3Backend> {
+  let sse = setup.sse;
   const client = makeS3Client({
-    region,
-    endpoint,
-    pathStyle: settings.pathStyle,
-    credentials: creds.provider,
-    idleTimeoutMs: settings.backendOperationTimeout,
-    concurrency: settings.transferConcurrency,
+    region: setup.region,
+    endpoint: setup.endpoint,
+    pathStyle: setup.pathStyle,
+    credentials: setup.credentials.provider,
+    idleTimeoutMs: setup.idleTimeoutMs,
+    concurrency: setup.concurrency,
     log,
   });
   let directoryBucket = false;
-  if (settings.bucket.endsWith("--x-s3")) {
+  if (setup.bucket.endsWith("--x-s3")) {
     try {
-      const head = await client.send(new HeadBucketCommand({ Bucket: settings.bucket }));
+      const head = await client.send(new HeadBucketCommand({ Bucket: setup.bucket }));
       directoryBucket = head.BucketLocationType === "AvailabilityZone" ||
         head.BucketLocationType === "LocalZone";
     } catch {
@@ -1106,7 +909,7 @@ export async function createS3Backend(settings: Settings, log: Logger): Promise<
     }
   }
   if (directoryBucket) {
-    if (settings.acl) log.warn("s3: directory buckets do not support ACLs: PLUGIN_ACL is ignored");
+    if (setup.acl) log.warn("s3: directory buckets do not support ACLs: PLUGIN_ACL is ignored");
     if (sse === "aws:kms:dsse") {
       log.warn("s3: directory buckets do not support aws:kms:dsse encryption: PLUGIN_ENCRYPTION is ignored");
       sse = "";
@@ -1114,33 +917,27 @@ export async function createS3Backend(settings: Settings, log: Logger): Promise<
   }
   const backend = new S3Backend({
     client,
-    bucket: settings.bucket,
-    endpointLabel: endpoint ?? `AWS S3 (${region})`,
-    partSize: settings.partSizeMb * MiB,
-    concurrency: settings.transferConcurrency,
-    maxObjectSize: settings.multipartMaxUploadSizeMb * MiB,
-    acl: settings.acl || undefined,
+    bucket: setup.bucket,
+    endpointLabel: setup.endpointLabel,
+    partSize: setup.partSize,
+    concurrency: setup.concurrency,
+    maxObjectSize: setup.maxObjectSize,
+    acl: setup.acl || undefined,
     sse: sse || undefined,
-    sseKmsKeyId: settings.sseKmsKeyId || undefined,
+    sseKmsKeyId: setup.sseKmsKeyId || undefined,
     directoryBucket,
-    idleTimeoutMs: settings.backendOperationTimeout || 180_000,
-    authHint: creds.hint,
+    idleTimeoutMs: setup.idleTimeoutMs || 180_000,
+    authHint: setup.credentials.hint,
     log,
   });
-  log.info("storage backend", {
-    backend: "s3",
-    bucket: settings.bucket,
-    endpoint: endpoint ?? "aws",
-    region,
-    auth: creds.method,
-    part_size_mib: backend.partSize / MiB,
-    ...(directoryBucket ? { directory_bucket: true } : {}),
-  });
-  try {
-    await backend.check();
-  } catch (err) {
-    client.destroy();
-    throw err;
+  if (options.announce) announceS3(setup, log, backend.partSize, directoryBucket);
+  if (options.check) {
+    try {
+      await backend.check();
+    } catch (err) {
+      client.destroy();
+      throw err;
+    }
   }
   return backend;
 }

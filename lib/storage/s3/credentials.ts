@@ -17,11 +17,7 @@
  *
  * @module
  */
-import {
-  fromNodeProviderChain,
-  fromTemporaryCredentials,
-  fromWebToken,
-} from "../../deps/aws_credential_providers.ts";
+import type { fromNodeProviderChain } from "../../deps/aws_credential_providers.ts";
 import type { Logger } from "../../log.ts";
 import { InvalidSettingsError } from "../backend.ts";
 import type { Settings } from "../../settings.ts";
@@ -30,6 +26,22 @@ import type { Settings } from "../../settings.ts";
 export type AwsCredentialIdentityProvider = ReturnType<typeof fromNodeProviderChain>;
 /** Access key id, secret, optional session token and expiration. */
 export type AwsCredentialIdentity = Awaited<ReturnType<AwsCredentialIdentityProvider>>;
+
+type Providers = typeof import("../../deps/aws_credential_providers.ts");
+let providers: Promise<Providers> | undefined;
+
+/**
+ * A provider built from the SDK's credential providers, which are loaded on
+ * its first call: static keys never load them (they pull in the STS client
+ * and the SDK core, a large part of start-up).
+ */
+function lazyProvider(make: (p: Providers) => AwsCredentialIdentityProvider): AwsCredentialIdentityProvider {
+  let inner: Promise<AwsCredentialIdentityProvider> | undefined;
+  return async (props) => {
+    inner ??= (providers ??= import("../../deps/aws_credential_providers.ts")).then(make);
+    return (await inner)(props);
+  };
+}
 
 /** Lifetime requested for assumed-role sessions (the SDK refreshes them before expiry). */
 export const ROLE_SESSION_SECONDS = 3600;
@@ -148,27 +160,31 @@ export function chooseS3Credentials(s: CredentialSettings, log: Logger, region: 
       log.warn("s3: static keys are set, so PLUGIN_ASSUME_ROLE_ARN is ignored (as in the Go plugin)");
     }
   } else if (s.assumeRoleArn && s.oidcTokenId) {
-    provider = fromWebToken({
-      roleArn: s.assumeRoleArn,
-      roleSessionName: sessionName,
-      webIdentityToken: s.oidcTokenId,
-      durationSeconds: ROLE_SESSION_SECONDS,
-      clientConfig,
-    });
+    provider = lazyProvider(({ fromWebToken }) =>
+      fromWebToken({
+        roleArn: s.assumeRoleArn,
+        roleSessionName: sessionName,
+        webIdentityToken: s.oidcTokenId,
+        durationSeconds: ROLE_SESSION_SECONDS,
+        clientConfig,
+      })
+    );
     method = `web identity (OIDC token, role ${s.assumeRoleArn})`;
     hint = `check PLUGIN_OIDC_TOKEN_ID and that the trust policy of ${s.assumeRoleArn} accepts this token ` +
       "(issuer, audience, subject)";
   } else if (s.assumeRoleArn) {
-    provider = fromTemporaryCredentials({
-      params: {
-        RoleArn: s.assumeRoleArn,
-        RoleSessionName: sessionName,
-        DurationSeconds: ROLE_SESSION_SECONDS,
-        ...(s.externalId ? { ExternalId: s.externalId } : {}),
-      },
-      masterCredentials: fromNodeProviderChain({ clientConfig }),
-      clientConfig,
-    });
+    provider = lazyProvider(({ fromNodeProviderChain, fromTemporaryCredentials }) =>
+      fromTemporaryCredentials({
+        params: {
+          RoleArn: s.assumeRoleArn,
+          RoleSessionName: sessionName,
+          DurationSeconds: ROLE_SESSION_SECONDS,
+          ...(s.externalId ? { ExternalId: s.externalId } : {}),
+        },
+        masterCredentials: fromNodeProviderChain({ clientConfig }),
+        clientConfig,
+      })
+    );
     method = `assume role ${s.assumeRoleArn} over the default credential chain`;
     hint = `check that the base credentials may assume ${s.assumeRoleArn}` +
       (s.externalId ? " with PLUGIN_EXTERNAL_ID" : "");
@@ -177,7 +193,7 @@ export function chooseS3Credentials(s: CredentialSettings, log: Logger, region: 
       "s3: no access key, secret key or role is set: using the AWS SDK default credential chain " +
         "(AWS_* env vars, profile, IRSA token file, container or instance metadata)",
     );
-    provider = fromNodeProviderChain({ clientConfig });
+    provider = lazyProvider(({ fromNodeProviderChain }) => fromNodeProviderChain({ clientConfig }));
     method = "default credential chain";
     hint =
       "set PLUGIN_ACCESS_KEY and PLUGIN_SECRET_KEY, or PLUGIN_ASSUME_ROLE_ARN with PLUGIN_OIDC_TOKEN_ID, " +
@@ -185,16 +201,19 @@ export function chooseS3Credentials(s: CredentialSettings, log: Logger, region: 
   }
 
   if (s.userRoleArn) {
-    provider = fromTemporaryCredentials({
-      params: {
-        RoleArn: s.userRoleArn,
-        RoleSessionName: `${sessionName}-user-role`,
-        DurationSeconds: ROLE_SESSION_SECONDS,
-        ...(s.userRoleExternalId ? { ExternalId: s.userRoleExternalId } : {}),
-      },
-      masterCredentials: redacting(provider, log),
-      clientConfig,
-    });
+    const master = redacting(provider, log);
+    provider = lazyProvider(({ fromTemporaryCredentials }) =>
+      fromTemporaryCredentials({
+        params: {
+          RoleArn: s.userRoleArn,
+          RoleSessionName: `${sessionName}-user-role`,
+          DurationSeconds: ROLE_SESSION_SECONDS,
+          ...(s.userRoleExternalId ? { ExternalId: s.userRoleExternalId } : {}),
+        },
+        masterCredentials: master,
+        clientConfig,
+      })
+    );
     method += `, then user role ${s.userRoleArn}`;
     hint += `; and check that this identity may assume ${s.userRoleArn}` +
       (s.userRoleExternalId ? " with PLUGIN_USER_ROLE_EXTERNAL_ID" : "");
