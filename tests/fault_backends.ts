@@ -238,7 +238,8 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         owner: make(owner.baseUrl, undefined, OWNER_IDLE_MS),
         port: Number(new URL(s.endpoint).port),
         isUpload: (r) => r.method === "PUT",
-        isDownload: (r) => r.method === "GET" && "range" in r.headers,
+        // Not the 64-byte peek of `stat` (a manifest or not): a fault there has nothing to cut.
+        isDownload: (r) => r.method === "GET" && "range" in r.headers && r.headers.range !== "bytes=0-63",
         size: 3 * MiB + 7,
         secrets: [token, s.secretKey],
       },
