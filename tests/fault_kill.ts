@@ -78,6 +78,10 @@ export interface KillRun {
   kills: KillOutcome[];
   /** Hidden leftovers after the following save. */
   leftoversAfter?: number;
+  /** Hidden leftovers of a save killed near its end under a key never saved again, before its flush. */
+  leftoversBeforeFlush?: number;
+  /** The same after a flush of that key (which sweeps them). */
+  leftoversAfterFlush?: number;
 }
 
 /** Counts what a killed save may leave out of sight under `key/`, per backend (undefined: not observable). */
@@ -186,11 +190,14 @@ export async function runKillCase(s: Started, seed: number): Promise<KillRun> {
     return names;
   };
   /** Runs the CLI as a child, kills it with SIGKILL at `point`; false when it finished first. */
-  const killAt = async (point: KillPoint): Promise<{ killed: boolean; sent: number }> => {
+  const killAt = async (
+    point: KillPoint,
+    extra: Record<string, string> = {},
+  ): Promise<{ killed: boolean; sent: number }> => {
     const before = proxy.bytes.request;
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", MAIN],
-      env: { ...env, PLUGIN_REBUILD: "true" },
+      env: { ...env, PLUGIN_REBUILD: "true", ...extra },
       cwd: work,
       stdout: "null",
       stderr: "null",
@@ -274,6 +281,29 @@ export async function runKillCase(s: Started, seed: number): Promise<KillRun> {
     }
     assertEquals(await restore(), final, `${target.kind}: the tree saved after the kills does not restore`);
     for (const secret of target.secrets) assert(!text.includes(secret), "a secret reached a log line");
+
+    // A save killed near its end under a key that is never saved again: its flush sweeps the leftovers.
+    const lone = `${key}-never-saved`;
+    await write(3);
+    const last = await killAt({ label: "near the end", fraction: 0.9, delayMs: 0 }, {
+      PLUGIN_CACHE_KEY: lone,
+    });
+    assert(last.killed, `${target.kind}: the save finished before the kill point`);
+    out.leftoversBeforeFlush = await leftovers(target.kind, direct, lone);
+    await new Promise((r) => setTimeout(r, 1500));
+    const flushed = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN],
+      env: { ...env, PLUGIN_CACHE_KEY: lone, PLUGIN_FLUSH: "true", CICACHE_STALE_AFTER_SECONDS: "1" },
+      cwd: work,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const flushText = new TextDecoder().decode(flushed.stderr);
+    assertEquals(flushed.code, 0, `${target.kind}: the flush failed:\n${flushText}`);
+    out.leftoversAfterFlush = await leftovers(target.kind, direct, lone);
+    if (out.leftoversAfterFlush !== undefined) {
+      assertEquals(out.leftoversAfterFlush, 0, `${target.kind}: the flush left leftovers:\n${flushText}`);
+    }
   } finally {
     await proxy.close();
     await target.owner.delete(object).catch(() => {});
