@@ -238,8 +238,9 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         owner: make(owner.baseUrl, undefined, OWNER_IDLE_MS),
         port: Number(new URL(s.endpoint).port),
         isUpload: (r) => r.method === "PUT",
-        // Not the 64-byte peek of `stat` (a manifest or not): a fault there has nothing to cut.
-        isDownload: (r) => r.method === "GET" && "range" in r.headers && r.headers.range !== "bytes=0-63",
+        // Ranged GETs of parts (`<name>.partN`): not the manifest's first range or `stat`'s 64-byte peek, whose
+        // few hundred bytes end before most fault offsets.
+        isDownload: (r) => r.method === "GET" && "range" in r.headers && /\.part\d+\?/.test(r.path),
         size: 3 * MiB + 7,
         secrets: [token, s.secretKey],
       },

@@ -37,6 +37,7 @@ import {
 import type { Started } from "./fault_backends.ts";
 import {
   type Fault,
+  type FaultProxy,
   type ProxiedRequest,
   startFaultProxy,
   startTcpFaultProxy,
@@ -105,7 +106,7 @@ function phaseProxy(
   c: FaultCase,
   faulty: boolean,
   random: () => number,
-): { proxy: ReturnType<typeof startFaultProxy>; hits: () => number } {
+): { proxy: FaultProxy; hits: () => number } {
   let hits = 0;
   const { target } = s;
   const decide = (r: ProxiedRequest): Fault => {

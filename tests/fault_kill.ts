@@ -248,6 +248,13 @@ export async function runKillCase(s: Started, seed: number): Promise<KillRun> {
         restored: typeof got === "string" ? got : "old",
         leftovers: await leftovers(target.kind, direct, key),
       });
+      if (i === 1 && (target.kind === "s3" || target.kind === "sftp")) {
+        // What the first kill left is younger than the 1 h bound: the save in between must not have swept it.
+        assert(
+          (out.kills[1].leftovers ?? 0) >= 1,
+          `${target.kind}: a leftover younger than the bound was swept`,
+        );
+      }
       if (old === undefined) {
         // A complete version, in process: the later kills must leave exactly it visible.
         const tree = await write(1);
