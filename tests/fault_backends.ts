@@ -12,11 +12,18 @@ import { AzureBackend } from "../lib/storage/azure/backend.ts";
 import { PIPELINE_OPTIONS } from "../lib/storage/azure/auth.ts";
 import { GcsBackend } from "../lib/storage/gcs/backend.ts";
 import type { GcsAuth } from "../lib/storage/gcs/auth.ts";
-import type { Logger } from "../lib/log.ts";
+import { Logger } from "../lib/log.ts";
 import { BlobServiceClient, StorageSharedKeyCredential } from "../lib/deps/azure_storage_blob.ts";
 import { startSwift } from "../scripts/servers/swift.ts";
 import { startAzurite } from "../scripts/servers/azurite.ts";
 import { startGcs } from "../scripts/servers/gcs.ts";
+import { startHarnessService } from "../scripts/servers/harness.ts";
+import { startSshd } from "../scripts/servers/sshd.ts";
+import { HarnessClient } from "../lib/storage/harness/client.ts";
+import { HarnessBackend } from "../lib/storage/harness/backend.ts";
+import { SftpBackend } from "../lib/storage/sftp/backend.ts";
+import { connectOptions } from "../lib/storage/sftp/connect.ts";
+import { settingsFrom } from "./support.ts";
 
 const MiB = 1024 * 1024;
 /** The owner (straight to the server, also the load case's 16 concurrent transfers) gets a generous idle timeout. */
@@ -24,8 +31,34 @@ const OWNER_IDLE_MS = 60_000;
 /** A started server and its fault target. */
 export interface Started {
   target: FaultTarget;
+  /**
+   * The ci-cache CLI environment (PLUGIN_*) that reaches the server through `endpoint` (a fault proxy's
+   * url), with the table's idle timeout and small parts, so a small tree is several parts and ranges.
+   */
+  env(endpoint: string): Record<string, string>;
+  /** The server's own endpoint, for {@link Started.env} without a proxy. */
+  direct: string;
   stop(): Promise<void>;
 }
+
+/** CLI settings every backend shares in the table: the idle timeout of {@link FAULT_POLICY}, 2 transfers. */
+const CLI_COMMON = {
+  PLUGIN_BACKEND_OPERATION_TIMEOUT: `${FAULT_POLICY.idleMs}ms`,
+  PLUGIN_TRANSFER_CONCURRENCY: "2",
+};
+
+/** Backends that are not HTTP: the raw-TCP proxy, and only the cases {@link applies} keeps. */
+export const RAW_TCP_BACKENDS: readonly string[] = ["sftp"];
+
+/**
+ * Backends the load case (8 concurrent saves + 8 restores of one key) does not hold on, and why: the Harness
+ * multipart layout is the Go plugin's, parts stored as `<name>.part1…N` beside the manifest, so concurrent
+ * saves of one key overwrite each other's parts (a restore then fails the manifest's MD5 check: a clean
+ * failure, never a mixed tree), and Swift answers concurrent PUTs of one name `202 Accepted` without an ETag.
+ */
+export const LOAD_DOES_NOT_HOLD: Record<string, string> = {
+  harness: "concurrent saves of one key share the Go plugin's part names",
+};
 
 /** Backends under test: each starts its server and describes its wire traffic. */
 export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
@@ -62,6 +95,8 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         size: 11 * MiB + 7,
         secrets: [s.secretKey],
       },
+      env: (endpoint) => ({ ...s.env, ...CLI_COMMON, PLUGIN_ENDPOINT: endpoint, PLUGIN_PART_SIZE_MB: "5" }),
+      direct: s.endpoint,
       stop: s.stop,
     };
   },
@@ -96,6 +131,15 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         size: 3 * MiB + 7,
         secrets: [a.accountKey],
       },
+      env: (endpoint) => ({
+        ...a.env,
+        ...CLI_COMMON,
+        PLUGIN_ENDPOINT: endpoint === a.url ? a.url : `${endpoint}/${a.accountName}`,
+        PLUGIN_CONTAINER: "cicache",
+        PLUGIN_PART_SIZE_MB: "1",
+        AZURE_BLOB_MAX_RETRY_REQUESTS: String(FAULT_POLICY.retries),
+      }),
+      direct: a.url,
       stop: a.stop,
     };
   },
@@ -131,7 +175,141 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         size: 2 * MiB + 7,
         secrets: [],
       },
+      env: (endpoint) => ({
+        ...g.env,
+        ...CLI_COMMON,
+        PLUGIN_ENDPOINT: endpoint,
+        PLUGIN_BUCKET: "faults",
+        PLUGIN_PART_SIZE_MB: "1",
+      }),
+      direct: g.endpoint,
       stop: g.stop,
+    };
+  },
+  /**
+   * The Harness fake in front of Swift. Two services share the bucket: the owner's hands out URLs to Swift
+   * itself, the faulty one URLs to the current fault proxy (the data path: part PUTs and ranged GETs go
+   * through it; the service calls do not).
+   */
+  async harness() {
+    const s = await startSwift();
+    const token = "harness-fault-table-token-0123456789";
+    const accountId = "acct";
+    let dataEndpoint = s.endpoint;
+    let service, owned;
+    try {
+      service = await startHarnessService({ swift: s, token, accountId, dataEndpoint: () => dataEndpoint });
+      owned = await startHarnessService({ swift: s, token, accountId });
+    } catch (err) {
+      await service?.stop();
+      await s.stop();
+      throw err;
+    }
+    const faulty = service;
+    const owner = owned;
+    const make = (base: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) => {
+      const policy = { retries: FAULT_POLICY.retries, baseMs: FAULT_POLICY.baseMs, capMs: 30_000, idleMs };
+      return new HarnessBackend({
+        client: new HarnessClient({
+          baseUrl: base,
+          token,
+          accountId,
+          cacheType: "",
+          useGcs: false,
+          policy,
+          log,
+        }),
+        accountId,
+        partSize: 1 * MiB,
+        concurrency: 2,
+        multipart: true,
+        maxSize: 1024 * MiB,
+        policy,
+        log,
+      });
+    };
+    return {
+      target: {
+        kind: "harness",
+        through: (endpoint, log) => {
+          dataEndpoint = endpoint;
+          return make(faulty.baseUrl, log);
+        },
+        owner: make(owner.baseUrl, undefined, OWNER_IDLE_MS),
+        port: Number(new URL(s.endpoint).port),
+        isUpload: (r) => r.method === "PUT",
+        // Ranged GETs of parts (`<name>.partN`): not the manifest's first range or `stat`'s 64-byte peek, whose
+        // few hundred bytes end before most fault offsets.
+        isDownload: (r) => r.method === "GET" && "range" in r.headers && /\.part\d+\?/.test(r.path),
+        size: 3 * MiB + 7,
+        secrets: [token, s.secretKey],
+      },
+      env: (endpoint) => {
+        dataEndpoint = endpoint;
+        return {
+          ...CLI_COMMON,
+          PLUGIN_BACKEND: "harness",
+          PLUGIN_CACHE_SERVICE_BASE_URL: faulty.baseUrl,
+          PLUGIN_CACHE_SERVICE_BEARER_TOKEN: token,
+          PLUGIN_ACCOUNT_ID: accountId,
+          PLUGIN_ENABLE_MULTIPART: "true",
+          PLUGIN_MULTIPART_CHUNK_SIZE_MB: "1",
+          PLUGIN_PART_SIZE_MB: "1",
+        };
+      },
+      direct: s.endpoint,
+      async stop() {
+        await faulty.stop();
+        await owner.stop();
+        await s.stop();
+      },
+    };
+  },
+  /**
+   * OpenSSH sshd: not HTTP, so the raw-TCP proxy faults whole connections (the SSH session of a transfer)
+   * and the HTTP-only cases do not run (see `applies` in fault_table.ts).
+   */
+  async sftp() {
+    const d = await startSshd();
+    let base;
+    try {
+      base = await connectOptions(settingsFrom(d.env));
+    } catch (err) {
+      await d.stop();
+      throw err;
+    }
+    const options = base;
+    const make = (endpoint: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) => {
+      const u = new URL(endpoint);
+      return new SftpBackend({
+        connect: { ...options, host: u.hostname, port: Number(u.port), readyTimeoutMs: idleMs },
+        root: d.cacheRoot,
+        log: log ?? new Logger({ level: "error", sink: () => {} }),
+        retry: { retries: FAULT_POLICY.retries, baseMs: FAULT_POLICY.baseMs, capMs: 30_000, idleMs },
+        requestsInFlight: 8,
+      });
+    };
+    const keyLines = (await Deno.readTextFile(d.clientKeyFile)).split("\n").filter((l) =>
+      l.length > 20 && !l.includes(" ")
+    );
+    return {
+      target: {
+        kind: "sftp",
+        through: make,
+        owner: make(`tcp://127.0.0.1:${d.port}`, undefined, OWNER_IDLE_MS),
+        port: d.port,
+        isUpload: () => true,
+        isDownload: () => true,
+        size: 2 * MiB + 7,
+        secrets: keyLines,
+        raw: true,
+      },
+      env: (endpoint) => {
+        const u = new URL(endpoint);
+        return { ...d.env, ...CLI_COMMON, SFTP_HOST: u.hostname, SFTP_PORT: u.port };
+      },
+      direct: `tcp://127.0.0.1:${d.port}`,
+      stop: d.stop,
     };
   },
 };

@@ -15,7 +15,13 @@
 import { assert, assertEquals } from "./assert.ts";
 import { readAll, seededBytes, streamOf } from "./backend_conformance.ts";
 import type { Backend } from "../lib/storage/backend.ts";
-import { type Fault, type ProxiedRequest, startFaultProxy } from "../scripts/servers/faults.ts";
+import {
+  type Fault,
+  type ProxiedRequest,
+  startFaultProxy,
+  startTcpFaultProxy,
+  TCP_FAULT_KINDS,
+} from "../scripts/servers/faults.ts";
 import { Logger } from "../lib/log.ts";
 
 /**
@@ -43,6 +49,11 @@ export interface FaultTarget {
   size: number;
   /** Secrets that must never appear in a log line or error. */
   secrets: string[];
+  /**
+   * Not HTTP (sftp): the raw-TCP proxy (startTcpFaultProxy) applies the fault per connection, and only the
+   * cases whose fault a raw stream can carry run (TCP_FAULT_KINDS).
+   */
+  raw?: boolean;
 }
 
 /** One row of the table. */
@@ -147,6 +158,11 @@ export const FAULT_CASES: FaultCase[] = [
   },
 ];
 
+/** Whether a case runs on a raw-TCP target (sftp): it has no HTTP answers or bodies to fault. */
+export function applies(raw: boolean | undefined, c: FaultCase): boolean {
+  return !raw || TCP_FAULT_KINDS.includes(c.fault(seeded(1)).kind);
+}
+
 /** Outcome of one run. */
 export interface FaultRun {
   ok: boolean;
@@ -165,7 +181,8 @@ export function seeded(seed: number): () => number {
   };
 }
 
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+/** Rejects with a `HUNG: …` error when `p` has not settled within `ms`. */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const hung = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`HUNG: ${what} did not finish within ${ms} ms`)), ms);
@@ -182,7 +199,7 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 export async function runFaultCase(target: FaultTarget, c: FaultCase, seed: number): Promise<FaultRun> {
   const random = seeded(seed);
   let hits = 0;
-  const proxy = startFaultProxy(target.port, (r) => {
+  const proxy = (target.raw ? startTcpFaultProxy : startFaultProxy)(target.port, (r) => {
     const match = c.on === "upload" ? target.isUpload(r) : target.isDownload(r);
     if (match && hits < c.times) {
       hits++;
@@ -268,7 +285,8 @@ export async function runDnsCase(target: FaultTarget, endpoint: string): Promise
   return { ok: false, ms, error: chain(error).join(" <- ") };
 }
 
-function chain(err: unknown): string[] {
+/** An error and its causes, one `Name: message` each. */
+export function chain(err: unknown): string[] {
   const out: string[] = [];
   let cur = err;
   for (let i = 0; i < 6 && cur !== undefined; i++) {

@@ -16,8 +16,22 @@
  */
 import type { Logger } from "../log.ts";
 
-/** Leftover temp objects and staging directories older than this are swept (1 hour: no live transfer is that idle). */
-export const STALE_AFTER_MS = 60 * 60 * 1000;
+/**
+ * Leftover temp objects and staging directories older than this are swept (1 hour: no live transfer is that
+ * idle). `CICACHE_STALE_AFTER_SECONDS` overrides it, for tests that kill a save and check that the next one
+ * sweeps what it left without waiting an hour; not a user setting.
+ */
+export const STALE_AFTER_MS = staleAfterMs();
+
+function staleAfterMs(): number {
+  let raw: string | undefined;
+  try {
+    raw = Deno.env.get("CICACHE_STALE_AFTER_SECONDS");
+  } catch {
+    // no permission to read the environment: the default
+  }
+  return raw !== undefined && /^\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) * 1000 : 60 * 60 * 1000;
+}
 /** Longest wait for clean-ups after a signal before exiting anyway. */
 export const CLEANUP_TIMEOUT_MS = 20_000;
 

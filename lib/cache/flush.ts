@@ -33,7 +33,8 @@ export async function flush(ctx: OpContext): Promise<FlushResult> {
     ? keyPrefix(settings.remoteRoot, settings.flushPrefix) + (settings.flushPrefix.endsWith("/") ? "/" : "")
     : `${keyPrefix(settings.remoteRoot, ctx.key)}/`;
   const cutoff = Date.now() - settings.flushOlderThan;
-  // Leftovers of killed saves are invisible to list: sweep the stale ones (filesystem temp files).
+  // Leftovers of killed saves are invisible to list: sweep the stale ones (filesystem and sftp temp files, S3
+  // multipart uploads, Azure uncommitted blocks).
   if (!settings.dryRun) {
     await (backend as { sweepStale?: (p: string) => Promise<number> }).sweepStale?.(prefix);
   }

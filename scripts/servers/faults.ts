@@ -24,6 +24,12 @@
  *
  * DNS failure needs no proxy: point the client at {@link UNRESOLVABLE_HOST}.
  *
+ * {@link startTcpFaultProxy} is the raw-TCP mode for protocols that are not
+ * HTTP (SSH/SFTP): it parses nothing, counts bytes on the raw stream of each
+ * connection and applies the faults that make sense there
+ * ({@link TCP_FAULT_KINDS}: stall, trickle, reset, half-close). A status
+ * answer or a truncated HTTP body has no meaning on a raw stream.
+ *
  * @module
  */
 
@@ -59,6 +65,8 @@ export interface FaultProxy {
   port: number;
   /** Every request seen with the fault applied. */
   log: { method: string; path: string; fault: Fault["kind"] }[];
+  /** Bytes forwarded so far, client → server (`request`) and back (`response`), over all connections. */
+  bytes: { request: number; response: number };
   /** Open client connections (should drop to 0 after a run: nothing left hanging). */
   open(): number;
   /** Closes the listener and every connection. */
@@ -116,6 +124,7 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
   const port = (listener.addr as Deno.NetAddr).port;
   const conns = new Set<Deno.Conn>();
   const log: FaultProxy["log"] = [];
+  const bytes = { request: 0, response: 0 };
   let index = 0;
   const closeQuietly = (c: Deno.Conn) => {
     try {
@@ -188,6 +197,7 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
           }
           await upstream.write(chunk);
           sent += chunk.length;
+          bytes.request += chunk.length;
           return true;
         };
         if (!(await forward(requestBytes))) return;
@@ -250,6 +260,7 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
           }
           await client.write(chunk);
           passed += chunk.length;
+          bytes.response += chunk.length;
         }
         closeQuietly(client);
       })().catch(() => {});
@@ -270,6 +281,128 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
     url: `http://127.0.0.1:${port}`,
     port,
     log,
+    bytes,
+    open: () => conns.size,
+    close() {
+      try {
+        listener.close();
+      } catch { /* closed */ }
+      for (const c of [...conns]) closeQuietly(c);
+      return Promise.resolve();
+    },
+  };
+}
+
+/** Writes all of `data` (a socket write may take only part of it). */
+async function writeFully(to: Deno.Conn, data: Uint8Array): Promise<void> {
+  for (let off = 0; off < data.length;) off += await to.write(data.subarray(off));
+}
+
+/** The fault kinds a raw TCP stream can carry (the others answer or cut HTTP messages). */
+export const TCP_FAULT_KINDS: readonly Fault["kind"][] = ["pass", "stall", "trickle", "reset", "halfclose"];
+
+/**
+ * Starts a raw-TCP fault proxy in front of `127.0.0.1:<targetPort>`: no
+ * HTTP parsing; `decide` picks the fault of each connection (`method` is
+ * `"TCP"`, `path` the connection's number), and byte offsets count from the
+ * first byte of that connection in the fault's direction (the SSH banner and
+ * key exchange included). `status` and `truncate` are refused (see
+ * {@link TCP_FAULT_KINDS}).
+ *
+ * @example
+ * ```ts
+ * const proxy = startTcpFaultProxy(sshdPort, (c) => c.index === 0 ? { kind: "reset", direction: "request", atByte: 50_000 } : { kind: "pass" });
+ * // connect the SSH client to 127.0.0.1:proxy.port
+ * await proxy.close();
+ * ```
+ */
+export function startTcpFaultProxy(targetPort: number, decide: (conn: ProxiedRequest) => Fault): FaultProxy {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const conns = new Set<Deno.Conn>();
+  const log: FaultProxy["log"] = [];
+  const bytes = { request: 0, response: 0 };
+  let index = 0;
+  const closeQuietly = (c: Deno.Conn) => {
+    try {
+      c.close();
+    } catch { /* closed */ }
+    conns.delete(c);
+  };
+
+  const handle = async (client: Deno.Conn) => {
+    conns.add(client);
+    const n = index++;
+    const fault = decide({ method: "TCP", path: `connection ${n}`, headers: {}, index: n });
+    if (!TCP_FAULT_KINDS.includes(fault.kind)) {
+      closeQuietly(client);
+      throw new Error(`a raw TCP proxy cannot apply a ${fault.kind} fault`);
+    }
+    log.push({ method: "TCP", path: `connection ${n}`, fault: fault.kind });
+    let server: Deno.Conn | undefined;
+    try {
+      server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+      conns.add(server);
+      const upstream = server;
+      const dropBoth = () => {
+        closeQuietly(client);
+        closeQuietly(upstream);
+      };
+      // Copies `from` → `to`, counting bytes; the fault (if it is this direction's) fires at its byte.
+      const pump = async (from: Deno.Conn, to: Deno.Conn, direction: Direction) => {
+        const buf = new Uint8Array(64 * 1024);
+        let passed = 0;
+        const cut = (fault.kind === "stall" || fault.kind === "reset") && fault.direction === direction
+          ? fault.atByte
+          : fault.kind === "halfclose" && direction === "response"
+          ? fault.atByte
+          : Infinity;
+        for (;;) {
+          const got = await from.read(buf);
+          if (got === null) break;
+          let chunk = buf.subarray(0, got);
+          if (passed + chunk.length >= cut) {
+            await writeFully(to, chunk.subarray(0, Math.max(0, cut - passed)));
+            if (fault.kind === "reset") dropBoth();
+            else if (fault.kind === "halfclose") await client.closeWrite().catch(() => {});
+            return; // stall: stop reading (request: the client's writes block; response: the bytes stop)
+          }
+          if (fault.kind === "trickle" && direction === "response") {
+            while (chunk.length > 0 && passed < fault.bytes) {
+              const piece = chunk.subarray(0, fault.pieceBytes);
+              await writeFully(to, piece);
+              passed += piece.length;
+              chunk = chunk.subarray(piece.length);
+              await sleep(fault.pauseMs);
+            }
+          }
+          await writeFully(to, chunk);
+          passed += chunk.length;
+          bytes[direction] += chunk.length;
+        }
+        dropBoth(); // one side went away: drop both (SSH never half-closes a live session)
+      };
+      await Promise.all([
+        pump(client, upstream, "request").catch(() => {}),
+        pump(upstream, client, "response").catch(() => {}),
+      ]);
+    } catch {
+      // a connection the client dropped
+    } finally {
+      closeQuietly(client);
+      if (server) closeQuietly(server);
+    }
+  };
+
+  (async () => {
+    for await (const conn of listener) handle(conn).catch(() => {});
+  })().catch(() => {});
+
+  return {
+    url: `tcp://127.0.0.1:${port}`,
+    port,
+    log,
+    bytes,
     open: () => conns.size,
     close() {
       try {

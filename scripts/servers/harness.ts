@@ -37,6 +37,12 @@ export interface HarnessServiceOptions {
   accountId: string;
   /** Lifetime of issued URLs in seconds (default 900). */
   urlTtlSeconds?: number;
+  /**
+   * The storage address put into pre-signed URLs, asked per URL (default: Swift's endpoint). The fault
+   * table gives a fault proxy in front of Swift here, so the data path runs through it; the URLs are signed
+   * for that host, which the proxy passes on unchanged.
+   */
+  dataEndpoint?: () => string;
 }
 
 /** A running test service. */
@@ -133,7 +139,7 @@ export function startHarnessService(options: HarnessServiceOptions): Promise<Har
     const expired = expire > 0;
     if (expired) expire--;
     return presignUrl({
-      endpoint: swift.endpoint,
+      endpoint: options.dataEndpoint?.() ?? swift.endpoint,
       region: swift.region,
       accessKey: swift.accessKey,
       secretKey: swift.secretKey,

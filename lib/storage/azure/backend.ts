@@ -48,6 +48,7 @@ import {
 } from "../backend.ts";
 import { IdleTimeoutError, parseRetryAfter, withRetry } from "../transfer/retry.ts";
 import { decodeMeta, encodeMeta } from "../metadata.ts";
+import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
 import { readRange, ShortReadError } from "../transfer/body.ts";
 import { restartingGet } from "../transfer/restart.ts";
 import { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
@@ -486,6 +487,79 @@ export class AzureBackend implements Backend {
       }
       continuationToken = page.value.continuationToken || undefined;
     } while (continuationToken);
+  }
+
+  /**
+   * Discards blobs under `prefix` that hold only uncommitted blocks staged more than `olderThanMs` ago: what
+   * saves killed with `kill -9` left (invisible to `list`; the service drops them after 7 days, and a later
+   * save of the same name discards them at its commit, but a key that is never saved again keeps them that
+   * long). Each is committed empty only if no blob exists (If-None-Match: *), which discards its blocks, and
+   * that empty blob is deleted at once (If-Match). Younger ones may belong to a running save and stay. Flush
+   * calls it. Returns how many went; failures are logged, never thrown.
+   *
+   * @example
+   * ```ts
+   * await backend.sweepStale("key/");
+   * ```
+   */
+  async sweepStale(prefix: string, olderThanMs = STALE_AFTER_MS): Promise<number> {
+    const names = async (includeUncommitedBlobs: boolean) => {
+      const out = new Map<string, Date | undefined>();
+      let continuationToken: string | undefined;
+      do {
+        const token = continuationToken;
+        const page = await this.#call("sweep", prefix, undefined, (signal) =>
+          this.#containerClient
+            .listBlobsFlat({ prefix, includeUncommitedBlobs, abortSignal: signal })
+            .byPage({ continuationToken: token, maxPageSize: this.#listPageSize })
+            .next());
+        if (page.done) break;
+        for (const item of page.value.segment.blobItems) out.set(item.name, item.properties.lastModified);
+        continuationToken = page.value.continuationToken || undefined;
+      } while (continuationToken);
+      return out;
+    };
+    let removed = 0;
+    try {
+      const committed = await names(false);
+      for (const [name, modified] of await names(true)) {
+        if (committed.has(name) || !modified || Date.now() - modified.getTime() < olderThanMs) continue;
+        const blob = this.#containerClient.getBlockBlobClient(name);
+        try {
+          const empty = await this.#call(
+            "sweep",
+            name,
+            undefined,
+            (signal) => blob.commitBlockList([], { conditions: { ifNoneMatch: "*" }, abortSignal: signal }),
+          );
+          await this.#call(
+            "sweep",
+            name,
+            undefined,
+            (signal) => blob.delete({ conditions: { ifMatch: empty.etag }, abortSignal: signal }),
+          );
+          removed++;
+        } catch (err) {
+          // 409/412: a save committed the name meanwhile; that commit discarded the blocks anyway.
+          this.#log?.debug("azure: could not discard stale uncommitted blocks", {
+            object: name,
+            error: this.#shortCause(err),
+          });
+        }
+      }
+    } catch (err) {
+      this.#log?.warn("azure: could not look for stale uncommitted blocks", {
+        prefix,
+        error: this.#shortCause(err),
+      });
+    }
+    if (removed > 0) {
+      this.#log?.info("azure: discarded stale uncommitted blocks of killed saves", {
+        prefix,
+        blobs: removed,
+      });
+    }
+    return removed;
   }
 
   async delete(name: string): Promise<void> {

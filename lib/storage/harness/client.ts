@@ -96,8 +96,10 @@ export function retryable(err: unknown): boolean {
       (err.from === "storage" && err.status === 403);
   }
   if (err instanceof StorageError) return false;
-  return err instanceof TypeError ||
-    (err instanceof Error && /connection|reset|broken pipe|EOF|network/i.test(err.message));
+  // node:http (the part PUTs) says "socket hang up" (code ECONNRESET) when the connection drops mid-request.
+  const code = String((err as { code?: unknown } | undefined)?.code ?? "");
+  return err instanceof TypeError || /^(ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN)$/.test(code) ||
+    (err instanceof Error && /connection|reset|broken pipe|EOF|network|socket hang up/i.test(err.message));
 }
 
 /** The Retry-After a failure carries, if any. */

@@ -29,6 +29,7 @@ import {
   UnavailableError,
 } from "../backend.ts";
 import { decodeMeta, encodeMeta } from "../metadata.ts";
+import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
 import { DEFAULT_RETRY_POLICY, IdleTimeoutError, type RetryPolicy, withRetry } from "../transfer/retry.ts";
 import type { Logger } from "../../log.ts";
 import type { Settings } from "../../settings.ts";
@@ -387,6 +388,8 @@ export class SftpBackend implements Backend {
     signal?.addEventListener("abort", onAbort, { once: true });
     let written = 0;
     try {
+      // Temp files of killed saves of this key (best effort; younger ones may belong to a running save).
+      await this.#sweepTemps(posix.dirname(path), name);
       // Open the temp file first (making the directories when missing).
       try {
         await this.#fileRequest("put", name, file, async () => {}, signal);
@@ -523,6 +526,55 @@ export class SftpBackend implements Backend {
     } catch (err) {
       this.#log.warn("could not remove a temporary file", { path, error: String(err) });
     }
+  }
+
+  /**
+   * Removes temp files (invisible to `list`) under `prefix` last modified more than `olderThanMs` ago: what
+   * saves killed with `kill -9` left. Flush calls it; `put` sweeps the directory it writes into. Returns how
+   * many went; failures are logged, never thrown.
+   *
+   * @example
+   * ```ts
+   * await backend.sweepStale("key/");
+   * ```
+   */
+  async sweepStale(prefix: string, olderThanMs = STALE_AFTER_MS): Promise<number> {
+    const clean = prefix.replace(/^\/+/, "");
+    const slash = clean.lastIndexOf("/");
+    const base = slash >= 0 ? posix.normalize(posix.join(this.root, clean.slice(0, slash))) : this.root;
+    if (base !== this.root && !base.startsWith(this.root.replace(/\/$/, "") + "/")) return 0;
+    let removed = 0;
+    const visit = async (dir: string): Promise<void> => {
+      removed += await this.#sweepTemps(dir, prefix, olderThanMs);
+      const entries = await this.#request("list", prefix, (s) => s.readdir(dir)).catch(() => []);
+      for (const e of entries) {
+        if (e.filename !== "." && e.filename !== ".." && (e.attrs.mode & S_IFMT) === S_IFDIR) {
+          await visit(posix.join(dir, e.filename));
+        }
+      }
+    };
+    await visit(base);
+    return removed;
+  }
+
+  /** Removes stale temp files (and their metadata temps) directly in `dir`. */
+  async #sweepTemps(dir: string, object: string, olderThanMs = STALE_AFTER_MS): Promise<number> {
+    let removed = 0;
+    try {
+      const entries = await this.#request("list", object, (s) => s.readdir(dir));
+      for (const e of entries) {
+        if (!e.filename.includes(TEMP_MARK) || (e.attrs.mode & S_IFMT) !== S_IFREG) continue;
+        if (Date.now() - e.attrs.mtime * 1000 < olderThanMs) continue;
+        const path = posix.join(dir, e.filename);
+        await this.#request("delete", object, (s) => s.unlink(path)).then(() => removed++, () => {});
+      }
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) {
+        this.#log.debug("sftp: could not look for stale temp files", { dir, error: String(err) });
+      }
+    }
+    if (removed > 0) this.#log.info("removed stale temp files of killed saves", { dir, files: removed });
+    return removed;
   }
 
   async stat(name: string): Promise<ObjectInfo | null> {

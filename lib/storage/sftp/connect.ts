@@ -355,7 +355,19 @@ export function connect(options: ConnectOptions, expectFingerprint?: string): Pr
       () => fail(refused ? new AuthFailedError(refused, ctx) : new Error("connection closed")),
     );
     client.on("ready", () => {
+      // ssh2's readyTimeout ends with authentication: the SFTP channel gets the same bound, or a server that
+      // stalls now would keep the connect pending until the keepalives give up, a minute later.
+      const timer = setTimeout(
+        () =>
+          fail(
+            Object.assign(new Error(`Timed out opening the SFTP channel (${options.readyTimeoutMs} ms)`), {
+              level: "client-timeout",
+            }),
+          ),
+        options.readyTimeoutMs,
+      );
       client.sftp((err, sftp) => {
+        clearTimeout(timer);
         if (err) return fail(err);
         settled = true;
         resolve({
