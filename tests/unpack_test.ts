@@ -211,3 +211,55 @@ Deno.test("unpack: staging directories left by a killed restore (over an hour ol
     await cleanup();
   }
 });
+
+Deno.test("unpack: small files written in one call keep exact modes under any umask; a later entry of the same path wins, truncated", async () => {
+  const { dir, cleanup } = await tempDir("unpack");
+  const umask = Deno.umask();
+  try {
+    const src = `${dir}/src`;
+    await Deno.mkdir(`${src}/m`, { recursive: true });
+    await Deno.writeTextFile(`${src}/m/a`, "a long first version of a");
+    const modes: Record<string, number> = { b: 0o751, c: 0o4755, d: 0o444, e: 0o640, f: 0o644, g: 0o600 };
+    for (const [name, mode] of Object.entries(modes)) {
+      await Deno.writeTextFile(`${src}/m/${name}`, name === "e" ? "" : `${name} `.repeat(300));
+      await Deno.chmod(`${src}/m/${name}`, mode);
+    }
+    const tarFile = `${dir}/a.tar`;
+    const create = await new Deno.Command("tar", { args: ["-cf", tarFile, "-C", src, "m"] }).output();
+    assert(create.success);
+    // GNU tar appends a second, shorter m/a with another mode: extraction must end with that one.
+    await Deno.writeTextFile(`${src}/m/a`, "x");
+    await Deno.chmod(`${src}/m/a`, 0o600);
+    const append = await new Deno.Command("tar", { args: ["-rf", tarFile, "-C", src, "m/a"] }).output();
+    assert(append.success);
+    const data = await Deno.readFile(tarFile);
+    for (const mask of [0o022, 0o077, 0o002]) {
+      // Big chunks: every file's data is at hand (one call). 700-byte chunks: most files straddle two.
+      for (const chunk of [1 << 20, 700]) {
+        Deno.umask(mask);
+        const out = `${dir}/out-${mask}-${chunk}`;
+        await Deno.mkdir(out);
+        const { stream } = decompressStream();
+        const result = await unpackToMount(streamOf(data, chunk).pipeThrough(stream), {
+          mount: "m",
+          cwd: out,
+        });
+        assertEquals(result.files, 8);
+        assertEquals(await Deno.readTextFile(`${out}/m/a`), "x");
+        assertEquals((await Deno.lstat(`${out}/m/a`)).mode! & 0o7777, 0o600, `a, umask ${mask.toString(8)}`);
+        for (const [name, mode] of Object.entries(modes)) {
+          const info = await Deno.lstat(`${out}/m/${name}`);
+          assertEquals(info.mode! & 0o7777, mode, `${name}, umask ${mask.toString(8)}, chunk ${chunk}`);
+          assertEquals(
+            await Deno.readFile(`${out}/m/${name}`),
+            await Deno.readFile(`${src}/m/${name}`),
+            name,
+          );
+        }
+      }
+    }
+  } finally {
+    Deno.umask(umask);
+    await cleanup();
+  }
+});

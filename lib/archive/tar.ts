@@ -478,6 +478,22 @@ export class TarReader {
     }
   }
 
+  /**
+   * The current entry's whole (remaining) data as one slice when the input
+   * chunk at hand holds all of it, consumed as {@link read} would; else
+   * null and nothing consumed. Synchronous: small files take one call.
+   */
+  readWhole(): Uint8Array | null {
+    const n = this.#remaining;
+    if (n === 0 || this.#chunk.length - this.#pos < n) return null;
+    const out = this.#chunk.subarray(this.#pos, this.#pos + n);
+    this.#pos += n;
+    this.offset += n;
+    this.#sink?.update(out);
+    this.#remaining = 0;
+    return out;
+  }
+
   /** The current entry's next data slice, or null when its data is exhausted. */
   async read(): Promise<Uint8Array | null> {
     if (this.#remaining === 0) return null;

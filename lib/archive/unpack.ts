@@ -127,6 +127,8 @@ export function probeCaseFolding(dir: string): boolean {
   }
 }
 
+const CREATE_NEW: Deno.WriteFileOptions = { createNew: true };
+
 /** A pending directory mode/time, applied on the final path once everything is in place. */
 interface DirMeta {
   rel: string;
@@ -145,6 +147,8 @@ class Extractor {
   #dirMeta: DirMeta[] = [];
   #preserve: boolean;
   #umask: number;
+  /** The mode a file created without one gets (0o666 minus the umask). */
+  #plainMode: number;
   /** The file system folds names: the directory cache is keyed by the folded name. */
   #folds: boolean;
   /** Test seam: fold names on the way to the disk, as a folding file system resolves them. */
@@ -156,6 +160,7 @@ class Extractor {
     this.#folds = folds || simulate;
     this.#simulate = simulate;
     this.#umask = Deno.umask();
+    this.#plainMode = 0o666 & ~this.#umask;
   }
 
   abs(rel: string): string {
@@ -239,6 +244,27 @@ class Extractor {
     const path = this.abs(rel);
     if (rel !== "") this.#ensureDir(this.#parentOf(rel), h.name);
     const mode = h.mode & 0o7777;
+    if (!this.#preserve && (mode & ~0o777) === 0) {
+      // A file whose data is all in the input chunk at hand (every small file, mostly) takes one call:
+      // create (O_EXCL) with its exact mode, write, close. Not for setuid/setgid/sticky modes (a write
+      // after the chmod clears them) nor with preserve-metadata (times and owner need the open file).
+      const data = h.size === 0 ? new Uint8Array(0) : tar.readWhole();
+      if (data) {
+        // Created as 0o666 minus the umask, the mode most files have, without `mode`; else Deno sets the
+        // exact mode on the open file (one fchmod more).
+        const options = mode === this.#plainMode ? CREATE_NEW : { createNew: true, mode };
+        try {
+          Deno.writeFileSync(path, data, options);
+        } catch (err) {
+          if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+          this.#clear(path, rel, h.name);
+          Deno.writeFileSync(path, data, options);
+        }
+        this.stats.files++;
+        this.stats.bytes += h.size;
+        return;
+      }
+    }
     let file: Deno.FsFile;
     try {
       file = Deno.openSync(path, { write: true, createNew: true, mode: mode & 0o777 });
