@@ -30,6 +30,9 @@
  *   Python's included, sees a member after the last global header). Archives
  *   without our headers (Go plugin, GNU tar) restore with `verified: false`
  *   and a warning.
+ * - Small files whose data is in the input chunk at hand are created in one
+ *   call (create-new, write, close; their mode passed only when the umask
+ *   would not give it).
  * - Modes always (setuid/setgid/sticky included); mtimes and ownership with
  *   `preserveMetadata`. Directory modes and times are applied last, deepest
  *   first, on the final paths. FIFOs and device nodes are skipped with a
