@@ -49,7 +49,8 @@ import {
 import { IdleTimeoutError, parseRetryAfter, withRetry } from "../transfer/retry.ts";
 import { decodeMeta, encodeMeta } from "../metadata.ts";
 import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
-import { readRange, ShortReadError } from "../transfer/body.ts";
+import { ShortReadError } from "../transfer/body.ts";
+import { orderedRanges, type RangeSink, streamRange } from "../transfer/ranges.ts";
 import { restartingGet } from "../transfer/restart.ts";
 import { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
 import { ensureContainer } from "./container.ts";
@@ -305,15 +306,8 @@ export class AzureBackend implements Backend {
     const internal = new AbortController();
     const onAbort = () => internal.abort(outer!.reason);
     outer?.addEventListener("abort", onAbort, { once: true });
-    const rangeSize = this.rangeSize;
-    const ranges = Math.ceil(size / rangeSize);
-    let next = 0;
-    const inflight: Promise<Uint8Array[]>[] = [];
-
-    const fetchRange = (index: number): Promise<Uint8Array[]> => {
-      const offset = index * rangeSize;
-      const count = Math.min(rangeSize, size - offset);
-      const promise = this.#call("get", name, internal.signal, async (signal, touch) => {
+    const read = (offset: number, count: number, sink: RangeSink, rangeSignal: AbortSignal) =>
+      this.#call("get", name, rangeSignal, async (signal, touch) => {
         const { url, headers } = await this.#rangeRequest(blob, offset, count, etag);
         const res = await fetch(url, { headers, signal }).catch((err) => {
           throw signal.aborted ? err : networkFailure(err);
@@ -321,37 +315,19 @@ export class AzureBackend implements Backend {
         touch();
         if (res.status !== 206 && !(res.status === 200 && count === size)) throw await responseError(res);
         // Read under the attempt's signal: an abort must end a read pending on a stalled connection.
-        return await readRange(res.body!, count, signal, touch).catch((err) => {
+        sink.begin();
+        await streamRange(res.body!, count, sink, signal, touch).catch((err) => {
           throw signal.aborted || err instanceof ShortReadError ? err : networkFailure(err);
         });
       }, `range ${offset}-${offset + count - 1}`);
-      promise.catch(() => {}); // observed when its turn comes; avoid an unhandled rejection before that
-      return promise;
-    };
-
-    const cleanup = () => outer?.removeEventListener("abort", onAbort);
-    return new ReadableStream<Uint8Array>({
-      pull: async (controller) => {
-        while (inflight.length < this.concurrency && next < ranges) inflight.push(fetchRange(next++));
-        const first = inflight.shift();
-        if (first === undefined) {
-          cleanup();
-          controller.close();
-          return;
-        }
-        try {
-          for (const chunk of await first) controller.enqueue(chunk);
-        } catch (err) {
-          internal.abort(err);
-          cleanup();
-          throw err;
-        }
-      },
-      cancel: (reason) => {
-        internal.abort(reason ?? new Error("download cancelled"));
-        cleanup();
-      },
-    }, { highWaterMark: 0 });
+    return orderedRanges({
+      size,
+      rangeSize: this.rangeSize,
+      concurrency: this.concurrency,
+      abort: internal,
+      read,
+      finish: () => outer?.removeEventListener("abort", onAbort),
+    });
   }
 
   async put(

@@ -65,7 +65,7 @@ import {
   type RetryPolicy,
   withRetry,
 } from "../transfer/retry.ts";
-import { readRange } from "../transfer/body.ts";
+import { orderedRanges, type RangeSink, streamRange } from "../transfer/ranges.ts";
 import { restartingGet } from "../transfer/restart.ts";
 import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
 import { Readable } from "node:stream";
@@ -293,48 +293,18 @@ export class S3Backend implements Backend {
   async #getOnce(name: string, options: TransferOptions): Promise<ReadableStream<Uint8Array>> {
     const info = await this.#head(name);
     const { size, etag } = info;
-    const count = Math.ceil(size / this.rangeSize);
     const abort = new AbortController();
     const onAbort = () => abort.abort(options.signal?.reason);
     options.signal?.addEventListener("abort", onAbort, { once: true });
-    const inflight: Promise<Uint8Array[]>[] = [];
-    let next = 0;
-    const fill = () => {
-      while (inflight.length < this.concurrency && next < count) {
-        const start = next * this.rangeSize;
-        const end = Math.min(size, start + this.rangeSize) - 1;
-        const p = this.#readRange(name, start, end, etag, abort.signal);
-        p.catch(() => {}); // awaited in order below; avoid an unhandled rejection meanwhile
-        inflight.push(p);
-        next++;
-      }
-    };
-    const finish = () => options.signal?.removeEventListener("abort", onAbort);
-    return new ReadableStream<Uint8Array>({
-      start: fill,
-      pull: async (controller) => {
-        const head = inflight.shift();
-        if (head === undefined) {
-          finish();
-          controller.close();
-          return;
-        }
-        let chunks: Uint8Array[];
-        try {
-          chunks = await head;
-        } catch (err) {
-          abort.abort();
-          finish();
-          throw err;
-        }
-        fill();
-        for (const chunk of chunks) controller.enqueue(chunk);
-      },
-      cancel: (reason) => {
-        abort.abort(reason);
-        finish();
-      },
-    }, { highWaterMark: 0 });
+    return orderedRanges({
+      size,
+      rangeSize: this.rangeSize,
+      concurrency: this.concurrency,
+      abort,
+      read: (start, count, sink, signal) =>
+        this.#readRange(name, start, start + count - 1, etag, sink, signal),
+      finish: () => options.signal?.removeEventListener("abort", onAbort),
+    });
   }
 
   async put(name: string, body: ReadableStream<Uint8Array>, meta: ObjectMeta, options: TransferOptions = {}) {
@@ -674,16 +644,17 @@ export class S3Backend implements Backend {
 
   /**
    * Reads bytes [start, end] through the shared retry (idle timeout on the
-   * body too), pinned to the ETag. The range comes back as the chunks the
-   * connection delivered (no copy into one buffer).
+   * body too), pinned to the ETag, into `sink` as the connection delivers
+   * them (each attempt starts the range over).
    */
   async #readRange(
     name: string,
     start: number,
     end: number,
     etag: string | undefined,
+    sink: RangeSink,
     signal: AbortSignal,
-  ): Promise<Uint8Array[]> {
+  ): Promise<void> {
     try {
       return await this.#send("get", name, signal, async (attempt) => {
         const res = await this.client.send(
@@ -697,7 +668,8 @@ export class S3Backend implements Backend {
         );
         attempt.touch();
         const body = res.Body as unknown as { transformToWebStream(): ReadableStream<Uint8Array> };
-        return await readRange(body.transformToWebStream(), end - start + 1, attempt.signal, attempt.touch);
+        sink.begin();
+        await streamRange(body.transformToWebStream(), end - start + 1, sink, attempt.signal, attempt.touch);
       }, `range ${start}-${end}`);
     } catch (err) {
       if (signal.aborted) throw signal.reason ?? err;

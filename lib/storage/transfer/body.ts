@@ -76,14 +76,42 @@ export async function readRange(
   touch: () => void,
 ): Promise<Uint8Array[]> {
   const chunks: Uint8Array[] = [];
+  await streamRange(body, want, { begin() {}, push: (chunk) => chunks.push(chunk) }, signal, touch);
+  return chunks;
+}
+
+/** Receives one range's bytes from the backend's read attempts. */
+export interface RangeSink {
+  /** A new attempt starts reading the range from its first byte. */
+  begin(): void;
+  /** The next chunk of the current attempt. */
+  push(chunk: Uint8Array): void;
+}
+
+/**
+ * Reads `body` (a ranged response) into `sink`, calling `touch` on each
+ * chunk, and checks that exactly `want` bytes came (else a
+ * {@link ShortReadError}, which the retry treats as transient).
+ *
+ * @example
+ * ```ts
+ * await streamRange(res.body!, count, sink, attempt.signal, attempt.touch);
+ * ```
+ */
+export async function streamRange(
+  body: ReadableStream<Uint8Array>,
+  want: number,
+  sink: RangeSink,
+  signal: AbortSignal,
+  touch: () => void,
+): Promise<void> {
   let got = 0;
   for await (const chunk of guardedChunks(body, signal, touch)) {
     got += chunk.length;
     if (got > want) throw new ShortReadError(`the server sent more bytes than the range asked for (${want})`);
-    chunks.push(chunk);
+    sink.push(chunk);
   }
   if (got !== want) throw new ShortReadError(`short read: ${got} of ${want} bytes (connection closed early)`);
-  return chunks;
 }
 
 /** A body that ended before (or went past) the length it announced: transient, worth a retry. */
