@@ -36,7 +36,7 @@ Deno.test("readme: a front door: every install way, links that resolve, under 16
     const text of [
       "releases/download/", // binary
       "docker run", // image
-      "deno run -A --no-config https://", // URL
+      "deno run -A --no-config --unstable-lazy-dynamic-imports https://", // URL
       "ci-cache.js", // bundle
       "deno install -g", // global install
       "sha256sum -c",

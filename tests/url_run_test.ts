@@ -38,7 +38,7 @@ function serveCheckout(): { url: string; requested: string[]; close: () => Promi
 /** Runs `deno run -A --no-config <url>/main.ts args` in `cwd` with `env`, from a directory without deno.json. */
 async function runFromUrl(url: string, args: string[], env: Record<string, string>, cwd: string) {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--no-config", "--quiet", `${url}/main.ts`, ...args],
+    args: ["run", "-A", "--no-config", "--unstable-lazy-dynamic-imports", "--quiet", `${url}/main.ts`, ...args],
     cwd,
     env: { ...env, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
     stdin: "null",
@@ -129,8 +129,8 @@ Deno.test({
     const swift = await startSwift();
     const served = serveCheckout();
     try {
-      // As the README recommends: lazy dynamic imports, so the backend and the SDK are fetched when used.
-      await roundTrip(served.url, { ...swift.env, DENO_UNSTABLE_LAZY_DYNAMIC_IMPORTS: "1" });
+      // With the README's --unstable-lazy-dynamic-imports the backend and its SDK are fetched when used.
+      await roundTrip(served.url, swift.env);
       assert(served.requested.includes("/lib/storage/s3/backend.ts"), "the s3 backend came from the URL");
       assertStringIncludes(served.requested.join(" "), "/lib/deps/aws_client_s3.ts");
     } finally {
