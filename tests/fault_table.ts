@@ -216,16 +216,38 @@ export async function runFaultCase(target: FaultTarget, c: FaultCase, seed: numb
     await proxy.close();
   }
   const ms = performance.now() - started;
+  // For a failing run's message: what the client logged and what the proxy saw (ms, bytes each way).
+  const trace = () =>
+    [
+      `seed ${seed}, ${Math.round(ms)} ms`,
+      ...lines,
+      ...proxy.log.map((e) =>
+        `proxy: ${e.method} ${e.path.slice(0, 120)} ${e.fault} at=${e.at} end=${
+          e.end ?? "-"
+        } up=${e.up} down=${e.down}`
+      ),
+    ].join("\n");
   try {
     const text = [...lines, ...chain(error)].join("\n");
     for (const s of target.secrets) assert(!text.includes(s), `a secret reached a line:\n${text}`);
-    assert(!String(error).includes("HUNG"), String(error));
+    assert(!String(error).includes("HUNG"), `${error}\n${trace()}`);
     assert(hits > 0, `the proxy never applied "${c.name}"`);
     if (c.expect === "ok") {
-      assert(error === undefined, `"${c.name}" should recover but failed: ${chain(error).join(" <- ")}`);
+      assert(
+        error === undefined,
+        `"${c.name}" should recover but failed: ${chain(error).join(" <- ")}\n${trace()}`,
+      );
       // A retried request says so: object, part/range, attempt and wait.
       if (c.times !== Infinity && c.fault(seeded(seed)).kind !== "trickle") {
         assert(lines.some((l) => l.startsWith("level=warn") && l.includes("retrying")), "no retry line");
+      }
+      // An injected status was seen as such (not waited out by the idle timeout, as when the proxy held
+      // back its answer to a client waiting for `100 Continue`).
+      if (c.fault(seeded(seed)).kind === "status") {
+        assert(
+          lines.some((l) => l.includes("retrying") && l.includes("injected")),
+          `no retry names it\n${trace()}`,
+        );
       }
     } else {
       assert(error !== undefined, `"${c.name}" should fail but succeeded`);

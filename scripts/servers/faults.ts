@@ -52,13 +52,26 @@ export interface ProxiedRequest {
   index: number;
 }
 
+/** One request as the proxy handled it. */
+export interface ProxyLogEntry {
+  method: string;
+  path: string;
+  fault: Fault["kind"];
+  /** ms after the proxy started: the request head arrived, and the connection ended. */
+  at: number;
+  end?: number;
+  /** Request bytes (head included) forwarded to the server, response bytes forwarded to the client. */
+  up: number;
+  down: number;
+}
+
 /** A running proxy. */
 export interface FaultProxy {
   /** `http://127.0.0.1:<port>`. */
   url: string;
   port: number;
-  /** Every request seen with the fault applied. */
-  log: { method: string; path: string; fault: Fault["kind"] }[];
+  /** Every request seen with the fault applied, and what went through (for a failing run's message). */
+  log: ProxyLogEntry[];
   /** Open client connections (should drop to 0 after a run: nothing left hanging). */
   open(): number;
   /** Closes the listener and every connection. */
@@ -99,6 +112,15 @@ function closeHead(text: string): Uint8Array {
   return encoder.encode(lines.join("\r\n") + "\r\nConnection: close\r\n\r\n");
 }
 
+/**
+ * Writes all of `bytes`. `Deno.Conn.write` may take only part of a buffer (when the socket's send buffer is
+ * nearly full, e.g. a busy server reading slowly); the rest must be written again, or the peer waits forever
+ * for bytes that were silently dropped.
+ */
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -117,6 +139,8 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
   const conns = new Set<Deno.Conn>();
   const log: FaultProxy["log"] = [];
   let index = 0;
+  const t0 = performance.now();
+  const now = () => Math.round(performance.now() - t0);
   const closeQuietly = (c: Deno.Conn) => {
     try {
       c.close();
@@ -127,6 +151,7 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
   const handle = async (client: Deno.Conn) => {
     conns.add(client);
     let server: Deno.Conn | undefined;
+    let entry: ProxyLogEntry | undefined;
     try {
       // Read the request head.
       let head: Uint8Array = new Uint8Array(0);
@@ -142,12 +167,16 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
       const headText = decoder.decode(head.subarray(0, end - 4));
       const parsed = parseHead(headText);
       const fault = decide({ ...parsed, index: index++ });
-      log.push({ method: parsed.method, path: parsed.path, fault: fault.kind });
+      entry = { method: parsed.method, path: parsed.path, fault: fault.kind, at: now(), up: 0, down: 0 };
+      log.push(entry);
       const rest = head.subarray(end);
 
       if (fault.kind === "status") {
-        // Drain the announced body (so the client reads our answer, not a broken pipe), then answer.
-        let left = Number(parsed.headers["content-length"] ?? 0) - rest.length;
+        // Drain the announced body (so the client reads our answer, not a broken pipe), then answer; a
+        // client that sent `Expect: 100-continue` holds its body back for our answer, and gets it at once
+        // (as a real server answers an error: RFC 9110 §10.1.1).
+        const expectsContinue = /100-continue/i.test(parsed.headers["expect"] ?? "");
+        let left = expectsContinue ? 0 : Number(parsed.headers["content-length"] ?? 0) - rest.length;
         while (left > 0) {
           const n = await client.read(buf);
           if (n === null) break;
@@ -159,10 +188,13 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
         const extra = fault.retryAfterSeconds !== undefined
           ? `Retry-After: ${fault.retryAfterSeconds}\r\n`
           : "";
-        await client.write(encoder.encode(
-          `HTTP/1.1 ${fault.status} Injected\r\nContent-Type: application/xml\r\nContent-Length: ${body.length}\r\n` +
-            `${extra}Connection: close\r\n\r\n${body}`,
-        ));
+        await writeAll(
+          client,
+          encoder.encode(
+            `HTTP/1.1 ${fault.status} Injected\r\nContent-Type: application/xml\r\nContent-Length: ${body.length}\r\n` +
+              `${extra}Connection: close\r\n\r\n${body}`,
+          ),
+        );
         return;
       }
 
@@ -170,6 +202,7 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
       conns.add(server);
       const upstream = server;
       const requestBytes = concat(closeHead(headText), rest);
+      const e = entry;
 
       // client → server
       const up = (async () => {
@@ -177,8 +210,9 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
         const forward = async (chunk: Uint8Array): Promise<boolean> => {
           if ((fault.kind === "stall" || fault.kind === "reset") && fault.direction === "request") {
             if (sent + chunk.length >= fault.atByte) {
-              await upstream.write(chunk.subarray(0, Math.max(0, fault.atByte - sent)));
+              await writeAll(upstream, chunk.subarray(0, Math.max(0, fault.atByte - sent)));
               sent = fault.atByte;
+              e.up = sent;
               if (fault.kind === "reset") {
                 closeQuietly(client);
                 closeQuietly(upstream);
@@ -186,8 +220,9 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
               return false; // stall: stop reading from the client, its writes block
             }
           }
-          await upstream.write(chunk);
+          await writeAll(upstream, chunk);
           sent += chunk.length;
+          e.up = sent;
           return true;
         };
         if (!(await forward(requestBytes))) return;
@@ -219,7 +254,7 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
           if (
             fault.kind === "truncate" && bodyStart >= 0 && passed + chunk.length >= bodyStart + fault.atByte
           ) {
-            await client.write(chunk.subarray(0, bodyStart + fault.atByte - passed));
+            await writeAll(client, chunk.subarray(0, bodyStart + fault.atByte - passed));
             closeQuietly(client);
             closeQuietly(upstream);
             return;
@@ -229,7 +264,7 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
             (fault.kind === "halfclose" || fault.direction === "response") &&
             passed + chunk.length >= fault.atByte
           ) {
-            await client.write(chunk.subarray(0, Math.max(0, fault.atByte - passed)));
+            await writeAll(client, chunk.subarray(0, Math.max(0, fault.atByte - passed)));
             if (fault.kind === "reset") {
               closeQuietly(client);
               closeQuietly(upstream);
@@ -241,19 +276,21 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
           if (fault.kind === "trickle" && passed < fault.bytes) {
             while (chunk.length > 0 && passed < fault.bytes) {
               const piece = chunk.subarray(0, fault.pieceBytes);
-              await client.write(piece);
+              await writeAll(client, piece);
               passed += piece.length;
               chunk = chunk.subarray(piece.length);
               await sleep(fault.pauseMs);
             }
             if (chunk.length === 0) continue;
           }
-          await client.write(chunk);
+          await writeAll(client, chunk);
           passed += chunk.length;
+          entry!.down = passed;
         }
         closeQuietly(client);
       })().catch(() => {});
       await Promise.all([up, down]);
+      e.end = now();
     } catch {
       // a connection the client dropped
     } finally {
