@@ -1,7 +1,7 @@
 /**
  * The cloud backends the fault table (tests/fault_table.ts) runs on, each
  * with its real test server, the proxy-facing client settings and a
- * description of its wire traffic. Shared by tests/fault_suite.ts and
+ * description of its wire traffic. Shared by tests/faults_test.ts and
  * `deno task soak`.
  *
  * @module
@@ -43,6 +43,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
           log,
         }),
         bucket: s.bucket,
+        endpointLabel: endpoint,
         partSize: 5 * MiB,
         rangeSize: 4 * MiB,
         concurrency: 2,

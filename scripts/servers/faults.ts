@@ -23,6 +23,8 @@
  *   body bytes, then the connection closes.
  *
  * DNS failure needs no proxy: point the client at {@link UNRESOLVABLE_HOST}.
+ * A TLS handshake that never completes: point the client at the `https://`
+ * URL of {@link startTlsStall}.
  *
  * @module
  */
@@ -313,6 +315,84 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
         listener.close();
       } catch { /* closed */ }
       for (const c of [...conns]) closeQuietly(c);
+      return Promise.resolve();
+    },
+  };
+}
+
+/** A listener that takes TLS connections and never completes a handshake. */
+export interface TlsStall {
+  /** `https://127.0.0.1:<port>`. */
+  url: string;
+  /** Connections accepted so far (each one a client attempt). */
+  accepted(): number;
+  close(): Promise<void>;
+}
+
+/**
+ * The first bytes of a TLS 1.2 ServerHello: a handshake record announcing 122 bytes, of which only the
+ * record header, the message header and the version arrive.
+ */
+const HALF_SERVER_HELLO = new Uint8Array([0x16, 0x03, 0x03, 0x00, 0x7a, 0x02, 0x00, 0x00, 0x76, 0x03, 0x03]);
+
+/**
+ * Starts a TCP listener for an `https://` endpoint whose TLS handshake stalls: `silent` reads the
+ * ClientHello and never answers; `half` answers the first bytes of a ServerHello and stops. Connections stay
+ * open until the client gives up (or {@link TlsStall.close}).
+ *
+ * @example
+ * ```ts
+ * const tls = startTlsStall("silent");
+ * // point the client at tls.url: its requests must fail within the idle timeout × attempts
+ * await tls.close();
+ * ```
+ */
+export function startTlsStall(mode: "silent" | "half"): TlsStall {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const conns = new Set<Deno.Conn>();
+  let accepted = 0;
+  const hold = async (conn: Deno.Conn) => {
+    conns.add(conn);
+    try {
+      const buf = new Uint8Array(16 * 1024);
+      let answered = false;
+      for (;;) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        if (mode === "half" && !answered) {
+          answered = true;
+          await writeAll(conn, HALF_SERVER_HELLO);
+        }
+      }
+    } catch {
+      // the client gave up
+    } finally {
+      conns.delete(conn);
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+  };
+  (async () => {
+    for await (const conn of listener) {
+      accepted++;
+      hold(conn);
+    }
+  })().catch(() => {});
+  return {
+    url: `https://127.0.0.1:${port}`,
+    accepted: () => accepted,
+    close() {
+      try {
+        listener.close();
+      } catch { /* closed */ }
+      for (const c of [...conns]) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      conns.clear();
       return Promise.resolve();
     },
   };

@@ -65,6 +65,7 @@ import { decodeMeta, encodeMeta } from "../metadata.ts";
 import {
   type Attempt,
   DEFAULT_RETRY_POLICY,
+  IdleTimeoutError,
   parseRetryAfter,
   type RetryPolicy,
   withRetry,
@@ -784,6 +785,13 @@ export class S3Backend implements Backend {
         );
       case "EntityTooLarge":
         return new StorageError("TooLarge", `the object is too large for this store (${code})`, ctx);
+    }
+    if (err instanceof IdleTimeoutError) {
+      return new UnavailableError(
+        `${where} made no progress for ${err.ms / 1000} s on each of ${this.#policy.retries + 1} attempts ` +
+          `(backend operation timeout): check PLUGIN_ENDPOINT, the network and the store's health`,
+        ctx,
+      );
     }
     if (isNetworkError(err)) {
       return new UnavailableError(
