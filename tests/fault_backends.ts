@@ -31,7 +31,12 @@ export interface Started {
 export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
   async s3() {
     const s = await startSwift();
-    const make = (endpoint: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) =>
+    const make = (
+      endpoint: string,
+      log?: Logger,
+      idleMs = FAULT_POLICY.idleMs,
+      retries = FAULT_POLICY.retries,
+    ) =>
       new S3Backend({
         client: makeS3Client({
           region: s.region,
@@ -48,14 +53,14 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         rangeSize: 4 * MiB,
         concurrency: 2,
         idleTimeoutMs: idleMs,
-        retries: FAULT_POLICY.retries,
+        retries,
         retryBaseMs: FAULT_POLICY.baseMs,
         log,
       });
     return {
       target: {
         kind: "s3",
-        through: make,
+        through: (endpoint, log, retries) => make(endpoint, log, FAULT_POLICY.idleMs, retries),
         owner: make(s.endpoint, undefined, OWNER_IDLE_MS),
         port: Number(new URL(s.endpoint).port),
         isUpload: (r) => r.method === "PUT",
@@ -68,7 +73,12 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
   },
   async azure() {
     const a = await startAzurite();
-    const make = (endpoint: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) =>
+    const make = (
+      endpoint: string,
+      log?: Logger,
+      idleMs = FAULT_POLICY.idleMs,
+      retries = FAULT_POLICY.retries,
+    ) =>
       new AzureBackend({
         client: new BlobServiceClient(
           endpoint === a.url ? a.url : `${endpoint}/${a.accountName}`,
@@ -80,7 +90,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         rangeSize: 1 * MiB,
         concurrency: 2,
         timeoutMs: idleMs,
-        maxRetries: FAULT_POLICY.retries,
+        maxRetries: retries,
         retryDelayMs: FAULT_POLICY.baseMs,
         log,
       });
@@ -89,7 +99,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
     return {
       target: {
         kind: "azure",
-        through: make,
+        through: (endpoint, log, retries) => make(endpoint, log, FAULT_POLICY.idleMs, retries),
         owner,
         port: Number(new URL(a.url).port),
         isUpload: (r) => r.method === "PUT" && r.path.includes("comp=block") && !r.path.includes("blocklist"),
@@ -107,7 +117,12 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
       headers: () => Promise.resolve({}),
       sdk: { authenticated: false },
     };
-    const make = (endpoint: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) =>
+    const make = (
+      endpoint: string,
+      log?: Logger,
+      idleMs = FAULT_POLICY.idleMs,
+      retries = FAULT_POLICY.retries,
+    ) =>
       new GcsBackend({
         bucket: "faults",
         endpoint,
@@ -117,14 +132,14 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         rangeSize: 1 * MiB,
         concurrency: 2,
         requestTimeoutMs: idleMs,
-        retries: FAULT_POLICY.retries,
+        retries,
         retryBaseMs: FAULT_POLICY.baseMs,
         log,
       });
     return {
       target: {
         kind: "gcs",
-        through: make,
+        through: (endpoint, log, retries) => make(endpoint, log, FAULT_POLICY.idleMs, retries),
         owner: make(g.endpoint, undefined, OWNER_IDLE_MS),
         port: Number(new URL(g.endpoint).port),
         isUpload: (r) => r.method === "PUT" && r.path.includes("upload"),

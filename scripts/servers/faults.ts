@@ -52,6 +52,8 @@ export interface ProxiedRequest {
   headers: Record<string, string>;
   /** 0-based count of requests this proxy has seen. */
   index: number;
+  /** In keep-alive mode: this request came on a connection that carried one before (from the pool). */
+  reused?: boolean;
 }
 
 /** One request as the proxy handled it. */
@@ -135,7 +137,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * await proxy.close();
  * ```
  */
-export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest) => Fault): FaultProxy {
+export function startFaultProxy(
+  targetPort: number,
+  decide: (req: ProxiedRequest) => Fault,
+  options: { keepAlive?: boolean } = {},
+): FaultProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   const conns = new Set<Deno.Conn>();
@@ -301,8 +307,75 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
     }
   };
 
+  /**
+   * Keep-alive mode: the connection is kept as the client asked, so the client pools it and sends more
+   * requests on it. Request heads are found by their `Content-Length`; each is decided as it arrives (with
+   * `reused` set from the second on). Only `pass` and a request `stall` (the proxy stops forwarding: no
+   * response ever comes) apply here; a chunked request body ends the parsing (the rest passes).
+   */
+  const handleKeepAlive = async (client: Deno.Conn) => {
+    conns.add(client);
+    let server: Deno.Conn | undefined;
+    try {
+      server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+      conns.add(server);
+      const upstream = server;
+      const down = (async () => {
+        const rbuf = new Uint8Array(64 * 1024);
+        for (;;) {
+          const n = await upstream.read(rbuf);
+          if (n === null) break;
+          await writeAll(client, rbuf.subarray(0, n));
+        }
+      })().catch(() => {}).finally(() => closeQuietly(client));
+      const buf = new Uint8Array(64 * 1024);
+      let pending: Uint8Array = new Uint8Array(0);
+      let bodyLeft = 0;
+      let parsing = true;
+      let onConn = 0;
+      for (;;) {
+        if (pending.length === 0) {
+          const n = await client.read(buf);
+          if (n === null) break;
+          pending = buf.slice(0, n);
+        }
+        if (!parsing || bodyLeft > 0) {
+          const take = parsing ? Math.min(bodyLeft, pending.length) : pending.length;
+          await writeAll(upstream, pending.subarray(0, take));
+          if (parsing) bodyLeft -= take;
+          pending = pending.subarray(take);
+          continue;
+        }
+        let end = indexOfHeadEnd(pending);
+        while (end < 0) {
+          const n = await client.read(buf);
+          if (n === null) return;
+          pending = concat(pending, buf.subarray(0, n));
+          end = indexOfHeadEnd(pending);
+        }
+        const headText = decoder.decode(pending.subarray(0, end - 4));
+        const parsed = parseHead(headText);
+        const fault = decide({ ...parsed, index: index++, reused: onConn++ > 0 });
+        log.push({ method: parsed.method, path: parsed.path, fault: fault.kind, at: now(), up: 0, down: 0 });
+        if (fault.kind === "stall") return void (await down); // nothing more goes either way
+        if (fault.kind !== "pass") {
+          throw new Error(`keep-alive mode applies pass and stall, not ${fault.kind}`);
+        }
+        if (/chunked/i.test(parsed.headers["transfer-encoding"] ?? "")) parsing = false;
+        bodyLeft = Number(parsed.headers["content-length"] ?? 0);
+        await writeAll(upstream, pending.subarray(0, end));
+        pending = pending.subarray(end);
+      }
+    } catch {
+      // a connection the client dropped
+    } finally {
+      closeQuietly(client);
+      if (server) closeQuietly(server);
+    }
+  };
+
   (async () => {
-    for await (const conn of listener) handle(conn);
+    for await (const conn of listener) (options.keepAlive ? handleKeepAlive : handle)(conn);
   })().catch(() => {});
 
   return {
