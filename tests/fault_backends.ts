@@ -1,7 +1,7 @@
 /**
  * The cloud backends the fault table (tests/fault_table.ts) runs on, each
  * with its real test server, the proxy-facing client settings and a
- * description of its wire traffic. Shared by tests/fault_suite.ts and
+ * description of its wire traffic. Shared by tests/faults_test.ts and
  * `deno task soak`.
  *
  * @module
@@ -64,7 +64,12 @@ export const LOAD_DOES_NOT_HOLD: Record<string, string> = {
 export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
   async s3() {
     const s = await startSwift();
-    const make = (endpoint: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) =>
+    const make = (
+      endpoint: string,
+      log?: Logger,
+      idleMs = FAULT_POLICY.idleMs,
+      retries = FAULT_POLICY.retries,
+    ) =>
       new S3Backend({
         client: makeS3Client({
           region: s.region,
@@ -76,18 +81,19 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
           log,
         }),
         bucket: s.bucket,
+        endpointLabel: endpoint,
         partSize: 5 * MiB,
         rangeSize: 4 * MiB,
         concurrency: 2,
         idleTimeoutMs: idleMs,
-        retries: FAULT_POLICY.retries,
+        retries,
         retryBaseMs: FAULT_POLICY.baseMs,
         log,
       });
     return {
       target: {
         kind: "s3",
-        through: make,
+        through: (endpoint, log, retries) => make(endpoint, log, FAULT_POLICY.idleMs, retries),
         owner: make(s.endpoint, undefined, OWNER_IDLE_MS),
         port: Number(new URL(s.endpoint).port),
         isUpload: (r) => r.method === "PUT",
@@ -102,7 +108,12 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
   },
   async azure() {
     const a = await startAzurite();
-    const make = (endpoint: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) =>
+    const make = (
+      endpoint: string,
+      log?: Logger,
+      idleMs = FAULT_POLICY.idleMs,
+      retries = FAULT_POLICY.retries,
+    ) =>
       new AzureBackend({
         client: new BlobServiceClient(
           endpoint === a.url ? a.url : `${endpoint}/${a.accountName}`,
@@ -114,7 +125,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         rangeSize: 1 * MiB,
         concurrency: 2,
         timeoutMs: idleMs,
-        maxRetries: FAULT_POLICY.retries,
+        maxRetries: retries,
         retryDelayMs: FAULT_POLICY.baseMs,
         log,
       });
@@ -123,7 +134,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
     return {
       target: {
         kind: "azure",
-        through: make,
+        through: (endpoint, log, retries) => make(endpoint, log, FAULT_POLICY.idleMs, retries),
         owner,
         port: Number(new URL(a.url).port),
         isUpload: (r) => r.method === "PUT" && r.path.includes("comp=block") && !r.path.includes("blocklist"),
@@ -150,7 +161,12 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
       headers: () => Promise.resolve({}),
       sdk: { authenticated: false },
     };
-    const make = (endpoint: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) =>
+    const make = (
+      endpoint: string,
+      log?: Logger,
+      idleMs = FAULT_POLICY.idleMs,
+      retries = FAULT_POLICY.retries,
+    ) =>
       new GcsBackend({
         bucket: "faults",
         endpoint,
@@ -160,14 +176,14 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         rangeSize: 1 * MiB,
         concurrency: 2,
         requestTimeoutMs: idleMs,
-        retries: FAULT_POLICY.retries,
+        retries,
         retryBaseMs: FAULT_POLICY.baseMs,
         log,
       });
     return {
       target: {
         kind: "gcs",
-        through: make,
+        through: (endpoint, log, retries) => make(endpoint, log, FAULT_POLICY.idleMs, retries),
         owner: make(g.endpoint, undefined, OWNER_IDLE_MS),
         port: Number(new URL(g.endpoint).port),
         isUpload: (r) => r.method === "PUT" && r.path.includes("upload"),

@@ -110,14 +110,20 @@ function phaseProxy(
   let hits = 0;
   const { target } = s;
   const decide = (r: ProxiedRequest): Fault => {
-    const match = c.on === "upload" ? target.isUpload(r) : target.isDownload(r);
+    const match = c.on === "reused"
+      ? r.reused === true
+      : c.on === "upload"
+      ? target.isUpload(r)
+      : target.isDownload(r);
     if (faulty && match && hits < c.times) {
       hits++;
       return c.fault(random);
     }
     return { kind: "pass" };
   };
-  const proxy = (target.raw ? startTcpFaultProxy : startFaultProxy)(target.port, decide);
+  const proxy = target.raw
+    ? startTcpFaultProxy(target.port, decide)
+    : startFaultProxy(target.port, decide, { keepAlive: c.on === "reused" });
   return { proxy, hits: () => hits };
 }
 
@@ -191,7 +197,8 @@ export async function runCacheFaultCase(s: Started, c: FaultCase, seed: number):
       await Deno.symlink("old.txt", join(dst, "tree/old-link"));
     }
     const before = await snapshot(dst);
-    const restore = phaseProxy(s, c, c.on === "download", random);
+    // A stalled reused connection is a case of the restore's ranged reads (and the stat before them).
+    const restore = phaseProxy(s, c, c.on === "download" || c.on === "reused", random);
     let restoreCode: number;
     const t1 = performance.now();
     try {

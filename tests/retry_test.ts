@@ -100,3 +100,20 @@ Deno.test("retry: the outer signal stops waiting and further attempts", async ()
   await assertRejects(() => run, Error, "cancelled");
   assertEquals(calls, 1);
 });
+
+Deno.test("retry: an attempt that never settles after its idle abort is abandoned and retried", async () => {
+  const { log, lines } = capture();
+  let calls = 0;
+  // As a node:http request on a stalled pooled socket in Deno: aborted, it never settles.
+  const err = await assertRejects(
+    () =>
+      withRetry(() => {
+        calls++;
+        return new Promise<never>(() => {});
+      }, { policy: { ...fast, retries: 2, idleMs: 50 }, retryable: () => true, log, what }),
+    IdleTimeoutError,
+  );
+  assertEquals(calls, 3);
+  assertStringIncludes(err.message, "no progress");
+  assertEquals(lines.filter((l) => l.includes("retrying")).length, 2);
+});

@@ -38,7 +38,15 @@ function serveCheckout(): { url: string; requested: string[]; close: () => Promi
 /** Runs `deno run -A --no-config <url>/main.ts args` in `cwd` with `env`, from a directory without deno.json. */
 async function runFromUrl(url: string, args: string[], env: Record<string, string>, cwd: string) {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--no-config", "--unstable-lazy-dynamic-imports", "--quiet", `${url}/main.ts`, ...args],
+    args: [
+      "run",
+      "-A",
+      "--no-config",
+      "--unstable-lazy-dynamic-imports",
+      "--quiet",
+      `${url}/main.ts`,
+      ...args,
+    ],
     cwd,
     env: { ...env, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
     stdin: "null",

@@ -23,6 +23,8 @@
  *   body bytes, then the connection closes.
  *
  * DNS failure needs no proxy: point the client at {@link UNRESOLVABLE_HOST}.
+ * A TLS handshake that never completes: point the client at the `https://`
+ * URL of {@link startTlsStall}.
  *
  * {@link startTcpFaultProxy} is the raw-TCP mode for protocols that are not
  * HTTP (SSH/SFTP): it parses nothing, counts bytes on the raw stream of each
@@ -56,6 +58,21 @@ export interface ProxiedRequest {
   headers: Record<string, string>;
   /** 0-based count of requests this proxy has seen. */
   index: number;
+  /** In keep-alive mode: this request came on a connection that carried one before (from the pool). */
+  reused?: boolean;
+}
+
+/** One request as the proxy handled it. */
+export interface ProxyLogEntry {
+  method: string;
+  path: string;
+  fault: Fault["kind"];
+  /** ms after the proxy started: the request head arrived, and the connection ended. */
+  at: number;
+  end?: number;
+  /** Request bytes (head included) forwarded to the server, response bytes forwarded to the client. */
+  up: number;
+  down: number;
 }
 
 /** A running proxy. */
@@ -63,8 +80,8 @@ export interface FaultProxy {
   /** `http://127.0.0.1:<port>`. */
   url: string;
   port: number;
-  /** Every request seen with the fault applied. */
-  log: { method: string; path: string; fault: Fault["kind"] }[];
+  /** Every request seen with the fault applied, and what went through (for a failing run's message). */
+  log: ProxyLogEntry[];
   /** Bytes forwarded so far, client → server (`request`) and back (`response`), over all connections. */
   bytes: { request: number; response: number };
   /** Open client connections (should drop to 0 after a run: nothing left hanging). */
@@ -107,6 +124,15 @@ function closeHead(text: string): Uint8Array {
   return encoder.encode(lines.join("\r\n") + "\r\nConnection: close\r\n\r\n");
 }
 
+/**
+ * Writes all of `bytes`. `Deno.Conn.write` may take only part of a buffer (when the socket's send buffer is
+ * nearly full, e.g. a busy server reading slowly); the rest must be written again, or the peer waits forever
+ * for bytes that were silently dropped.
+ */
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -119,13 +145,19 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * await proxy.close();
  * ```
  */
-export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest) => Fault): FaultProxy {
+export function startFaultProxy(
+  targetPort: number,
+  decide: (req: ProxiedRequest) => Fault,
+  options: { keepAlive?: boolean } = {},
+): FaultProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   const conns = new Set<Deno.Conn>();
   const log: FaultProxy["log"] = [];
   const bytes = { request: 0, response: 0 };
   let index = 0;
+  const t0 = performance.now();
+  const now = () => Math.round(performance.now() - t0);
   const closeQuietly = (c: Deno.Conn) => {
     try {
       c.close();
@@ -136,6 +168,7 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
   const handle = async (client: Deno.Conn) => {
     conns.add(client);
     let server: Deno.Conn | undefined;
+    let entry: ProxyLogEntry | undefined;
     try {
       // Read the request head.
       let head: Uint8Array = new Uint8Array(0);
@@ -151,12 +184,16 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
       const headText = decoder.decode(head.subarray(0, end - 4));
       const parsed = parseHead(headText);
       const fault = decide({ ...parsed, index: index++ });
-      log.push({ method: parsed.method, path: parsed.path, fault: fault.kind });
+      entry = { method: parsed.method, path: parsed.path, fault: fault.kind, at: now(), up: 0, down: 0 };
+      log.push(entry);
       const rest = head.subarray(end);
 
       if (fault.kind === "status") {
-        // Drain the announced body (so the client reads our answer, not a broken pipe), then answer.
-        let left = Number(parsed.headers["content-length"] ?? 0) - rest.length;
+        // Drain the announced body (so the client reads our answer, not a broken pipe), then answer; a
+        // client that sent `Expect: 100-continue` holds its body back for our answer, and gets it at once
+        // (as a real server answers an error: RFC 9110 §10.1.1).
+        const expectsContinue = /100-continue/i.test(parsed.headers["expect"] ?? "");
+        let left = expectsContinue ? 0 : Number(parsed.headers["content-length"] ?? 0) - rest.length;
         while (left > 0) {
           const n = await client.read(buf);
           if (n === null) break;
@@ -168,10 +205,13 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
         const extra = fault.retryAfterSeconds !== undefined
           ? `Retry-After: ${fault.retryAfterSeconds}\r\n`
           : "";
-        await client.write(encoder.encode(
-          `HTTP/1.1 ${fault.status} Injected\r\nContent-Type: application/xml\r\nContent-Length: ${body.length}\r\n` +
-            `${extra}Connection: close\r\n\r\n${body}`,
-        ));
+        await writeAll(
+          client,
+          encoder.encode(
+            `HTTP/1.1 ${fault.status} Injected\r\nContent-Type: application/xml\r\nContent-Length: ${body.length}\r\n` +
+              `${extra}Connection: close\r\n\r\n${body}`,
+          ),
+        );
         return;
       }
 
@@ -179,6 +219,7 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
       conns.add(server);
       const upstream = server;
       const requestBytes = concat(closeHead(headText), rest);
+      const e = entry;
 
       // client → server
       const up = (async () => {
@@ -186,8 +227,9 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
         const forward = async (chunk: Uint8Array): Promise<boolean> => {
           if ((fault.kind === "stall" || fault.kind === "reset") && fault.direction === "request") {
             if (sent + chunk.length >= fault.atByte) {
-              await upstream.write(chunk.subarray(0, Math.max(0, fault.atByte - sent)));
+              await writeAll(upstream, chunk.subarray(0, Math.max(0, fault.atByte - sent)));
               sent = fault.atByte;
+              e.up = sent;
               if (fault.kind === "reset") {
                 closeQuietly(client);
                 closeQuietly(upstream);
@@ -195,9 +237,10 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
               return false; // stall: stop reading from the client, its writes block
             }
           }
-          await upstream.write(chunk);
+          await writeAll(upstream, chunk);
           sent += chunk.length;
           bytes.request += chunk.length;
+          e.up = sent;
           return true;
         };
         if (!(await forward(requestBytes))) return;
@@ -229,7 +272,7 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
           if (
             fault.kind === "truncate" && bodyStart >= 0 && passed + chunk.length >= bodyStart + fault.atByte
           ) {
-            await client.write(chunk.subarray(0, bodyStart + fault.atByte - passed));
+            await writeAll(client, chunk.subarray(0, bodyStart + fault.atByte - passed));
             closeQuietly(client);
             closeQuietly(upstream);
             return;
@@ -239,7 +282,7 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
             (fault.kind === "halfclose" || fault.direction === "response") &&
             passed + chunk.length >= fault.atByte
           ) {
-            await client.write(chunk.subarray(0, Math.max(0, fault.atByte - passed)));
+            await writeAll(client, chunk.subarray(0, Math.max(0, fault.atByte - passed)));
             if (fault.kind === "reset") {
               closeQuietly(client);
               closeQuietly(upstream);
@@ -251,20 +294,89 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
           if (fault.kind === "trickle" && passed < fault.bytes) {
             while (chunk.length > 0 && passed < fault.bytes) {
               const piece = chunk.subarray(0, fault.pieceBytes);
-              await client.write(piece);
+              await writeAll(client, piece);
               passed += piece.length;
               chunk = chunk.subarray(piece.length);
               await sleep(fault.pauseMs);
             }
             if (chunk.length === 0) continue;
           }
-          await client.write(chunk);
+          await writeAll(client, chunk);
           passed += chunk.length;
           bytes.response += chunk.length;
+          entry!.down = passed;
         }
         closeQuietly(client);
       })().catch(() => {});
       await Promise.all([up, down]);
+      e.end = now();
+    } catch {
+      // a connection the client dropped
+    } finally {
+      closeQuietly(client);
+      if (server) closeQuietly(server);
+    }
+  };
+
+  /**
+   * Keep-alive mode: the connection is kept as the client asked, so the client pools it and sends more
+   * requests on it. Request heads are found by their `Content-Length`; each is decided as it arrives (with
+   * `reused` set from the second on). Only `pass` and a request `stall` (the proxy stops forwarding: no
+   * response ever comes) apply here; a chunked request body ends the parsing (the rest passes).
+   */
+  const handleKeepAlive = async (client: Deno.Conn) => {
+    conns.add(client);
+    let server: Deno.Conn | undefined;
+    try {
+      server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+      conns.add(server);
+      const upstream = server;
+      const down = (async () => {
+        const rbuf = new Uint8Array(64 * 1024);
+        for (;;) {
+          const n = await upstream.read(rbuf);
+          if (n === null) break;
+          await writeAll(client, rbuf.subarray(0, n));
+        }
+      })().catch(() => {}).finally(() => closeQuietly(client));
+      const buf = new Uint8Array(64 * 1024);
+      let pending: Uint8Array = new Uint8Array(0);
+      let bodyLeft = 0;
+      let parsing = true;
+      let onConn = 0;
+      for (;;) {
+        if (pending.length === 0) {
+          const n = await client.read(buf);
+          if (n === null) break;
+          pending = buf.slice(0, n);
+        }
+        if (!parsing || bodyLeft > 0) {
+          const take = parsing ? Math.min(bodyLeft, pending.length) : pending.length;
+          await writeAll(upstream, pending.subarray(0, take));
+          if (parsing) bodyLeft -= take;
+          pending = pending.subarray(take);
+          continue;
+        }
+        let end = indexOfHeadEnd(pending);
+        while (end < 0) {
+          const n = await client.read(buf);
+          if (n === null) return;
+          pending = concat(pending, buf.subarray(0, n));
+          end = indexOfHeadEnd(pending);
+        }
+        const headText = decoder.decode(pending.subarray(0, end - 4));
+        const parsed = parseHead(headText);
+        const fault = decide({ ...parsed, index: index++, reused: onConn++ > 0 });
+        log.push({ method: parsed.method, path: parsed.path, fault: fault.kind, at: now(), up: 0, down: 0 });
+        if (fault.kind === "stall") return void (await down); // nothing more goes either way
+        if (fault.kind !== "pass") {
+          throw new Error(`keep-alive mode applies pass and stall, not ${fault.kind}`);
+        }
+        if (/chunked/i.test(parsed.headers["transfer-encoding"] ?? "")) parsing = false;
+        bodyLeft = Number(parsed.headers["content-length"] ?? 0);
+        await writeAll(upstream, pending.subarray(0, end));
+        pending = pending.subarray(end);
+      }
     } catch {
       // a connection the client dropped
     } finally {
@@ -274,7 +386,7 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
   };
 
   (async () => {
-    for await (const conn of listener) handle(conn);
+    for await (const conn of listener) (options.keepAlive ? handleKeepAlive : handle)(conn);
   })().catch(() => {});
 
   return {
@@ -291,11 +403,6 @@ export function startFaultProxy(targetPort: number, decide: (req: ProxiedRequest
       return Promise.resolve();
     },
   };
-}
-
-/** Writes all of `data` (a socket write may take only part of it). */
-async function writeFully(to: Deno.Conn, data: Uint8Array): Promise<void> {
-  for (let off = 0; off < data.length;) off += await to.write(data.subarray(off));
 }
 
 /** The fault kinds a raw TCP stream can carry (the others answer or cut HTTP messages). */
@@ -323,6 +430,7 @@ export function startTcpFaultProxy(targetPort: number, decide: (conn: ProxiedReq
   const log: FaultProxy["log"] = [];
   const bytes = { request: 0, response: 0 };
   let index = 0;
+  const t0 = performance.now();
   const closeQuietly = (c: Deno.Conn) => {
     try {
       c.close();
@@ -338,7 +446,15 @@ export function startTcpFaultProxy(targetPort: number, decide: (conn: ProxiedReq
       closeQuietly(client);
       throw new Error(`a raw TCP proxy cannot apply a ${fault.kind} fault`);
     }
-    log.push({ method: "TCP", path: `connection ${n}`, fault: fault.kind });
+    const entry: ProxyLogEntry = {
+      method: "TCP",
+      path: `connection ${n}`,
+      fault: fault.kind,
+      at: Math.round(performance.now() - t0),
+      up: 0,
+      down: 0,
+    };
+    log.push(entry);
     let server: Deno.Conn | undefined;
     try {
       server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
@@ -362,7 +478,7 @@ export function startTcpFaultProxy(targetPort: number, decide: (conn: ProxiedReq
           if (got === null) break;
           let chunk = buf.subarray(0, got);
           if (passed + chunk.length >= cut) {
-            await writeFully(to, chunk.subarray(0, Math.max(0, cut - passed)));
+            await writeAll(to, chunk.subarray(0, Math.max(0, cut - passed)));
             if (fault.kind === "reset") dropBoth();
             else if (fault.kind === "halfclose") await client.closeWrite().catch(() => {});
             return; // stall: stop reading (request: the client's writes block; response: the bytes stop)
@@ -370,15 +486,17 @@ export function startTcpFaultProxy(targetPort: number, decide: (conn: ProxiedReq
           if (fault.kind === "trickle" && direction === "response") {
             while (chunk.length > 0 && passed < fault.bytes) {
               const piece = chunk.subarray(0, fault.pieceBytes);
-              await writeFully(to, piece);
+              await writeAll(to, piece);
               passed += piece.length;
               chunk = chunk.subarray(piece.length);
               await sleep(fault.pauseMs);
             }
           }
-          await writeFully(to, chunk);
+          await writeAll(to, chunk);
           passed += chunk.length;
           bytes[direction] += chunk.length;
+          if (direction === "request") entry.up = passed;
+          else entry.down = passed;
         }
         dropBoth(); // one side went away: drop both (SSH never half-closes a live session)
       };
@@ -389,6 +507,7 @@ export function startTcpFaultProxy(targetPort: number, decide: (conn: ProxiedReq
     } catch {
       // a connection the client dropped
     } finally {
+      entry.end = Math.round(performance.now() - t0);
       closeQuietly(client);
       if (server) closeQuietly(server);
     }
@@ -409,6 +528,84 @@ export function startTcpFaultProxy(targetPort: number, decide: (conn: ProxiedReq
         listener.close();
       } catch { /* closed */ }
       for (const c of [...conns]) closeQuietly(c);
+      return Promise.resolve();
+    },
+  };
+}
+
+/** A listener that takes TLS connections and never completes a handshake. */
+export interface TlsStall {
+  /** `https://127.0.0.1:<port>`. */
+  url: string;
+  /** Connections accepted so far (each one a client attempt). */
+  accepted(): number;
+  close(): Promise<void>;
+}
+
+/**
+ * The first bytes of a TLS 1.2 ServerHello: a handshake record announcing 122 bytes, of which only the
+ * record header, the message header and the version arrive.
+ */
+const HALF_SERVER_HELLO = new Uint8Array([0x16, 0x03, 0x03, 0x00, 0x7a, 0x02, 0x00, 0x00, 0x76, 0x03, 0x03]);
+
+/**
+ * Starts a TCP listener for an `https://` endpoint whose TLS handshake stalls: `silent` reads the
+ * ClientHello and never answers; `half` answers the first bytes of a ServerHello and stops. Connections stay
+ * open until the client gives up (or {@link TlsStall.close}).
+ *
+ * @example
+ * ```ts
+ * const tls = startTlsStall("silent");
+ * // point the client at tls.url: its requests must fail within the idle timeout × attempts
+ * await tls.close();
+ * ```
+ */
+export function startTlsStall(mode: "silent" | "half"): TlsStall {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const conns = new Set<Deno.Conn>();
+  let accepted = 0;
+  const hold = async (conn: Deno.Conn) => {
+    conns.add(conn);
+    try {
+      const buf = new Uint8Array(16 * 1024);
+      let answered = false;
+      for (;;) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        if (mode === "half" && !answered) {
+          answered = true;
+          await writeAll(conn, HALF_SERVER_HELLO);
+        }
+      }
+    } catch {
+      // the client gave up
+    } finally {
+      conns.delete(conn);
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+  };
+  (async () => {
+    for await (const conn of listener) {
+      accepted++;
+      hold(conn);
+    }
+  })().catch(() => {});
+  return {
+    url: `https://127.0.0.1:${port}`,
+    accepted: () => accepted,
+    close() {
+      try {
+        listener.close();
+      } catch { /* closed */ }
+      for (const c of [...conns]) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      conns.clear();
       return Promise.resolve();
     },
   };

@@ -705,6 +705,7 @@ export class S3Backend implements Backend {
       bucket: this.bucket,
       endpointLabel: this.#o.endpointLabel,
       authHint: this.#o.authHint,
+      attempts: this.#policy.retries + 1,
     });
   }
 }

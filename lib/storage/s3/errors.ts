@@ -15,6 +15,7 @@ import {
   StorageError,
   UnavailableError,
 } from "../backend.ts";
+import { IdleTimeoutError } from "../transfer/retry.ts";
 import { decodeMeta } from "../metadata.ts";
 import { isCredentialError } from "./credentials.ts";
 
@@ -25,6 +26,8 @@ export interface S3ErrorContext {
   endpointLabel?: string;
   /** What to check when credentials are refused. */
   authHint?: string;
+  /** Attempts per request (retries + 1), named when every one of them idled out. */
+  attempts?: number;
 }
 
 /**
@@ -97,6 +100,14 @@ export function s3Error(
       );
     case "EntityTooLarge":
       return new StorageError("TooLarge", `the object is too large for this store (${code})`, ctx);
+  }
+  if (err instanceof IdleTimeoutError) {
+    const tries = o.attempts === undefined ? "" : ` on each of ${o.attempts} attempts`;
+    return new UnavailableError(
+      `${where} made no progress for ${err.ms / 1000} s${tries} (backend operation timeout): check ` +
+        `PLUGIN_ENDPOINT, the network and the store's health`,
+      ctx,
+    );
   }
   if (isNetworkError(err)) {
     return new UnavailableError(

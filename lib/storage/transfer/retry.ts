@@ -131,7 +131,10 @@ export async function withRetry<T>(fn: (attempt: Attempt) => Promise<T>, options
     outer?.addEventListener("abort", onAbort, { once: true });
     const watch = idleWatch(policy.idleMs, () => controller.abort(new IdleTimeoutError(policy.idleMs)));
     try {
-      return await fn({ signal: controller.signal, touch: watch.touch, number });
+      return await settledOrAborted(
+        fn({ signal: controller.signal, touch: watch.touch, number }),
+        controller.signal,
+      );
     } catch (raw) {
       if (outer?.aborted) throw outer.reason;
       const err = controller.signal.reason instanceof IdleTimeoutError ? controller.signal.reason : raw;
@@ -149,6 +152,24 @@ export async function withRetry<T>(fn: (attempt: Attempt) => Promise<T>, options
       outer?.removeEventListener("abort", onAbort);
     }
   }
+}
+
+/**
+ * `attempt`, or the signal's reason as soon as it aborts: an attempt whose HTTP client does not settle on
+ * abort is abandoned instead of waited for forever; its late outcome is ignored. (Seen in Deno 2.9: the GCS
+ * chunk upload, a `node:http` request on a pooled keep-alive socket whose answer never came, emitted
+ * `close` but no `error` after `req.destroy()`, so its promise stayed pending and the save hung.)
+ */
+function settledOrAborted<T>(attempt: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    attempt.catch(() => {});
+    return Promise.reject(signal.reason);
+  }
+  const { promise, resolve, reject } = Promise.withResolvers<T>();
+  const onAbort = () => reject(signal.reason);
+  signal.addEventListener("abort", onAbort, { once: true });
+  attempt.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  return promise;
 }
 
 /** First line of an error's message, for retry lines. */
