@@ -93,7 +93,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
     return {
       target: {
         kind: "s3",
-        through: (endpoint, log, retries) => make(endpoint, log, FAULT_POLICY.idleMs, retries),
+        through: (endpoint, log, retries, idleMs) => make(endpoint, log, idleMs, retries),
         owner: make(s.endpoint, undefined, OWNER_IDLE_MS),
         port: Number(new URL(s.endpoint).port),
         isUpload: (r) => r.method === "PUT",
@@ -134,7 +134,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
     return {
       target: {
         kind: "azure",
-        through: (endpoint, log, retries) => make(endpoint, log, FAULT_POLICY.idleMs, retries),
+        through: (endpoint, log, retries, idleMs) => make(endpoint, log, idleMs, retries),
         owner,
         port: Number(new URL(a.url).port),
         isUpload: (r) => r.method === "PUT" && r.path.includes("comp=block") && !r.path.includes("blocklist"),
@@ -183,7 +183,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
     return {
       target: {
         kind: "gcs",
-        through: (endpoint, log, retries) => make(endpoint, log, FAULT_POLICY.idleMs, retries),
+        through: (endpoint, log, retries, idleMs) => make(endpoint, log, idleMs, retries),
         owner: make(g.endpoint, undefined, OWNER_IDLE_MS),
         port: Number(new URL(g.endpoint).port),
         isUpload: (r) => r.method === "PUT" && r.path.includes("upload"),
@@ -223,8 +223,13 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
     }
     const faulty = service;
     const owner = owned;
-    const make = (base: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) => {
-      const policy = { retries: FAULT_POLICY.retries, baseMs: FAULT_POLICY.baseMs, capMs: 30_000, idleMs };
+    const make = (
+      base: string,
+      log?: Logger,
+      idleMs = FAULT_POLICY.idleMs,
+      retries = FAULT_POLICY.retries,
+    ) => {
+      const policy = { retries, baseMs: FAULT_POLICY.baseMs, capMs: 30_000, idleMs };
       return new HarnessBackend({
         client: new HarnessClient({
           baseUrl: base,
@@ -247,9 +252,9 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
     return {
       target: {
         kind: "harness",
-        through: (endpoint, log) => {
+        through: (endpoint, log, retries, idleMs) => {
           dataEndpoint = endpoint;
-          return make(faulty.baseUrl, log);
+          return make(faulty.baseUrl, log, idleMs, retries);
         },
         owner: make(owner.baseUrl, undefined, OWNER_IDLE_MS),
         port: Number(new URL(s.endpoint).port),
@@ -295,13 +300,18 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
       throw err;
     }
     const options = base;
-    const make = (endpoint: string, log?: Logger, idleMs = FAULT_POLICY.idleMs) => {
+    const make = (
+      endpoint: string,
+      log?: Logger,
+      idleMs = FAULT_POLICY.idleMs,
+      retries = FAULT_POLICY.retries,
+    ) => {
       const u = new URL(endpoint);
       return new SftpBackend({
         connect: { ...options, host: u.hostname, port: Number(u.port), readyTimeoutMs: idleMs },
         root: d.cacheRoot,
         log: log ?? new Logger({ level: "error", sink: () => {} }),
-        retry: { retries: FAULT_POLICY.retries, baseMs: FAULT_POLICY.baseMs, capMs: 30_000, idleMs },
+        retry: { retries, baseMs: FAULT_POLICY.baseMs, capMs: 30_000, idleMs },
         requestsInFlight: 8,
       });
     };
@@ -311,7 +321,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
     return {
       target: {
         kind: "sftp",
-        through: make,
+        through: (endpoint, log, retries, idleMs) => make(endpoint, log, idleMs, retries),
         owner: make(`tcp://127.0.0.1:${d.port}`, undefined, OWNER_IDLE_MS),
         port: d.port,
         isUpload: () => true,

@@ -36,11 +36,7 @@ for (const [kind, start] of Object.entries(FAULT_BACKENDS)) {
     const ok = applies(raw, c);
     Deno.test({
       name: `faults: ${kind}: ${c.name} (${
-        !ok
-          ? "does not apply: an HTTP fault, not TCP"
-          : c.expect === "ok"
-          ? "recovers"
-          : "fails within the bound"
+        !ok ? "does not apply to a raw TCP stream" : c.expect === "ok" ? "recovers" : "fails within the bound"
       })`,
       ignore: !ok,
       ...OPTS,

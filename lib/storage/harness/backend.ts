@@ -472,6 +472,7 @@ export class HarnessBackend implements Backend {
     fn: (url: string, signal: AbortSignal, touch: () => void) => Promise<T>,
     urls?: Map<string, Promise<string>>,
   ): Promise<T> {
+    let host: string | undefined; // where the last attempt went, named when the storage is unreachable
     try {
       return await withRetry(async ({ signal: s, touch, number }) => {
         let url: Promise<string> | undefined = number === 0 ? urls?.get(name) : undefined;
@@ -481,6 +482,7 @@ export class HarnessBackend implements Backend {
           urls?.set(name, url);
         }
         const resolved = await url;
+        host = URL.canParse(resolved) ? new URL(resolved).host : undefined;
         touch();
         try {
           return await fn(resolved, s, touch);
@@ -498,7 +500,7 @@ export class HarnessBackend implements Backend {
       });
     } catch (err) {
       if (signal?.aborted) throw signal.reason ?? err;
-      throw this.#error(err, op, name);
+      throw this.#error(err, op, name, host);
     }
   }
 
@@ -767,7 +769,7 @@ export class HarnessBackend implements Backend {
   }
 
   /** A storage-side failure as a typed error that says what to check. */
-  #error(err: unknown, op: string, name: string): StorageError {
+  #error(err: unknown, op: string, name: string, storageHost?: string): StorageError {
     if (err instanceof StorageError) return err;
     const ctx = { backend: this.kind, op, object: name, cause: err };
     const attempts = this.#o.policy.retries + 1;
@@ -790,14 +792,16 @@ export class HarnessBackend implements Backend {
       }
       return new StorageError("Failed", redactUrls(err.message), ctx);
     }
+    const at = storageHost ? ` at ${storageHost}` : "";
     if (err instanceof IdleTimeoutError) {
       return new UnavailableError(
-        `${err.message} after ${attempts} attempts: raise PLUGIN_BACKEND_OPERATION_TIMEOUT or check the network`,
+        `the storage${at}: ${err.message} after ${attempts} attempts: raise PLUGIN_BACKEND_OPERATION_TIMEOUT ` +
+          `or check the network`,
         ctx,
       );
     }
     const message = redactUrls(err instanceof Error ? err.message : String(err));
-    return new UnavailableError(`storage request failed after ${attempts} attempts: ${message}`, ctx);
+    return new UnavailableError(`storage request${at} failed after ${attempts} attempts: ${message}`, ctx);
   }
 }
 
@@ -812,10 +816,12 @@ function concat(chunks: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** A storage answer that is not a success, with the S3-style error code when the body has one. */
+/** A storage answer that is not a success, with the S3-style error code and message when the body has them. */
 function statusError(status: number, text: string, retryAfterMs: number | undefined): HttpStatusError {
   const code = text.match(/<Code>([^<]{1,64})<\/Code>/)?.[1];
-  return new HttpStatusError(status, "storage", retryAfterMs, code ? ` (${code})` : "");
+  const said = text.match(/<Message>([^<]{1,200})<\/Message>/)?.[1];
+  const detail = [code, said && redactUrls(said)].filter(Boolean).join(": ");
+  return new HttpStatusError(status, "storage", retryAfterMs, detail ? ` (${detail})` : "");
 }
 
 function storageStatus(res: Response, text: string): HttpStatusError {
