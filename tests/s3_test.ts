@@ -139,8 +139,8 @@ Deno.test("s3: normalizeEndpoint adds https:// to a scheme-less endpoint", () =>
 });
 
 backendConformance("s3", async () => ({ backend: backendFor(await swift()) }));
-// Static keys: stat, list and the bucket check over fetch with our SigV4 (no SDK), transfers on the SDK.
-backendConformance("s3 (fetch metadata path)", async () => ({
+// Static keys: every request over fetch with our SigV4 (fetch_backend.ts, no SDK).
+backendConformance("s3 (fetch path)", async () => ({
   backend: await createS3Backend(settingsOf((await swift()).env), capture().log, { listPageSize: 7 }),
 }));
 

@@ -72,6 +72,7 @@ import { Readable } from "node:stream";
 import type { Logger } from "../../log.ts";
 import { type AwsCredentialIdentityProvider, isCredentialError } from "./credentials.ts";
 import { announceS3, type S3Setup } from "./open.ts";
+import { DELETE_BATCH, DOWNLOAD_RANGE_SIZE, MAX_PARTS, partSizeFor } from "./parts.ts";
 import {
   httpStatus,
   isCode,
@@ -86,17 +87,7 @@ export { normalizeEndpoint } from "./credentials.ts";
 export { createS3Backend } from "./open.ts";
 
 const MiB = 1024 * 1024;
-/** S3's smallest part (all but the last). */
-export const MIN_PART_SIZE = 5 * MiB;
-/** S3's largest part count per multipart upload. */
-export const MAX_PARTS = 10_000;
-/**
- * Largest default download range: 8 MiB ranges read as fast as 16 MiB ones, and with `concurrency`
- * of them in flight plus the one being consumed they hold half the memory.
- */
-export const DOWNLOAD_RANGE_SIZE = 8 * MiB;
-/** Objects per DeleteObjects call (the S3 limit). */
-export const DELETE_BATCH = 1000;
+export { DELETE_BATCH, DOWNLOAD_RANGE_SIZE, MAX_PARTS, MIN_PART_SIZE, partSizeFor } from "./parts.ts";
 
 /** Explicit options of {@link S3Backend}; {@link createS3Backend} derives them from the settings. */
 export interface S3BackendOptions {
@@ -132,22 +123,6 @@ export interface S3BackendOptions {
   /** What to check when credentials are refused (for messages). */
   authHint?: string;
   log?: Logger;
-}
-
-/**
- * Builds the part size for an upload: at least `requested` (and S3's 5 MiB
- * minimum), grown so that {@link MAX_PARTS} parts hold `maxObjectSize`,
- * rounded up to a whole MiB.
- *
- * @example
- * ```ts
- * partSizeFor(16 * 2 ** 20, 51200 * 2 ** 20); // 16 MiB: 10 000 × 16 MiB ≥ 50 GiB
- * partSizeFor(5 * 2 ** 20, 100 * 2 ** 30);    // 11 MiB
- * ```
- */
-export function partSizeFor(requested: number, maxObjectSize: number): number {
-  const needed = Math.ceil(maxObjectSize / MAX_PARTS / MiB) * MiB;
-  return Math.max(requested, MIN_PART_SIZE, needed);
 }
 
 /**

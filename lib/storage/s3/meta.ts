@@ -13,7 +13,7 @@
  *
  * @module
  */
-import type { ObjectInfo } from "../backend.ts";
+import type { ObjectInfo, StorageError } from "../backend.ts";
 import type { Logger } from "../../log.ts";
 import { xmlText } from "../transfer/xml.ts";
 import { type Attempt, parseRetryAfter, type RetryPolicy, withRetry } from "../transfer/retry.ts";
@@ -30,6 +30,26 @@ import {
 } from "./errors.ts";
 import { isCredentialError } from "./credentials.ts";
 
+/** One request of {@link S3Meta.request}. */
+export interface S3Request {
+  /** Operation and object for retry lines. */
+  op: string;
+  object?: string;
+  /** Names the part or range in retry lines. */
+  part?: string;
+  method: string;
+  url: URL;
+  /** Extra headers, signed. */
+  headers?: Record<string, string>;
+  body?: Uint8Array<ArrayBuffer>;
+  /** Hex SHA-256 of `body` (default: of the empty body). */
+  payloadHash?: string;
+  /** Aborts the request and its retries. */
+  signal?: AbortSignal;
+  /** Reads the answer inside the attempt (a failure there is retried when transient). */
+  read?: (res: Response, attempt: Attempt) => Promise<unknown>;
+}
+
 /** Where and as whom the requests go. */
 export interface S3MetaOptions extends S3ErrorContext {
   /** `https://s3.<region>.amazonaws.com` or the custom endpoint (no trailing slash, no path). */
@@ -45,7 +65,7 @@ export interface S3MetaOptions extends S3ErrorContext {
 }
 
 /** An S3 error from a fetch response, shaped as the SDK shapes its errors. */
-class S3HttpError extends Error implements SdkErrorShape {
+export class S3HttpError extends Error implements SdkErrorShape {
   readonly Code?: string;
   readonly $metadata: { httpStatusCode: number };
   readonly $response: { headers: Record<string, string> };
@@ -67,7 +87,7 @@ const STATUS_NAMES: Record<number, string> = {
 };
 
 /** A fetch that failed before any answer, with a Node-style code the error mapping knows. */
-function networkError(err: unknown): unknown {
+export function networkError(err: unknown): unknown {
   if (!(err instanceof TypeError)) return err;
   const text = String(err.message);
   const code = /refused/i.test(text)
@@ -107,8 +127,8 @@ export class S3Meta {
     this.#base = base;
   }
 
-  /** The URL of an object (`key`) or of the bucket (`key` undefined) with `query`. */
-  #url(key: string | undefined, query: Record<string, string | undefined> = {}): URL {
+  /** The URL of an object (`key`) or of the bucket (`key` undefined) with `query` (signed as sent). */
+  url(key: string | undefined, query: Record<string, string | undefined> = {}): URL {
     const url = new URL(this.#base.href);
     if (key !== undefined) url.pathname += encodeS3Key(key);
     else if (this.#o.pathStyle) url.pathname = url.pathname.replace(/\/$/, "");
@@ -125,21 +145,42 @@ export class S3Meta {
     method: string,
     url: URL,
     headers: Record<string, string> = {},
-    read: (res: Response, attempt: Attempt) => Promise<unknown> = (res) =>
-      res.body?.cancel() ?? Promise.resolve(),
+    read?: (res: Response, attempt: Attempt) => Promise<unknown>,
   ): Promise<{ res: Response; body: unknown }> {
+    return this.request({ op, object, method, url, headers, read });
+  }
+
+  /**
+   * One signed request through the shared retry (idle timeout, jitter,
+   * `Retry-After`, a warn line per retry naming the object and `part`); a
+   * non-2xx answer throws an {@link S3HttpError} (mapped by {@link s3Error}
+   * at the caller). `read` consumes the answer inside the attempt, so a
+   * broken body is retried too; by default the body is discarded.
+   *
+   * @example
+   * ```ts
+   * const { body } = await meta.request({ op: "list", method: "GET", url: meta.url(undefined, { uploads: "" }),
+   *   read: (res) => res.text() });
+   * ```
+   */
+  request(r: S3Request): Promise<{ res: Response; body: unknown }> {
+    const read = r.read ?? ((res: Response) => res.body?.cancel() ?? Promise.resolve());
     return withRetry(async (attempt) => {
-      const signed = await signV4({ method, url, headers }, this.#o.credentials, this.#o.region);
+      const signed = await signV4(
+        { method: r.method, url: r.url, headers: r.headers ?? {}, payloadHash: r.payloadHash },
+        this.#o.credentials,
+        this.#o.region,
+      );
       delete signed["host"]; // fetch sends it from the URL (the same value)
       let res: Response;
       try {
-        res = await fetch(url, { method, headers: signed, signal: attempt.signal });
+        res = await fetch(r.url, { method: r.method, headers: signed, body: r.body, signal: attempt.signal });
       } catch (err) {
         throw attempt.signal.aborted ? attempt.signal.reason ?? err : networkError(err);
       }
       attempt.touch();
       if (res.status >= 300) {
-        const text = method === "HEAD" ? "" : await res.text().catch(() => "");
+        const text = r.method === "HEAD" ? "" : await res.text().catch(() => "");
         throw new S3HttpError(res.status, xmlText(text, "Code"), xmlText(text, "Message") ?? "", res.headers);
       }
       return { res, body: await read(res, attempt) };
@@ -147,13 +188,25 @@ export class S3Meta {
       policy: this.#o.policy,
       retryable: transient,
       retryAfterMs: (err) => parseRetryAfter(retryAfterHeader(err)),
+      signal: r.signal,
       log: this.#o.log,
-      what: { backend: "s3", op, ...(object !== undefined ? { object } : {}) },
+      what: {
+        backend: "s3",
+        op: r.op,
+        ...(r.object !== undefined ? { object: r.object } : {}),
+        ...(r.part ? { part: r.part } : {}),
+      },
     });
   }
 
-  #error(err: unknown, op: string, object?: string) {
+  /** Maps an error of a request of this bucket to the typed {@link StorageError} (what to fix). */
+  error(err: unknown, op: string, object?: string): StorageError {
     return s3Error(err, op, object, this.#o);
+  }
+
+  /** What error messages name (bucket, endpoint, credential hint). */
+  get context(): S3ErrorContext {
+    return this.#o;
   }
 
   /**
@@ -163,7 +216,7 @@ export class S3Meta {
    */
   async check(): Promise<void> {
     try {
-      await this.#request("connect", undefined, "HEAD", this.#url(undefined));
+      await this.#request("connect", undefined, "HEAD", this.url(undefined));
     } catch (err) {
       const status = httpStatus(err);
       if (!isCredentialError(err) && (status === 403 || status === 400 || status === 301)) {
@@ -172,11 +225,11 @@ export class S3Meta {
             "connect",
             undefined,
             "GET",
-            this.#url(undefined, { "list-type": "2", "max-keys": "1" }),
+            this.url(undefined, { "list-type": "2", "max-keys": "1" }),
           );
           return;
         } catch (err2) {
-          const mapped = this.#error(err2, "connect");
+          const mapped = this.error(err2, "connect");
           if (mapped.code === "AccessDenied") {
             this.#o.log?.debug("s3: may not list the bucket; continuing with object operations", {
               bucket: this.#o.bucket,
@@ -186,27 +239,38 @@ export class S3Meta {
           throw mapped;
         }
       }
-      throw this.#error(err, "connect");
+      throw this.error(err, "connect");
     }
   }
 
   /** HeadObject: the object's size, time and metadata, or null when it does not exist. */
   async stat(name: string): Promise<ObjectInfo | null> {
+    return (await this.head(name, "stat"))?.info ?? null;
+  }
+
+  /**
+   * HeadObject with the ETag (what a download pins its ranges to), or null
+   * when the object does not exist.
+   */
+  async head(name: string, op = "stat"): Promise<{ info: ObjectInfo; etag?: string } | null> {
     let res: Response;
     try {
-      res = (await this.#request("stat", name, "HEAD", this.#url(name))).res;
+      res = (await this.#request(op, name, "HEAD", this.url(name))).res;
     } catch (err) {
       if (httpStatus(err) === 404 && !isCode(err, "NoSuchBucket")) return null;
-      throw await this.#diagnose(err, "stat", name);
+      throw await this.#diagnose(err, op, name);
     }
     const meta: Record<string, string> = {};
     for (const [k, v] of res.headers) if (k.startsWith("x-amz-meta-")) meta[k.slice(11)] = v;
     const modified = res.headers.get("last-modified");
     return {
-      name,
-      size: Number(res.headers.get("content-length") ?? 0),
-      modified: modified ? new Date(modified) : new Date(0),
-      meta: normalizeMeta(meta),
+      info: {
+        name,
+        size: Number(res.headers.get("content-length") ?? 0),
+        modified: modified ? new Date(modified) : new Date(0),
+        meta: normalizeMeta(meta),
+      },
+      etag: res.headers.get("etag") ?? undefined,
     };
   }
 
@@ -214,7 +278,7 @@ export class S3Meta {
   async #diagnose(err: unknown, op: string, name: string) {
     if (httpStatus(err) === 403 || httpStatus(err) === 400) {
       try {
-        const url = this.#url(name);
+        const url = this.url(name);
         const signed = await signV4(
           { method: "GET", url, headers: { range: "bytes=0-0" } },
           this.#o.credentials,
@@ -227,7 +291,7 @@ export class S3Meta {
         });
         const text = res.status >= 300 ? await res.text() : (await res.body?.cancel(), "");
         if (res.status >= 300 && res.status !== 404 && res.status !== 416) {
-          return this.#error(
+          return this.error(
             new S3HttpError(res.status, xmlText(text, "Code"), xmlText(text, "Message") ?? "", res.headers),
             op,
             name,
@@ -235,7 +299,7 @@ export class S3Meta {
         }
       } catch { /* keep the first error */ }
     }
-    return this.#error(err, op, name);
+    return this.error(err, op, name);
   }
 
   /** ListObjectsV2, every page, objects whose key starts with `prefix`. */
@@ -244,7 +308,7 @@ export class S3Meta {
     do {
       let xml: string;
       try {
-        const url = this.#url(undefined, {
+        const url = this.url(undefined, {
           "list-type": "2",
           prefix: prefix || undefined,
           "max-keys": String(Math.min(1000, Math.max(1, this.#o.listPageSize ?? 1000))),
@@ -252,7 +316,7 @@ export class S3Meta {
         });
         xml = (await this.#request("list", prefix, "GET", url, {}, (res) => res.text())).body as string;
       } catch (err) {
-        throw this.#error(err, "list", prefix);
+        throw this.error(err, "list", prefix);
       }
       for (const m of xml.matchAll(/<Contents>([\s\S]*?)<\/Contents>/g)) {
         const key = xmlText(m[1], "Key");

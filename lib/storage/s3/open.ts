@@ -1,32 +1,24 @@
 /**
- * Opens the s3 backend from the settings, loading the AWS SDK only when a
- * transfer needs it.
+ * Opens the s3 backend from the settings, loading the AWS SDK only when the
+ * credentials need it.
  *
- * With static keys (the common CI case) the start-up check, `stat` and
- * `list` go through `meta.ts` (`fetch` + our SigV4), so a restore miss, a
- * lookup or a skipped save never load `@aws-sdk/client-s3` (about 0.2 s of
- * CPU before the first request); `get`, `put` and `delete` load it on first
- * use, and a `stat` that finds the object starts loading it in the
- * background while the caller decides. Other credentials (roles, web
- * identity, the default chain), S3 Express directory buckets, bucket names
- * that need the SDK's addressing rules and the SDK's endpoint variables take
- * the SDK path for everything, as before.
+ * With static keys (the common CI case) every request goes over `fetch`
+ * with our SigV4: the start-up check, `stat` and `list` in `meta.ts`, the
+ * transfers in `fetch_backend.ts`, so neither a restore miss nor a small
+ * save or restore loads `@aws-sdk/client-s3` (about 0.3 s of CPU). Other
+ * credentials (roles, web identity, the default chain), S3 Express
+ * directory buckets, bucket names that need the SDK's addressing rules and
+ * the SDK's endpoint variables take the SDK backend (`backend.ts`).
  *
  * @module
  */
-import {
-  type Backend,
-  InvalidSettingsError,
-  type ObjectInfo,
-  type ObjectMeta,
-  type TransferOptions,
-} from "../backend.ts";
+import { type Backend, InvalidSettingsError } from "../backend.ts";
 import type { Logger } from "../../log.ts";
 import { describeSource, type Settings } from "../../settings.ts";
 import { DEFAULT_RETRY_POLICY } from "../transfer/retry.ts";
 import { chooseS3Credentials, normalizeEndpoint, type S3Credentials } from "./credentials.ts";
 import { S3Meta } from "./meta.ts";
-import type { S3Backend } from "./backend.ts";
+import { FetchS3Backend } from "./fetch_backend.ts";
 
 const MiB = 1024 * 1024;
 const SSE_VALUES = ["AES256", "aws:kms", "aws:kms:dsse"];
@@ -182,91 +174,40 @@ export async function createS3Backend(
     const { sdkS3Backend } = await import("./backend.ts");
     return await sdkS3Backend(setup, log, { check: true, announce: true });
   }
-  const backend = new LazyS3Backend(setup, endpoint, log, tuning.listPageSize);
+  const backend = fetchS3Backend(setup, endpoint, log, tuning.listPageSize);
   announceS3(setup, log, backend.partSize, false);
   await backend.meta.check();
   return backend;
 }
 
-/** Same part-size rule as the SDK backend's `partSizeFor` (for the log line, before the SDK loads). */
-function partSizeFor(requested: number, maxObjectSize: number): number {
-  const needed = Math.ceil(maxObjectSize / 10_000 / MiB) * MiB;
-  return Math.max(requested, 5 * MiB, needed);
-}
-
-/**
- * The s3 backend with the metadata requests over `fetch` and the transfers
- * on the SDK backend, loaded on first use.
- */
-class LazyS3Backend implements Backend {
-  readonly kind = "s3";
-  readonly meta: S3Meta;
-  readonly partSize: number;
-  readonly #setup: S3Setup;
-  readonly #log: Logger;
-  #sdk?: Promise<S3Backend>;
-
-  constructor(setup: S3Setup, endpoint: string, log: Logger, listPageSize?: number) {
-    this.#setup = setup;
-    this.#log = log;
-    this.partSize = partSizeFor(setup.partSize || 16 * MiB, setup.maxObjectSize || 51200 * MiB);
-    this.meta = new S3Meta({
-      endpoint,
-      pathStyle: setup.pathStyle,
-      region: setup.region,
-      bucket: setup.bucket,
-      endpointLabel: setup.endpointLabel,
-      authHint: setup.credentials.hint,
-      credentials: setup.staticKeys!,
-      policy: { ...DEFAULT_RETRY_POLICY, idleMs: setup.idleTimeoutMs || 180_000 },
-      listPageSize,
-      log,
-    });
-  }
-
-  /** The SDK backend (loaded once; the bucket was checked already). */
-  sdk(): Promise<S3Backend> {
-    this.#sdk ??= import("./backend.ts").then(({ sdkS3Backend }) =>
-      sdkS3Backend(this.#setup, this.#log, { check: false, announce: false })
-    );
-    return this.#sdk;
-  }
-
-  async stat(name: string): Promise<ObjectInfo | null> {
-    const info = await this.meta.stat(name);
-    if (info !== null) this.sdk().catch(() => {}); // a download follows: load the SDK meanwhile
-    return info;
-  }
-
-  list(prefix: string): AsyncIterable<ObjectInfo> {
-    return this.meta.list(prefix);
-  }
-
-  async get(name: string, options?: TransferOptions): Promise<ReadableStream<Uint8Array>> {
-    return await (await this.sdk()).get(name, options);
-  }
-
-  async put(name: string, body: ReadableStream<Uint8Array>, meta: ObjectMeta, options?: TransferOptions) {
-    return await (await this.sdk()).put(name, body, meta, options);
-  }
-
-  async delete(name: string): Promise<void> {
-    return await (await this.sdk()).delete(name);
-  }
-
-  /** Aborts stale multipart uploads under `prefix` (flush), as the SDK backend does. */
-  async sweepStale(prefix: string, olderThanMs?: number): Promise<number> {
-    return await (await this.sdk()).sweepStale(prefix, olderThanMs);
-  }
-
-  /** Deletes many objects in batches (as the SDK backend). */
-  async deleteMany(names: readonly string[]): Promise<void> {
-    return await (await this.sdk()).deleteMany(names);
-  }
-
-  async close(): Promise<void> {
-    if (this.#sdk === undefined) return;
-    const sdk = await this.#sdk.catch(() => undefined);
-    await sdk?.close();
-  }
+/** The s3 backend over `fetch` for static keys (see `fetch_backend.ts`). */
+function fetchS3Backend(
+  setup: S3Setup,
+  endpoint: string,
+  log: Logger,
+  listPageSize?: number,
+): FetchS3Backend {
+  const meta = new S3Meta({
+    endpoint,
+    pathStyle: setup.pathStyle,
+    region: setup.region,
+    bucket: setup.bucket,
+    endpointLabel: setup.endpointLabel,
+    authHint: setup.credentials.hint,
+    credentials: setup.staticKeys!,
+    policy: { ...DEFAULT_RETRY_POLICY, idleMs: setup.idleTimeoutMs || 180_000 },
+    listPageSize,
+    log,
+  });
+  return new FetchS3Backend({
+    meta,
+    bucket: setup.bucket,
+    partSize: setup.partSize || 16 * MiB,
+    maxObjectSize: setup.maxObjectSize || 51200 * MiB,
+    concurrency: setup.concurrency || 4,
+    acl: setup.acl || undefined,
+    sse: setup.sse || undefined,
+    sseKmsKeyId: setup.sseKmsKeyId || undefined,
+    log,
+  });
 }
