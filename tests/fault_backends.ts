@@ -8,6 +8,8 @@
  */
 import { FAULT_POLICY, type FaultTarget } from "./fault_table.ts";
 import { makeS3Client, S3Backend } from "../lib/storage/s3/backend.ts";
+import { FetchS3Backend } from "../lib/storage/s3/fetch_backend.ts";
+import { S3Meta } from "../lib/storage/s3/meta.ts";
 import { AzureBackend } from "../lib/storage/azure/backend.ts";
 import { PIPELINE_OPTIONS } from "../lib/storage/azure/auth.ts";
 import { GcsBackend } from "../lib/storage/gcs/backend.ts";
@@ -62,50 +64,9 @@ export const LOAD_DOES_NOT_HOLD: Record<string, string> = {
 
 /** Backends under test: each starts its server and describes its wire traffic. */
 export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
-  async s3() {
-    const s = await startSwift();
-    const make = (
-      endpoint: string,
-      log?: Logger,
-      idleMs = FAULT_POLICY.idleMs,
-      retries = FAULT_POLICY.retries,
-    ) =>
-      new S3Backend({
-        client: makeS3Client({
-          region: s.region,
-          endpoint,
-          pathStyle: true,
-          credentials: () => Promise.resolve({ accessKeyId: s.accessKey, secretAccessKey: s.secretKey }),
-          idleTimeoutMs: idleMs,
-          concurrency: 2,
-          log,
-        }),
-        bucket: s.bucket,
-        endpointLabel: endpoint,
-        partSize: 5 * MiB,
-        rangeSize: 4 * MiB,
-        concurrency: 2,
-        idleTimeoutMs: idleMs,
-        retries,
-        retryBaseMs: FAULT_POLICY.baseMs,
-        log,
-      });
-    return {
-      target: {
-        kind: "s3",
-        through: (endpoint, log, retries, idleMs) => make(endpoint, log, idleMs, retries),
-        owner: make(s.endpoint, undefined, OWNER_IDLE_MS),
-        port: Number(new URL(s.endpoint).port),
-        isUpload: (r) => r.method === "PUT",
-        isDownload: (r) => r.method === "GET" && "range" in r.headers,
-        size: 11 * MiB + 7,
-        secrets: [s.secretKey],
-      },
-      env: (endpoint) => ({ ...s.env, ...CLI_COMMON, PLUGIN_ENDPOINT: endpoint, PLUGIN_PART_SIZE_MB: "5" }),
-      direct: s.endpoint,
-      stop: s.stop,
-    };
-  },
+  s3: () => s3Target(false),
+  /** The same Swift through the SDK-free path static keys take (fetch + our SigV4). */
+  "s3-fetch": () => s3Target(true),
   async azure() {
     const a = await startAzurite();
     const make = (
@@ -339,3 +300,67 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
     };
   },
 };
+
+/** The s3 target on Swift: the SDK backend, or (`fetchPath`) the fetch backend static keys take. */
+async function s3Target(fetchPath: boolean): Promise<Started> {
+  const s = await startSwift();
+  const make = (
+    endpoint: string,
+    log?: Logger,
+    idleMs = FAULT_POLICY.idleMs,
+    retries = FAULT_POLICY.retries,
+  ) =>
+    fetchPath
+      ? new FetchS3Backend({
+        meta: new S3Meta({
+          endpoint,
+          pathStyle: true,
+          region: s.region,
+          bucket: s.bucket,
+          endpointLabel: endpoint,
+          credentials: { accessKeyId: s.accessKey, secretAccessKey: s.secretKey },
+          policy: { retries, baseMs: FAULT_POLICY.baseMs, capMs: 30_000, idleMs },
+          log,
+        }),
+        bucket: s.bucket,
+        partSize: 5 * MiB,
+        rangeSize: 4 * MiB,
+        concurrency: 2,
+        log,
+      })
+      : new S3Backend({
+        client: makeS3Client({
+          region: s.region,
+          endpoint,
+          pathStyle: true,
+          credentials: () => Promise.resolve({ accessKeyId: s.accessKey, secretAccessKey: s.secretKey }),
+          idleTimeoutMs: idleMs,
+          concurrency: 2,
+          log,
+        }),
+        bucket: s.bucket,
+        endpointLabel: endpoint,
+        partSize: 5 * MiB,
+        rangeSize: 4 * MiB,
+        concurrency: 2,
+        idleTimeoutMs: idleMs,
+        retries,
+        retryBaseMs: FAULT_POLICY.baseMs,
+        log,
+      });
+  return {
+    target: {
+      kind: "s3",
+      through: (endpoint, log, retries, idleMs) => make(endpoint, log, idleMs, retries),
+      owner: make(s.endpoint, undefined, OWNER_IDLE_MS),
+      port: Number(new URL(s.endpoint).port),
+      isUpload: (r) => r.method === "PUT",
+      isDownload: (r) => r.method === "GET" && "range" in r.headers,
+      size: 11 * MiB + 7,
+      secrets: [s.secretKey],
+    },
+    env: (endpoint) => ({ ...s.env, ...CLI_COMMON, PLUGIN_ENDPOINT: endpoint, PLUGIN_PART_SIZE_MB: "5" }),
+    direct: s.endpoint,
+    stop: s.stop,
+  };
+}

@@ -28,6 +28,10 @@ import {
   UnavailableError,
 } from "../lib/storage/backend.ts";
 import { type Settings, SettingsError } from "../lib/settings.ts";
+import { FetchS3Backend } from "../lib/storage/s3/fetch_backend.ts";
+import { S3Meta } from "../lib/storage/s3/meta.ts";
+import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "../lib/storage/transfer/retry.ts";
+import { startFaultProxy } from "../scripts/servers/faults.ts";
 import { freePort, startSwift, type SwiftServer } from "../scripts/servers/swift.ts";
 import { startSts, type StsRole, type StsServer } from "../scripts/servers/sts.ts";
 
@@ -795,6 +799,159 @@ Deno.test({
         await Deno.remove(dir, { recursive: true });
       }
     });
+  },
+});
+
+/** The fetch backend (static keys, no SDK) on `endpoint` (default: Swift itself). */
+function fetchBackendFor(
+  s: SwiftServer,
+  endpoint = s.endpoint,
+  extra: Partial<ConstructorParameters<typeof FetchS3Backend>[0]> = {},
+  policy: Partial<RetryPolicy> = {},
+) {
+  return new FetchS3Backend({
+    meta: new S3Meta({
+      endpoint,
+      pathStyle: true,
+      region: s.region,
+      bucket: s.bucket,
+      endpointLabel: endpoint,
+      credentials: { accessKeyId: s.accessKey, secretAccessKey: s.secretKey },
+      policy: { ...DEFAULT_RETRY_POLICY, idleMs: 30_000, baseMs: 50, ...policy },
+    }),
+    bucket: s.bucket,
+    partSize: 5 * MiB,
+    concurrency: 2,
+    ...extra,
+  });
+}
+
+/** The multipart uploads pending under `prefix` (ListMultipartUploads over fetch). */
+async function pendingUploads(backend: FetchS3Backend, prefix: string): Promise<string[]> {
+  const { body } = await backend.meta.request({
+    op: "sweep",
+    method: "GET",
+    url: backend.meta.url(undefined, { uploads: "", prefix }),
+    read: (res) => res.text(),
+  });
+  return [...(body as string).matchAll(/<Upload>[\s\S]*?<Key>([^<]*)<\/Key>/g)].map((m) => m[1]);
+}
+
+Deno.test({
+  name:
+    "s3 (fetch path): a part that keeps failing aborts the multipart upload: no object, no pending upload",
+  ...sdkTest,
+  async fn() {
+    const s = await swift();
+    const owner = fetchBackendFor(s);
+    const old = seededBytes(2 * MiB + 1, 40);
+    await owner.put("fpart/obj", streamOf(old, MiB), { cicache_format: "tar" });
+    // Part 2 of every multipart upload answers 500 (after the retries, the put fails).
+    const proxy = startFaultProxy(
+      Number(new URL(s.endpoint).port),
+      (r) =>
+        r.method === "PUT" && /[?&]partNumber=2(&|$)/.test(r.path)
+          ? { kind: "status", status: 500 }
+          : { kind: "pass" },
+    );
+    const backend = fetchBackendFor(s, proxy.url, {}, { retries: 1 });
+    try {
+      const data = seededBytes(12 * MiB + 3, 41);
+      const err = await assertRejects(() => backend.put("fpart/obj", streamOf(data, MiB), {}));
+      assert(err instanceof UnavailableError, `not an UnavailableError: ${err}`);
+      assertStringIncludes(String(err), "HTTP 500");
+      assert(
+        proxy.log.some((e) => e.method === "DELETE" && /uploadId=/.test(e.path)),
+        "the multipart upload was not aborted",
+      );
+      assertEquals(await pendingUploads(owner, "fpart/"), []);
+      // The object under the key is still the previous one, whole.
+      const info = await owner.stat("fpart/obj");
+      assertEquals(info?.size, old.length);
+      assertEquals(info?.meta, { cicache_format: "tar" });
+      const got = await readAll(await owner.get("fpart/obj"));
+      assert(got.length === old.length && got.every((b, i) => b === old[i]), "previous object changed");
+      // A key with no previous object: nothing appears.
+      await assertRejects(() => backend.put("fpart/new", streamOf(data, MiB), {}));
+      assertEquals(await owner.stat("fpart/new"), null);
+      assertEquals(await pendingUploads(owner, "fpart/"), []);
+    } finally {
+      await proxy.close();
+      await owner.delete("fpart/obj");
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "s3 (fetch path): ranged GETs are signed and pinned to the stat's ETag; a replaced object restarts whole",
+  ...sdkTest,
+  async fn() {
+    const s = await swift();
+    const owner = fetchBackendFor(s);
+    const first = seededBytes(3 * MiB + 5, 50);
+    const second = seededBytes(3 * MiB + 9, 51);
+    await owner.put("fpin/obj", streamOf(first, MiB), {});
+    const seen: { method: string; range?: string; ifMatch?: string }[] = [];
+    const proxy = startFaultProxy(Number(new URL(s.endpoint).port), (r) => {
+      seen.push({ method: r.method, range: r.headers["range"], ifMatch: r.headers["if-match"] });
+      return { kind: "pass" };
+    });
+    const backend = fetchBackendFor(s, proxy.url, { rangeSize: MiB });
+    try {
+      // stat then get (what a restore does): no second HEAD, four ranged GETs pinned to the ETag.
+      assertEquals((await backend.stat("fpin/obj"))?.size, first.length);
+      let got = await readAll(await backend.get("fpin/obj"));
+      assert(got.length === first.length && got.every((b, i) => b === first[i]), "bytes differ");
+      assertEquals(seen.filter((r) => r.method === "HEAD").length, 1);
+      const gets = seen.filter((r) => r.method === "GET");
+      assertEquals(
+        gets.map((r) => r.range).sort(),
+        [0, 1, 2, 3].map((i) => `bytes=${i * MiB}-${Math.min((i + 1) * MiB, first.length) - 1}`).sort(),
+      );
+      assert(gets.every((r) => r.ifMatch && r.ifMatch === gets[0].ifMatch), "ranges not pinned to one ETag");
+      // Replaced between the stat and the download: the pinned ranges fail (412), the download restarts
+      // on the new object before any byte went out, and hands out the new object whole.
+      assertEquals((await backend.stat("fpin/obj"))?.size, first.length);
+      await owner.put("fpin/obj", streamOf(second, MiB), {});
+      got = await readAll(await backend.get("fpin/obj"));
+      assert(got.length === second.length && got.every((b, i) => b === second[i]), "not the new object");
+    } finally {
+      await proxy.close();
+      await owner.delete("fpin/obj");
+    }
+  },
+});
+
+Deno.test({
+  name: "s3 (fetch path): sweepStale aborts only old uploads; deleteMany batches with Content-MD5",
+  ...sdkTest,
+  async fn() {
+    const s = await swift();
+    const backend = fetchBackendFor(s);
+    const { body } = await backend.meta.request({
+      op: "put",
+      method: "POST",
+      url: backend.meta.url("fkilled/node_modules", { uploads: "" }),
+      read: (res) => res.text(),
+    });
+    assertStringIncludes(body as string, "<UploadId>");
+    assertEquals(await pendingUploads(backend, "fkilled/"), ["fkilled/node_modules"]);
+    assertEquals(await backend.sweepStale("fkilled/"), 0, "a young upload may belong to a running save");
+    assertEquals(await pendingUploads(backend, "fkilled/"), ["fkilled/node_modules"]);
+    assertEquals(await backend.sweepStale("fkilled/", 0), 1);
+    assertEquals(await pendingUploads(backend, "fkilled/"), []);
+    assertEquals(await backend.stat("fkilled/node_modules"), null);
+
+    const names = Array.from({ length: 12 }, (_, i) => `fmany/${i} & <x>`);
+    for (const n of names) await backend.put(n, streamOf(new TextEncoder().encode(n)), {});
+    await backend.put("fmanykeep/0", streamOf(new TextEncoder().encode("keep")), {});
+    await backend.deleteMany([...names, "fmany/not-there"]);
+    const left = [];
+    for await (const o of backend.list("fmany")) left.push(o.name);
+    assertEquals(left, ["fmanykeep/0"]);
+    await backend.delete("fmanykeep/0");
+    await backend.delete("fmanykeep/0"); // a missing object is fine
   },
 });
 
