@@ -174,10 +174,9 @@ backendConformance("azure", async () => {
   return { backend, teardown: () => conformanceServer!.stop() };
 });
 
-// Shared key: the container check, stat and list over fetch with our Shared Key signing (no SDK), transfers on
-// the SDK.
+// Shared key: every request over fetch with our Shared Key signing (fetch_backend.ts, no SDK).
 let restServer: AzuriteServer | undefined;
-backendConformance("azure (fetch metadata path, shared key)", async () => {
+backendConformance("azure (fetch path, shared key)", async () => {
   restServer = await startAzurite();
   const backend = await createAzureBackend(
     settingsOf({ ...restServer.env, PLUGIN_CONTAINER: "conformance-rest" }),

@@ -1,31 +1,26 @@
 /**
  * Opens the azure backend from the settings, loading `@azure/storage-blob`
- * only when a transfer needs it.
+ * only when the credential needs it.
  *
- * With a shared key or a SAS token (the common CI cases without Entra) the
- * container check, `stat` and `list` go through `rest.ts` (`fetch`, Shared
- * Key signing with WebCrypto), so a restore miss, a lookup or a skipped save
- * never load the SDK (about 0.2 s of CPU before the first request); `get`,
- * `put` and `delete` load it on first use, and a `stat` that finds the blob
- * starts loading it in the background. Entra credentials (which load
- * `@azure/identity` anyway) and connection strings take the SDK path for
- * everything, as before.
+ * With a shared key or a SAS token (the common CI cases without Entra)
+ * every request goes over `fetch`: the container check, `stat` and `list`
+ * in `rest.ts`, the transfers in `fetch_backend.ts`, so neither a restore
+ * miss nor a small save or restore loads the SDK (about 0.2 s of CPU).
+ * Entra credentials (which load `@azure/identity` anyway) and connection
+ * strings take the SDK backend (`backend.ts`).
  *
  * @module
  */
-import {
-  type Backend,
-  InvalidSettingsError,
-  type ObjectInfo,
-  type ObjectMeta,
-  type TransferOptions,
-} from "../backend.ts";
+import { type Backend, InvalidSettingsError } from "../backend.ts";
 import type { Logger } from "../../log.ts";
 import { describeSource, type Settings } from "../../settings.ts";
 import { DEFAULT_RETRY_POLICY } from "../transfer/retry.ts";
 import { AzureRest } from "./rest.ts";
 import { type AzureAuthInfo, containerName, restAuth } from "./target.ts";
-import type { AzureBackend } from "./backend.ts";
+import type { AzureAccessTier } from "./blocks.ts";
+import { FetchAzureBackend } from "./fetch_backend.ts";
+
+const MiB = 1024 * 1024;
 
 /**
  * Logs the one "azure backend" line: method, credential source, endpoint,
@@ -82,12 +77,8 @@ export async function createAzureBackend(
     return await sdkAzureBackend(settings, log, { ensure: true, announce: true });
   }
   announceAzure(rest.auth, container, log);
-  const backend = new LazyAzureBackend(
-    settings,
-    log,
-    rest.auth,
-    container,
-    new AzureRest({
+  const backend = new FetchAzureBackend({
+    rest: new AzureRest({
       serviceUrl: rest.auth.serviceUrl,
       credential: rest.credential,
       context: {
@@ -106,63 +97,12 @@ export async function createAzureBackend(
       listPageSize: tuning.listPageSize,
       log,
     }),
-  );
+    partSize: settings.partSizeMb * MiB,
+    maxObjectSize: settings.multipartMaxUploadSizeMb * MiB,
+    concurrency: settings.transferConcurrency,
+    accessTier: settings.azureAccessTier as AzureAccessTier | "",
+    log,
+  });
   await backend.rest.ensureContainer();
   return backend;
-}
-
-/** The azure backend with the metadata requests over `fetch` and the transfers on the SDK, loaded on first use. */
-class LazyAzureBackend implements Backend {
-  readonly kind = "azure";
-  /** The credential in use (as the SDK backend's `auth`). */
-  readonly auth: AzureAuthInfo;
-  readonly container: string;
-  readonly rest: AzureRest;
-  readonly #settings: Settings;
-  readonly #log: Logger;
-  #sdk?: Promise<AzureBackend>;
-
-  constructor(settings: Settings, log: Logger, auth: AzureAuthInfo, container: string, rest: AzureRest) {
-    this.#settings = settings;
-    this.#log = log;
-    this.auth = auth;
-    this.container = container;
-    this.rest = rest;
-  }
-
-  /** The SDK backend (loaded once; the container was checked already). */
-  sdk(): Promise<AzureBackend> {
-    this.#sdk ??= import("./backend.ts").then(({ sdkAzureBackend }) =>
-      sdkAzureBackend(this.#settings, this.#log, { ensure: false, announce: false })
-    );
-    return this.#sdk;
-  }
-
-  async stat(name: string): Promise<ObjectInfo | null> {
-    const info = await this.rest.stat(name);
-    if (info !== null) this.sdk().catch(() => {}); // a download follows: load the SDK meanwhile
-    return info;
-  }
-
-  list(prefix: string): AsyncIterable<ObjectInfo> {
-    return this.rest.list(prefix);
-  }
-
-  async get(name: string, options?: TransferOptions): Promise<ReadableStream<Uint8Array>> {
-    return await (await this.sdk()).get(name, options);
-  }
-
-  async put(name: string, body: ReadableStream<Uint8Array>, meta: ObjectMeta, options?: TransferOptions) {
-    return await (await this.sdk()).put(name, body, meta, options);
-  }
-
-  async delete(name: string): Promise<void> {
-    return await (await this.sdk()).delete(name);
-  }
-
-  async close(): Promise<void> {
-    if (this.#sdk === undefined) return;
-    const sdk = await this.#sdk.catch(() => undefined);
-    await sdk?.close();
-  }
 }

@@ -18,7 +18,13 @@ import { NotFoundError, type ObjectInfo, StorageError } from "../backend.ts";
 import type { Logger } from "../../log.ts";
 import { unescapeXml, xmlText } from "../transfer/xml.ts";
 import { decodeMeta } from "../metadata.ts";
-import { IdleTimeoutError, parseRetryAfter, type RetryPolicy, withRetry } from "../transfer/retry.ts";
+import {
+  type Attempt,
+  IdleTimeoutError,
+  parseRetryAfter,
+  type RetryPolicy,
+  withRetry,
+} from "../transfer/retry.ts";
 import { ensureContainer } from "./container.ts";
 import {
   AttemptTimeout,
@@ -109,6 +115,24 @@ function encodeBlobName(name: string): string {
   return name.split("/").map(encodeURIComponent).join("/");
 }
 
+/** One request of {@link AzureRest.request}. */
+export interface AzureRequest<T> {
+  /** Operation and object for retry lines and errors. */
+  op: string;
+  object?: string;
+  /** Names the block or range in retry lines. */
+  part?: string;
+  method: string;
+  url: URL;
+  /** Extra headers (signed with a shared key). */
+  headers?: Record<string, string>;
+  body?: Uint8Array<ArrayBuffer>;
+  /** Aborts the request and its retries (its reason is thrown). */
+  signal?: AbortSignal;
+  /** Reads the answer inside the attempt. */
+  read: (res: Response, attempt: Attempt) => Promise<T>;
+}
+
 /** Options of {@link AzureRest}. */
 export interface AzureRestOptions {
   /** Blob service URL without a query (`https://<account>.blob.core.windows.net`, Azurite's `…/devstoreaccount1`). */
@@ -158,61 +182,109 @@ export class AzureRest {
   }
 
   /** One authorized request through the shared retry; a non-2xx answer throws the SDK-shaped error. */
-  async #request<T>(
+  #request<T>(
     op: string,
     object: string | undefined,
     method: string,
     url: URL,
     read: (res: Response) => Promise<T>,
   ): Promise<T> {
+    return this.request({ op, object, method, url, read });
+  }
+
+  /**
+   * The URL of a blob (`blob`) or of the container (`blob` undefined) with
+   * `query`, and the SAS when that is the credential.
+   */
+  url(blob: string | undefined, query: Record<string, string | undefined> = {}): URL {
+    return this.#url(blob, query);
+  }
+
+  /**
+   * One authorized request (Shared Key or SAS) through the shared retry:
+   * idle timeout, jitter, `Retry-After`, a warn line per retry naming the
+   * object and `part`. A non-2xx answer fails with the typed error of
+   * {@link azureError} (what to fix); an abort of `signal` throws its
+   * reason. `read` consumes the answer inside the attempt (a broken body is
+   * retried too).
+   *
+   * @example
+   * ```ts
+   * await rest.request({ op: "delete", object: name, method: "DELETE", url: rest.url(name),
+   *   read: async (res) => void await res.body?.cancel() });
+   * ```
+   */
+  async request<T>(r: AzureRequest<T>): Promise<T> {
     let attempts = 0;
     try {
-      return await withRetry(async ({ signal, touch }) => {
+      return await withRetry(async (attempt) => {
+        const { signal, touch } = attempt;
         attempts++;
         const headers: Record<string, string> = {
+          ...r.headers,
           "x-ms-date": new Date().toUTCString(),
           "x-ms-version": AZURE_API_VERSION,
         };
-        if (method === "PUT") headers["content-length"] = "0";
+        if (r.method === "PUT" || r.body !== undefined) {
+          headers["content-length"] = String(r.body?.length ?? 0);
+        }
         const c = this.#o.credential;
         if (c.kind === "shared-key") {
           headers.authorization = await sharedKeyAuthorization(
-            method,
-            url,
+            r.method,
+            r.url,
             headers,
             c.accountName,
             c.accountKey,
           );
         }
+        if (r.body !== undefined) delete headers["content-length"]; // fetch sets it from the body (same value)
         let res: Response;
         try {
-          res = await fetch(url, { method, headers, signal });
+          res = await fetch(r.url, { method: r.method, headers, body: r.body, signal });
         } catch (err) {
           throw signal.aborted ? signal.reason ?? err : networkFailure(err);
         }
         touch();
         if (res.status >= 300) {
           // As the SDK reports it: the service's message (HEAD has none), the error code, Retry-After.
-          const text = method === "HEAD" ? "" : await res.text().catch(() => "");
+          const text = r.method === "HEAD" ? "" : await res.text().catch(() => "");
           throw Object.assign(new Error(xmlText(text, "Message") ?? (text.slice(0, 300) || res.statusText)), {
             statusCode: res.status,
             code: res.headers.get("x-ms-error-code") ?? xmlText(text, "Code"),
             retryAfter: res.headers.get("retry-after") ?? undefined,
           });
         }
-        return await read(res);
+        return await r.read(res, attempt);
       }, {
         policy: this.#o.policy,
         retryable: isRetriable,
         retryAfterMs: (err) => parseRetryAfter(retryAfterOf(err)),
+        signal: r.signal,
         log: this.#o.log,
-        what: { backend: "azure", op, ...(object !== undefined ? { object } : {}) },
+        what: {
+          backend: "azure",
+          op: r.op,
+          ...(r.object !== undefined ? { object: r.object } : {}),
+          ...(r.part ? { part: r.part } : {}),
+        },
       });
     } catch (raw) {
+      if (r.signal?.aborted) throw r.signal.reason ?? raw;
       if (raw instanceof StorageError) throw raw;
       const err = raw instanceof IdleTimeoutError ? new AttemptTimeout(raw.ms) : raw;
-      throw azureError(op, object, err, attempts, this.#o.context);
+      throw azureError(r.op, r.object, err, attempts, this.#o.context);
     }
+  }
+
+  /** What error messages name (credential, container, SAS parameters). */
+  get context(): AzureErrorContext {
+    return this.#o.context;
+  }
+
+  /** Blobs per List Blobs page. */
+  get listPageSize(): number {
+    return this.#o.listPageSize ?? 1000;
   }
 
   /** Creates the container when missing, or checks an existing one may be listed. */
@@ -237,9 +309,17 @@ export class AzureRest {
 
   /** Get Blob Properties: size, time and metadata, or null when the blob does not exist. */
   async stat(name: string): Promise<ObjectInfo | null> {
+    return (await this.head(name, "stat"))?.info ?? null;
+  }
+
+  /**
+   * Get Blob Properties with the ETag (what a download pins its ranges to),
+   * or null when the blob does not exist.
+   */
+  async head(name: string, op = "stat"): Promise<{ info: ObjectInfo; etag?: string } | null> {
     let headers: Headers;
     try {
-      headers = await this.#request("stat", name, "HEAD", this.#url(name, {}), (res) => {
+      headers = await this.#request(op, name, "HEAD", this.#url(name, {}), (res) => {
         res.body?.cancel();
         return Promise.resolve(res.headers);
       });
@@ -251,10 +331,13 @@ export class AzureRest {
     for (const [k, v] of headers) if (k.startsWith("x-ms-meta-")) meta[k.slice(10)] = v;
     const modified = headers.get("last-modified");
     return {
-      name,
-      size: Number(headers.get("content-length") ?? 0),
-      modified: modified ? new Date(modified) : new Date(0),
-      meta: decodeMeta(meta),
+      info: {
+        name,
+        size: Number(headers.get("content-length") ?? 0),
+        modified: modified ? new Date(modified) : new Date(0),
+        meta: decodeMeta(meta),
+      },
+      etag: headers.get("etag") ?? undefined,
     };
   }
 
