@@ -27,6 +27,7 @@ import {
   createAzureBackend,
 } from "../lib/storage/azure/backend.ts";
 import { PIPELINE_OPTIONS } from "../lib/storage/azure/auth.ts";
+import { FetchAzureBackend } from "../lib/storage/azure/fetch_backend.ts";
 import {
   AccessDeniedError,
   AuthFailedError,
@@ -683,6 +684,99 @@ Deno.test({
       } finally {
         await proxy.stop();
       }
+    }),
+});
+
+Deno.test({
+  name: "azure (fetch path): a lost or short block is caught before the commit; stale blocks are swept",
+  ...OPTS,
+  fn: () =>
+    withAzurite(async (a) => {
+      const direct = await createAzureBackend(
+        settingsOf({ ...a.env, PLUGIN_PART_SIZE_MB: "1" }),
+        new Logger(),
+      );
+      assert(direct instanceof FetchAzureBackend, "a shared key should take the fetch path");
+      await direct.put("fguard/old", streamOf(new TextEncoder().encode("previous save")), {});
+      let nthBlock = 0;
+      let fault: Fault = "drop";
+      const proxy = faultProxy(a, (req) => {
+        const isBlock = req.method === "PUT" && new URL(req.url).searchParams.get("comp") === "block";
+        return isBlock && nthBlock++ === 1 ? fault : "pass";
+      });
+      try {
+        // A Put Block answered 201 but never stored (a lost block), with the shared key over fetch.
+        const lossy = await createAzureBackend(
+          settingsOf({ ...a.env, PLUGIN_ENDPOINT: proxy.url, PLUGIN_PART_SIZE_MB: "1" }),
+          new Logger({ level: "error" }),
+        );
+        const err = await assertRejects(() => lossy.put("fguard/old", streamOf(seededBytes(3 * MiB, 4)), {}));
+        assert(err instanceof StorageError, `expected a StorageError, got ${err}`);
+        // 1 MiB asked, 2 MiB blocks: grown so 50 000 blocks hold the default maximum size.
+        assertStringIncludes(err.message, "block 1 of 2 is missing");
+        assertEquals(
+          new TextDecoder().decode(await readAll(await direct.get("fguard/old"))),
+          "previous save",
+        );
+        assertEquals(
+          proxy.requests.some((r) => r.url.includes("comp=blocklist") && r.method === "PUT"),
+          false,
+        );
+
+        // A block stored shorter than sent (a SAS does not sign the length), with a SAS over fetch.
+        nthBlock = 0;
+        fault = "truncate";
+        const short = await createAzureBackend(
+          settingsOf({
+            PLUGIN_BACKEND: "azure",
+            PLUGIN_CONTAINER: a.env.PLUGIN_CONTAINER,
+            PLUGIN_ENDPOINT: proxy.url,
+            PLUGIN_SAS_TOKEN: "?" + sas(a, "racwdl"),
+            PLUGIN_PART_SIZE_MB: "1",
+          }),
+          new Logger({ level: "error" }),
+        );
+        assert(short instanceof FetchAzureBackend, "a SAS should take the fetch path");
+        const err2 = await assertRejects(() =>
+          short.put("fguard/new", streamOf(seededBytes(3 * MiB, 5)), {})
+        );
+        assertStringIncludes(err2.message, `block 1 of 2 is ${MiB - 1024} bytes instead of ${MiB}`);
+        assertEquals(await direct.stat("fguard/new"), null);
+
+        // Those uncommitted blocks are what a killed save leaves: young ones stay, old ones go.
+        assertEquals(await direct.sweepStale("fguard/"), 0);
+        assertEquals(await direct.sweepStale("fguard/", 0), 1);
+        const uncommitted = await sharedKeyClient(a).getContainerClient(a.env.PLUGIN_CONTAINER)
+          .listBlobsFlat({ prefix: "fguard/", includeUncommitedBlobs: true }).byPage().next();
+        assertEquals(uncommitted.value.segment.blobItems.map((b: { name: string }) => b.name), [
+          "fguard/old",
+        ]);
+      } finally {
+        await proxy.stop();
+      }
+    }),
+});
+
+Deno.test({
+  name:
+    "azure (fetch path): ranges are pinned to the stat's ETag; a blob replaced before the first byte restarts",
+  ...OPTS,
+  fn: () =>
+    withAzurite(async (a) => {
+      const backend = await createAzureBackend(
+        settingsOf({ ...a.env, PLUGIN_PART_SIZE_MB: "1" }),
+        new Logger(),
+      );
+      const first = seededBytes(3 * MiB + 5, 60);
+      const second = seededBytes(3 * MiB + 9, 61);
+      await backend.put("fpin/obj", streamOf(first), { cicache_format: "zstd" });
+      assertEquals((await backend.stat("fpin/obj"))?.meta, { cicache_format: "zstd" });
+      let got = await readAll(await backend.get("fpin/obj"));
+      assert(sameBytes(got, first), "bytes differ");
+      assertEquals((await backend.stat("fpin/obj"))?.size, first.length);
+      await backend.put("fpin/obj", streamOf(second), {});
+      got = await readAll(await backend.get("fpin/obj"));
+      assert(sameBytes(got, second), "not the new blob, whole");
     }),
 });
 

@@ -11,6 +11,9 @@ import { makeS3Client, S3Backend } from "../lib/storage/s3/backend.ts";
 import { FetchS3Backend } from "../lib/storage/s3/fetch_backend.ts";
 import { S3Meta } from "../lib/storage/s3/meta.ts";
 import { AzureBackend } from "../lib/storage/azure/backend.ts";
+import { FetchAzureBackend } from "../lib/storage/azure/fetch_backend.ts";
+import { AzureRest } from "../lib/storage/azure/rest.ts";
+import type { Backend } from "../lib/storage/backend.ts";
 import { PIPELINE_OPTIONS } from "../lib/storage/azure/auth.ts";
 import { GcsBackend } from "../lib/storage/gcs/backend.ts";
 import type { GcsAuth } from "../lib/storage/gcs/auth.ts";
@@ -67,54 +70,10 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
   s3: () => s3Target(false),
   /** The same Swift through the SDK-free path static keys take (fetch + our SigV4). */
   "s3-fetch": () => s3Target(true),
-  async azure() {
-    const a = await startAzurite();
-    const make = (
-      endpoint: string,
-      log?: Logger,
-      idleMs = FAULT_POLICY.idleMs,
-      retries = FAULT_POLICY.retries,
-    ) =>
-      new AzureBackend({
-        client: new BlobServiceClient(
-          endpoint === a.url ? a.url : `${endpoint}/${a.accountName}`,
-          new StorageSharedKeyCredential(a.accountName, a.accountKey),
-          PIPELINE_OPTIONS,
-        ),
-        container: "cicache",
-        partSize: 1 * MiB,
-        rangeSize: 1 * MiB,
-        concurrency: 2,
-        timeoutMs: idleMs,
-        maxRetries: retries,
-        retryDelayMs: FAULT_POLICY.baseMs,
-        log,
-      });
-    const owner = make(a.url, undefined, OWNER_IDLE_MS);
-    await owner.ensureContainer();
-    return {
-      target: {
-        kind: "azure",
-        through: (endpoint, log, retries, idleMs) => make(endpoint, log, idleMs, retries),
-        owner,
-        port: Number(new URL(a.url).port),
-        isUpload: (r) => r.method === "PUT" && r.path.includes("comp=block") && !r.path.includes("blocklist"),
-        isDownload: (r) => r.method === "GET" && ("x-ms-range" in r.headers || "range" in r.headers),
-        size: 3 * MiB + 7,
-        secrets: [a.accountKey],
-      },
-      env: (endpoint) => ({
-        ...a.env,
-        ...CLI_COMMON,
-        PLUGIN_ENDPOINT: endpoint === a.url ? a.url : `${endpoint}/${a.accountName}`,
-        PLUGIN_CONTAINER: "cicache",
-        PLUGIN_PART_SIZE_MB: "1",
-        AZURE_BLOB_MAX_RETRY_REQUESTS: String(FAULT_POLICY.retries),
-      }),
-      direct: a.url,
-      stop: a.stop,
-    };
-  },
+  azure: () => azureTarget(false),
+  /** The same Azurite through the SDK-free path a shared key takes (fetch + our Shared Key signing). */
+  "azure-fetch": () => azureTarget(true),
+
   async gcs() {
     const g = await startGcs();
     const noAuth: GcsAuth = {
@@ -362,5 +321,82 @@ async function s3Target(fetchPath: boolean): Promise<Started> {
     env: (endpoint) => ({ ...s.env, ...CLI_COMMON, PLUGIN_ENDPOINT: endpoint, PLUGIN_PART_SIZE_MB: "5" }),
     direct: s.endpoint,
     stop: s.stop,
+  };
+}
+
+/** The azure target on Azurite: the SDK backend, or (`fetchPath`) the fetch backend a shared key takes. */
+async function azureTarget(fetchPath: boolean): Promise<Started> {
+  const a = await startAzurite();
+  const make = (
+    endpoint: string,
+    log?: Logger,
+    idleMs = FAULT_POLICY.idleMs,
+    retries = FAULT_POLICY.retries,
+  ): Backend =>
+    fetchPath
+      ? new FetchAzureBackend({
+        rest: new AzureRest({
+          serviceUrl: endpoint === a.url ? a.url : `${endpoint}/${a.accountName}`,
+          credential: { kind: "shared-key", accountName: a.accountName, accountKey: a.accountKey },
+          context: {
+            auth: {
+              method: "shared-key",
+              description: "the fault table's account key",
+              accountName: a.accountName,
+              serviceUrl: endpoint,
+              serviceUrlSource: "",
+              secretSource: "the account key",
+            },
+            container: "cicache",
+            sasParam: () => undefined,
+          },
+          policy: { retries, baseMs: FAULT_POLICY.baseMs, capMs: 30_000, idleMs },
+          log,
+        }),
+        partSize: 1 * MiB,
+        rangeSize: 1 * MiB,
+        concurrency: 2,
+        log,
+      })
+      : new AzureBackend({
+        client: new BlobServiceClient(
+          endpoint === a.url ? a.url : `${endpoint}/${a.accountName}`,
+          new StorageSharedKeyCredential(a.accountName, a.accountKey),
+          PIPELINE_OPTIONS,
+        ),
+        container: "cicache",
+        partSize: 1 * MiB,
+        rangeSize: 1 * MiB,
+        concurrency: 2,
+        timeoutMs: idleMs,
+        maxRetries: retries,
+        retryDelayMs: FAULT_POLICY.baseMs,
+        log,
+      });
+  const owner = make(a.url, undefined, OWNER_IDLE_MS);
+  await (owner instanceof AzureBackend
+    ? owner.ensureContainer()
+    : (owner as FetchAzureBackend).rest.ensureContainer());
+  return {
+    target: {
+      kind: "azure",
+      through: (endpoint, log, retries, idleMs) => make(endpoint, log, idleMs, retries),
+      owner,
+      port: Number(new URL(a.url).port),
+      isUpload: (r) => r.method === "PUT" && r.path.includes("comp=block") && !r.path.includes("blocklist"),
+      isDownload: (r) => r.method === "GET" && ("x-ms-range" in r.headers || "range" in r.headers),
+      size: 3 * MiB + 7,
+      secrets: [a.accountKey],
+    },
+    env: (endpoint) => ({
+      ...a.env,
+      ...CLI_COMMON,
+      PLUGIN_ENDPOINT: endpoint === a.url ? a.url : `${endpoint}/${a.accountName}`,
+      PLUGIN_CONTAINER: "cicache",
+      PLUGIN_PART_SIZE_MB: "1",
+      AZURE_BLOB_MAX_RETRY_REQUESTS: String(FAULT_POLICY.retries),
+    }),
+    direct: a.url,
+    stop: a.stop,
   };
 }

@@ -45,7 +45,8 @@ import {
   blockSizeFor,
   DOWNLOAD_RANGE_SIZE,
 } from "./blocks.ts";
-import { blobMissing, shortCause } from "./errors.ts";
+import { blobMissing, networkFailure, shortCause } from "./errors.ts";
+import { ShortReadError } from "../transfer/body.ts";
 import type { AzureRest } from "./rest.ts";
 import type { AzureAuthInfo } from "./target.ts";
 
@@ -167,7 +168,10 @@ export class FetchAzureBackend implements Backend {
         signal,
         read: async (res, attempt) => {
           sink.begin();
-          await streamRange(res.body!, count, sink, attempt.signal, attempt.touch);
+          // A body that breaks off is a network failure (retried), as in the SDK backend.
+          await streamRange(res.body!, count, sink, attempt.signal, attempt.touch).catch((err) => {
+            throw attempt.signal.aborted || err instanceof ShortReadError ? err : networkFailure(err);
+          });
         },
       });
     return orderedRanges({
