@@ -34,7 +34,7 @@ import {
   type ContainerClient,
   StorageSharedKeyCredential,
 } from "../../deps/azure_storage_blob.ts";
-import { formatBytes, type Logger } from "../../log.ts";
+import type { Logger } from "../../log.ts";
 import type { Settings } from "../../settings.ts";
 import {
   type Backend,
@@ -43,7 +43,6 @@ import {
   type ObjectInfo,
   type ObjectMeta,
   StorageError,
-  TooLargeError,
   type TransferOptions,
 } from "../backend.ts";
 import { IdleTimeoutError, parseRetryAfter, withRetry } from "../transfer/retry.ts";
@@ -54,6 +53,7 @@ import { orderedRanges, type RangeSink, streamRange } from "../transfer/ranges.t
 import { restartingGet } from "../transfer/restart.ts";
 import { type AzureAuthInfo, connectAzure, containerName } from "./auth.ts";
 import { ensureContainer } from "./container.ts";
+import { blockPut } from "./upload.ts";
 import {
   AttemptTimeout,
   azureError,
@@ -72,9 +72,6 @@ import {
   AZURE_MAX_BLOCK_SIZE,
   AZURE_MAX_BLOCKS,
   type AzureAccessTier,
-  blockId,
-  type BlockRef,
-  blockSizeAt,
   blockSizeFor,
   DOWNLOAD_RANGE_SIZE,
 } from "./blocks.ts";
@@ -295,111 +292,54 @@ export class AzureBackend implements Backend {
     meta: ObjectMeta,
     options: TransferOptions = {},
   ): Promise<void> {
-    const outer = options.signal;
     const blob = this.#containerClient.getBlockBlobClient(name);
-    const metadata = encodeMeta(meta);
     const common = {
-      metadata,
+      metadata: encodeMeta(meta),
       tier: this.#accessTier,
       blobHTTPHeaders: { blobContentType: "application/octet-stream" },
     };
-    const uploadId = crypto.randomUUID().replaceAll("-", "").slice(0, 16);
-    const internal = new AbortController();
-    const onAbort = () => internal.abort(outer!.reason);
-    if (outer?.aborted) throw outer.reason;
-    outer?.addEventListener("abort", onAbort, { once: true });
-    const reader = body.getReader();
-    // An abort ends a pending read (cancel resolves it as done); the loop then throws the reason.
-    // (No Promise.race against a long-lived promise here: each race would keep its chunk alive.)
-    internal.signal.addEventListener("abort", () => reader.cancel(internal.signal.reason).catch(() => {}), {
-      once: true,
-    });
-    const blocks: BlockRef[] = [];
-    const inflight = new Set<Promise<void>>();
-    let total = 0;
-    // The block size grows with the block count (blockSizeAt), so a stream longer than planned still fits.
-    let blockSize = this.partSize;
-    let buffer: Uint8Array = new Uint8Array(blockSize);
-    let fill = 0;
-
-    // Block buffers are reused once their block is staged: (concurrency + 1) × part size, allocated once.
-    const pool: Uint8Array[] = [];
-    const dispatch = async (data: Uint8Array) => {
-      if (blocks.length >= this.#maxBlocks) throw this.#tooLarge(name);
-      // Staging promises never reject (a failure aborts `internal`), so waiting on them is safe.
-      while (inflight.size >= this.concurrency) await Promise.race(inflight);
-      if (internal.signal.aborted) throw internal.signal.reason;
-      const ref = { id: blockId(uploadId, blocks.length), size: data.length };
-      blocks.push(ref);
-      const staged: Promise<void> = this.#call(
-        "put",
-        name,
-        internal.signal,
-        (signal, touch) =>
-          blob.stageBlock(ref.id, data, data.length, { abortSignal: signal, onProgress: touch }),
-        `block ${blocks.length}`,
-      )
-        .then(() => void (data.length === blockSize && pool.push(data)), (err) => internal.abort(err))
-        .finally(() => inflight.delete(staged));
-      inflight.add(staged);
+    const plan = {
+      object: name,
+      partSize: this.partSize,
+      concurrency: this.concurrency,
+      maxBlocks: this.#maxBlocks,
     };
-
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (internal.signal.aborted) throw internal.signal.reason;
-        if (done) break;
-        total += value.length;
-        let offset = 0;
-        while (offset < value.length) {
-          const n = Math.min(blockSize - fill, value.length - offset);
-          buffer.set(value.subarray(offset, offset + n), fill);
-          fill += n;
-          offset += n;
-          if (fill === blockSize) {
-            await dispatch(buffer);
-            const grown = blockSizeAt(blocks.length, this.partSize, this.#maxBlocks);
-            if (grown !== blockSize) {
-              blockSize = grown;
-              pool.length = 0; // smaller buffers are of no further use
-            }
-            buffer = pool.pop() ?? new Uint8Array(blockSize);
-            fill = 0;
-          }
-        }
-        options.release?.(value); // copied into block buffers: the producer may reuse it
-      }
-      if (blocks.length === 0) {
-        // Smaller than one block: a single Put Blob, atomic by itself.
-        const data = buffer.subarray(0, fill);
-        await this.#call(
+    await blockPut(body, options, plan, {
+      single: (data, outer) =>
+        this.#call(
           "put",
           name,
-          internal.signal,
+          outer,
           (signal, touch) =>
             blob.upload(data, data.length, { ...common, abortSignal: signal, onProgress: touch }),
+        ).then(() => {}),
+      stage: (id, data, outer, index) =>
+        this.#call(
+          "put",
+          name,
+          outer,
+          (signal, touch) =>
+            blob.stageBlock(id, data, data.length, { abortSignal: signal, onProgress: touch }),
+          `block ${index}`,
+        ).then(() => {}),
+      uncommitted: async (outer) => {
+        const list = await this.#call(
+          "put",
+          name,
+          outer,
+          (s) => blob.getBlockList("uncommitted", { abortSignal: s }),
         );
-        return;
-      }
-      if (fill > 0) await dispatch(buffer.subarray(0, fill));
-      while (inflight.size > 0) await Promise.race(inflight);
-      if (internal.signal.aborted) throw internal.signal.reason;
-      await this.#verifyStaged(name, blob, blocks, total, internal.signal);
-      await this.#call(
-        "put",
-        name,
-        internal.signal,
-        (signal) => blob.commitBlockList(blocks.map((b) => b.id), { ...common, abortSignal: signal }),
-      );
-    } catch (err) {
-      const reason = internal.signal.aborted ? internal.signal.reason : err;
-      internal.abort(reason);
-      await Promise.allSettled([...inflight]);
-      reader.cancel(reason).catch(() => {});
-      throw reason;
-    } finally {
-      outer?.removeEventListener("abort", onAbort);
-    }
+        return new Map((list.uncommittedBlocks ?? []).map((b) => [b.name, b.size]));
+      },
+      commit: (ids, outer) =>
+        this.#call(
+          "put",
+          name,
+          outer,
+          (signal) => blob.commitBlockList(ids, { ...common, abortSignal: signal }),
+        )
+          .then(() => {}),
+    });
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
@@ -553,45 +493,6 @@ export class AzureBackend implements Backend {
     return { url: blob.url, headers };
   }
 
-  /** Checks the byte count and the service's uncommitted block list before the commit makes the blob visible. */
-  async #verifyStaged(
-    name: string,
-    blob: ReturnType<ContainerClient["getBlockBlobClient"]>,
-    blocks: BlockRef[],
-    total: number,
-    signal: AbortSignal,
-  ): Promise<void> {
-    const staged = blocks.reduce((sum, b) => sum + b.size, 0);
-    if (staged !== total) {
-      throw new StorageError(
-        "Failed",
-        `read ${total} bytes from the archive stream but staged ${staged}: not committing the block list ` +
-          `(the previous object, if any, is left as it was)`,
-        { backend: KIND, op: "put", object: name },
-      );
-    }
-    const list = await this.#call(
-      "put",
-      name,
-      signal,
-      (s) => blob.getBlockList("uncommitted", { abortSignal: s }),
-    );
-    const onService = new Map((list.uncommittedBlocks ?? []).map((b) => [b.name, b.size]));
-    const bad = blocks.findIndex((b) => onService.get(b.id) !== b.size);
-    if (bad >= 0) {
-      const seen = onService.get(blocks[bad].id);
-      throw new StorageError(
-        "Failed",
-        `block ${bad} of ${blocks.length} is ${
-          seen === undefined ? "missing" : `${seen} bytes instead of ${blocks[bad].size}`
-        } ` +
-          `on the service (another save to the same key may have committed meanwhile): not committing; ` +
-          `the save can simply be retried`,
-        { backend: KIND, op: "put", object: name },
-      );
-    }
-  }
-
   /**
    * Runs one request through the shared retry ({@link withRetry}): an idle
    * timeout per attempt, full-jitter backoff, `Retry-After`, a warn line per
@@ -626,18 +527,6 @@ export class AzureBackend implements Backend {
       const err = raw instanceof IdleTimeoutError ? new AttemptTimeout(raw.ms) : raw;
       throw this.#mapError(op, object, err, attempts);
     }
-  }
-
-  #tooLarge(name: string): TooLargeError {
-    const mib = this.partSize / MiB;
-    let capacity = 0;
-    for (let i = 0; i < this.#maxBlocks; i++) capacity += blockSizeAt(i, this.partSize, this.#maxBlocks);
-    return new TooLargeError(
-      `the archive is larger than one Azure block blob can hold: ${this.#maxBlocks} blocks starting at ${mib} MiB ` +
-        `and growing to at most 4000 MiB hold ${formatBytes(capacity)}. Raise ` +
-        `PLUGIN_MULTIPART_MAX_UPLOAD_SIZE_MB (or PLUGIN_PART_SIZE_MB, now ${mib}) or cache less under this mount`,
-      { backend: KIND, op: "put", object: name },
-    );
   }
 
   #blobMissing(cause: unknown): boolean {

@@ -26,28 +26,19 @@ import {
   NotFoundError,
   type ObjectInfo,
   type ObjectMeta,
-  StorageError,
-  TooLargeError,
   type TransferOptions,
 } from "../backend.ts";
-import { formatBytes, type Logger } from "../../log.ts";
+import type { Logger } from "../../log.ts";
 import { encodeMeta } from "../metadata.ts";
 import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
 import { orderedRanges, type RangeSink, streamRange } from "../transfer/ranges.ts";
 import { restartingGet } from "../transfer/restart.ts";
 import { xmlText } from "../transfer/xml.ts";
-import {
-  AZURE_MAX_BLOCKS,
-  type AzureAccessTier,
-  blockId,
-  type BlockRef,
-  blockSizeAt,
-  blockSizeFor,
-  DOWNLOAD_RANGE_SIZE,
-} from "./blocks.ts";
+import { AZURE_MAX_BLOCKS, type AzureAccessTier, blockSizeFor, DOWNLOAD_RANGE_SIZE } from "./blocks.ts";
 import { blobMissing, networkFailure, shortCause } from "./errors.ts";
 import { ShortReadError } from "../transfer/body.ts";
 import type { AzureRest } from "./rest.ts";
+import { blockPut } from "./upload.ts";
 import type { AzureAuthInfo } from "./target.ts";
 
 const KIND = "azure";
@@ -198,164 +189,67 @@ export class FetchAzureBackend implements Backend {
     meta: ObjectMeta,
     options: TransferOptions = {},
   ): Promise<void> {
-    const outer = options.signal;
-    const uploadId = crypto.randomUUID().replaceAll("-", "").slice(0, 16);
-    const internal = new AbortController();
-    const onAbort = () => internal.abort(outer!.reason);
-    if (outer?.aborted) throw outer.reason;
-    outer?.addEventListener("abort", onAbort, { once: true });
-    const reader = body.getReader();
-    internal.signal.addEventListener("abort", () => reader.cancel(internal.signal.reason).catch(() => {}), {
-      once: true,
-    });
-    const blocks: BlockRef[] = [];
-    const inflight = new Set<Promise<void>>();
-    let total = 0;
-    // The block size grows with the block count (blockSizeAt), so a stream longer than planned still fits.
-    let blockSize = this.partSize;
-    let buffer = new Uint8Array(blockSize);
-    let fill = 0;
-    // Block buffers are reused once their block is staged: (concurrency + 1) × part size, allocated once.
-    const pool: Uint8Array<ArrayBuffer>[] = [];
-    const dispatch = async (data: Uint8Array<ArrayBuffer>) => {
-      if (blocks.length >= this.#maxBlocks) throw this.#tooLarge(name);
-      // Staging promises never reject (a failure aborts `internal`), so waiting on them is safe.
-      while (inflight.size >= this.concurrency) await Promise.race(inflight);
-      if (internal.signal.aborted) throw internal.signal.reason;
-      const ref = { id: blockId(uploadId, blocks.length), size: data.length };
-      blocks.push(ref);
-      const staged: Promise<void> = this.rest.request({
-        op: "put",
-        object: name,
-        part: `block ${blocks.length}`,
-        method: "PUT",
-        url: this.rest.url(name, { comp: "block", blockid: ref.id }),
-        body: data,
-        signal: internal.signal,
-        read: drain,
-      })
-        .then(() => void (data.length === blockSize && pool.push(data)), (err) => internal.abort(err))
-        .finally(() => inflight.delete(staged));
-      inflight.add(staged);
+    const plan = {
+      object: name,
+      partSize: this.partSize,
+      concurrency: this.concurrency,
+      maxBlocks: this.#maxBlocks,
     };
-
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (internal.signal.aborted) throw internal.signal.reason;
-        if (done) break;
-        total += value.length;
-        let offset = 0;
-        while (offset < value.length) {
-          const n = Math.min(blockSize - fill, value.length - offset);
-          buffer.set(value.subarray(offset, offset + n), fill);
-          fill += n;
-          offset += n;
-          if (fill === blockSize) {
-            await dispatch(buffer);
-            const grown = blockSizeAt(blocks.length, this.partSize, this.#maxBlocks);
-            if (grown !== blockSize) {
-              blockSize = grown;
-              pool.length = 0; // smaller buffers are of no further use
-            }
-            buffer = pool.pop() ?? new Uint8Array(blockSize);
-            fill = 0;
-          }
-        }
-        options.release?.(value); // copied into block buffers: the producer may reuse it
-      }
-      if (blocks.length === 0) {
-        // Smaller than one block: a single Put Blob, atomic by itself.
-        await this.rest.request({
+    const request = (
+      r: { method: string; url: URL; headers?: Record<string, string>; part?: string },
+      data: Uint8Array<ArrayBuffer>,
+      signal: AbortSignal,
+    ) => this.rest.request({ op: "put", object: name, ...r, body: data, signal, read: drain });
+    await blockPut(body, options, plan, {
+      single: (data, signal) =>
+        request(
+          {
+            method: "PUT",
+            url: this.rest.url(name),
+            headers: { ...this.#blobHeaders(meta, "content-type"), "x-ms-blob-type": "BlockBlob" },
+          },
+          data,
+          signal,
+        ),
+      stage: (id, data, signal, index) =>
+        request(
+          { method: "PUT", url: this.rest.url(name, { comp: "block", blockid: id }), part: `block ${index}` },
+          data,
+          signal,
+        ),
+      uncommitted: async (signal) => {
+        const xml = await this.rest.request({
           op: "put",
           object: name,
-          method: "PUT",
-          url: this.rest.url(name),
-          headers: { ...this.#blobHeaders(meta, "content-type"), "x-ms-blob-type": "BlockBlob" },
-          body: buffer.subarray(0, fill),
-          signal: internal.signal,
-          read: drain,
+          method: "GET",
+          url: this.rest.url(name, { comp: "blocklist", blocklisttype: "uncommitted" }),
+          signal,
+          read: (res) => res.text(),
         });
-        return;
-      }
-      if (fill > 0) await dispatch(buffer.subarray(0, fill));
-      while (inflight.size > 0) await Promise.race(inflight);
-      if (internal.signal.aborted) throw internal.signal.reason;
-      await this.#verifyStaged(name, blocks, total, internal.signal);
-      const xml = new TextEncoder().encode(
-        `<?xml version="1.0" encoding="utf-8"?><BlockList>` +
-          blocks.map((b) => `<Latest>${b.id}</Latest>`).join("") + "</BlockList>",
-      );
-      await this.rest.request({
-        op: "put",
-        object: name,
-        method: "PUT",
-        url: this.rest.url(name, { comp: "blocklist" }),
-        headers: { ...this.#blobHeaders(meta, "x-ms-blob-content-type"), "content-type": "application/xml" },
-        body: xml,
-        signal: internal.signal,
-        read: drain,
-      });
-    } catch (err) {
-      const reason = internal.signal.aborted ? internal.signal.reason : err;
-      internal.abort(reason);
-      await Promise.allSettled([...inflight]);
-      reader.cancel(reason).catch(() => {});
-      throw reason;
-    } finally {
-      outer?.removeEventListener("abort", onAbort);
-    }
-  }
-
-  /** Checks the byte count and the service's uncommitted block list before the commit makes the blob visible. */
-  async #verifyStaged(name: string, blocks: BlockRef[], total: number, signal: AbortSignal): Promise<void> {
-    const staged = blocks.reduce((sum, b) => sum + b.size, 0);
-    if (staged !== total) {
-      throw new StorageError(
-        "Failed",
-        `read ${total} bytes from the archive stream but staged ${staged}: not committing the block list ` +
-          `(the previous object, if any, is left as it was)`,
-        { backend: KIND, op: "put", object: name },
-      );
-    }
-    const xml = await this.rest.request({
-      op: "put",
-      object: name,
-      method: "GET",
-      url: this.rest.url(name, { comp: "blocklist", blocklisttype: "uncommitted" }),
-      signal,
-      read: (res) => res.text(),
+        const onService = new Map<string, number>();
+        const uncommitted = /<UncommittedBlocks>([\s\S]*?)<\/UncommittedBlocks>/.exec(xml)?.[1] ?? "";
+        for (const m of uncommitted.matchAll(/<Block>([\s\S]*?)<\/Block>/g)) {
+          onService.set(xmlText(m[1], "Name") ?? "", Number(xmlText(m[1], "Size")));
+        }
+        return onService;
+      },
+      commit: (ids, signal) =>
+        request(
+          {
+            method: "PUT",
+            url: this.rest.url(name, { comp: "blocklist" }),
+            headers: {
+              ...this.#blobHeaders(meta, "x-ms-blob-content-type"),
+              "content-type": "application/xml",
+            },
+          },
+          new TextEncoder().encode(
+            `<?xml version="1.0" encoding="utf-8"?><BlockList>` +
+              ids.map((id) => `<Latest>${id}</Latest>`).join("") + "</BlockList>",
+          ),
+          signal,
+        ),
     });
-    const onService = new Map<string, number>();
-    const uncommitted = /<UncommittedBlocks>([\s\S]*?)<\/UncommittedBlocks>/.exec(xml)?.[1] ?? "";
-    for (const m of uncommitted.matchAll(/<Block>([\s\S]*?)<\/Block>/g)) {
-      onService.set(xmlText(m[1], "Name") ?? "", Number(xmlText(m[1], "Size")));
-    }
-    const bad = blocks.findIndex((b) => onService.get(b.id) !== b.size);
-    if (bad >= 0) {
-      const seen = onService.get(blocks[bad].id);
-      throw new StorageError(
-        "Failed",
-        `block ${bad} of ${blocks.length} is ${
-          seen === undefined ? "missing" : `${seen} bytes instead of ${blocks[bad].size}`
-        } ` +
-          `on the service (another save to the same key may have committed meanwhile): not committing; ` +
-          `the save can simply be retried`,
-        { backend: KIND, op: "put", object: name },
-      );
-    }
-  }
-
-  #tooLarge(name: string): TooLargeError {
-    const mib = this.partSize / MiB;
-    let capacity = 0;
-    for (let i = 0; i < this.#maxBlocks; i++) capacity += blockSizeAt(i, this.partSize, this.#maxBlocks);
-    return new TooLargeError(
-      `the archive is larger than one Azure block blob can hold: ${this.#maxBlocks} blocks starting at ${mib} MiB ` +
-        `and growing to at most 4000 MiB hold ${formatBytes(capacity)}. Raise ` +
-        `PLUGIN_MULTIPART_MAX_UPLOAD_SIZE_MB (or PLUGIN_PART_SIZE_MB, now ${mib}) or cache less under this mount`,
-      { backend: KIND, op: "put", object: name },
-    );
   }
 
   /**

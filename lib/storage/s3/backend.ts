@@ -72,7 +72,8 @@ import { Readable } from "node:stream";
 import type { Logger } from "../../log.ts";
 import { type AwsCredentialIdentityProvider, isCredentialError } from "./credentials.ts";
 import { announceS3, type S3Setup } from "./open.ts";
-import { DELETE_BATCH, DOWNLOAD_RANGE_SIZE, MAX_PARTS, partSizeFor } from "./parts.ts";
+import { DELETE_BATCH, DOWNLOAD_RANGE_SIZE, partSizeFor } from "./parts.ts";
+import { multipartPut } from "./upload.ts";
 import {
   httpStatus,
   isCode,
@@ -301,130 +302,69 @@ export class S3Backend implements Backend {
         error: shortMessage(err),
       })
     );
-    // `internal` aborts on the caller's signal or the first failed part; it cancels the source, so its
-    // producer stops instead of waiting forever.
-    const internal = new AbortController();
-    const onAbort = () => internal.abort(options.signal?.reason);
-    options.signal?.addEventListener("abort", onAbort, { once: true });
-    const reader = body.getReader();
-    internal.signal.addEventListener("abort", () => reader.cancel(internal.signal.reason).catch(() => {}), {
-      once: true,
-    });
-    // Part buffers are reused once their part is stored: (concurrency + 1) × part size, allocated once.
-    const pool: Uint8Array[] = [];
-    const inflight = new Set<Promise<void>>();
-    const parts: { PartNumber: number; ETag: string }[] = [];
-    let uploadId: string | undefined;
-    let partCount = 0;
-    let buffer: Uint8Array = new Uint8Array(this.partSize);
-    let fill = 0;
-
-    const dispatch = async (data: Uint8Array, owner: Uint8Array) => {
-      // Part promises never reject (a failure aborts `internal`), so waiting on them is safe.
-      while (inflight.size >= this.concurrency) await Promise.race(inflight);
-      internal.signal.throwIfAborted();
-      if (partCount >= MAX_PARTS) throw this.#tooManyParts(name);
-      if (uploadId === undefined) {
-        const created = await this.#send(
-          "put",
-          name,
-          internal.signal,
-          ({ signal }) => this.client.send(new CreateMultipartUploadCommand(params), { abortSignal: signal }),
-        );
-        if (!created.UploadId) throw new Error("CreateMultipartUpload returned no UploadId");
-        uploadId = created.UploadId;
-      }
-      const PartNumber = ++partCount;
-      const id = uploadId;
-      const sent: Promise<void> = this.#send(
-        "put",
-        name,
-        internal.signal,
-        ({ signal, touch }) =>
+    const plan = { object: name, partSize: this.partSize, concurrency: this.concurrency };
+    await multipartPut(body, options, plan, {
+      single: async (data, outer) => {
+        await this.#send("put", name, outer, ({ signal, touch }) =>
           this.client.send(
-            new UploadPartCommand({
-              Bucket: this.bucket,
-              Key: name,
-              UploadId: id,
-              PartNumber,
+            new PutObjectCommand({
+              ...params,
               // deno-lint-ignore no-explicit-any
               Body: progressBody(data, touch) as any,
               ContentLength: data.length,
             }),
             { abortSignal: signal },
-          ),
-        `part ${PartNumber}`,
-      ).then((out) => {
-        if (!out.ETag) throw new Error(`part ${PartNumber} came back without an ETag`);
-        parts.push({ PartNumber, ETag: out.ETag });
-        pool.push(owner);
-      }).catch((err) => internal.abort(err)).finally(() => inflight.delete(sent));
-      inflight.add(sent);
-    };
-
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        internal.signal.throwIfAborted();
-        if (done) break;
-        let offset = 0;
-        while (offset < value.length) {
-          if (fill === this.partSize) {
-            // Only sent once more bytes follow: a stream of one part or less is a single PutObject.
-            await dispatch(buffer, buffer);
-            buffer = pool.pop() ?? new Uint8Array(this.partSize);
-            fill = 0;
-          }
-          const n = Math.min(this.partSize - fill, value.length - offset);
-          buffer.set(value.subarray(offset, offset + n), fill);
-          fill += n;
-          offset += n;
-        }
-        options.release?.(value); // copied into part buffers: the producer may reuse it
-      }
-      if (uploadId === undefined && inflight.size === 0) {
-        const data = buffer.subarray(0, fill);
-        await this.#send("put", name, internal.signal, ({ signal, touch }) =>
-          this.client.send(
-            // deno-lint-ignore no-explicit-any
-            new PutObjectCommand({ ...params, Body: progressBody(data, touch) as any, ContentLength: fill }),
-            { abortSignal: signal },
           ));
-        return;
-      }
-      if (fill > 0) await dispatch(buffer.subarray(0, fill), buffer);
-      while (inflight.size > 0) await Promise.race(inflight);
-      internal.signal.throwIfAborted();
-      parts.sort((x, y) => x.PartNumber - y.PartNumber);
-      const id = uploadId;
-      await this.#send("put", name, internal.signal, ({ signal }) =>
-        this.client.send(
-          new CompleteMultipartUploadCommand({
-            Bucket: this.bucket,
-            Key: name,
-            UploadId: id,
-            MultipartUpload: { Parts: parts },
-          }),
-          { abortSignal: signal },
-        ), "complete");
-    } catch (raw) {
-      const err = internal.signal.aborted && !options.signal?.aborted ? internal.signal.reason ?? raw : raw;
-      internal.abort(err);
-      await Promise.allSettled([...inflight]);
-      // Abort the multipart upload before rejecting, so no orphaned parts remain when put() returns.
-      if (uploadId !== undefined) await this.#abortUpload(name, uploadId);
-      if (options.signal?.aborted) {
-        throw new StorageError("Failed", "upload aborted; the multipart upload was cancelled", {
-          backend: this.kind,
-          op: "put",
-          object: name,
-          cause: options.signal.reason ?? err,
-        });
-      }
-      throw this.#error(err, "put", name);
-    } finally {
-      options.signal?.removeEventListener("abort", onAbort);
-    }
+      },
+      create: async (outer) => {
+        const created = await this.#send(
+          "put",
+          name,
+          outer,
+          ({ signal }) => this.client.send(new CreateMultipartUploadCommand(params), { abortSignal: signal }),
+        );
+        if (!created.UploadId) throw new Error("CreateMultipartUpload returned no UploadId");
+        return created.UploadId;
+      },
+      part: async (UploadId, PartNumber, data, outer) => {
+        const out = await this.#send(
+          "put",
+          name,
+          outer,
+          ({ signal, touch }) =>
+            this.client.send(
+              new UploadPartCommand({
+                Bucket: this.bucket,
+                Key: name,
+                UploadId,
+                PartNumber,
+                // deno-lint-ignore no-explicit-any
+                Body: progressBody(data, touch) as any,
+                ContentLength: data.length,
+              }),
+              { abortSignal: signal },
+            ),
+          `part ${PartNumber}`,
+        );
+        if (!out.ETag) throw new Error(`part ${PartNumber} came back without an ETag`);
+        return out.ETag;
+      },
+      complete: async (UploadId, parts, outer) => {
+        const Parts = parts.map((p) => ({ PartNumber: p.number, ETag: p.etag }));
+        await this.#send("put", name, outer, ({ signal }) =>
+          this.client.send(
+            new CompleteMultipartUploadCommand({
+              Bucket: this.bucket,
+              Key: name,
+              UploadId,
+              MultipartUpload: { Parts },
+            }),
+            { abortSignal: signal },
+          ), "complete");
+      },
+      abort: (uploadId) => this.#abortUpload(name, uploadId),
+      error: (err) => this.#error(err, "put", name),
+    });
   }
 
   /**
@@ -483,16 +423,6 @@ export class S3Backend implements Backend {
         },
       );
     }
-  }
-
-  #tooManyParts(name: string): StorageError {
-    const mib = this.partSize / MiB;
-    return new StorageError(
-      "TooLarge",
-      `the archive needs more than ${MAX_PARTS} parts of ${mib} MiB: raise PLUGIN_PART_SIZE_MB (or the maximum ` +
-        `upload size setting, which grows the part size)`,
-      { backend: this.kind, op: "put", object: name },
-    );
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {

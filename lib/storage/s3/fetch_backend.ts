@@ -41,7 +41,8 @@ import { md5 } from "../../key/md5.ts";
 import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
 import { httpStatus, isCode, shortMessage } from "./errors.ts";
 import { S3HttpError, type S3Meta } from "./meta.ts";
-import { DELETE_BATCH, DOWNLOAD_RANGE_SIZE, MAX_PARTS, partSizeFor } from "./parts.ts";
+import { DELETE_BATCH, DOWNLOAD_RANGE_SIZE, partSizeFor } from "./parts.ts";
+import { multipartPut } from "./upload.ts";
 
 const MiB = 1024 * 1024;
 
@@ -237,152 +238,75 @@ export class FetchS3Backend implements Backend {
         error: shortMessage(err),
       })
     );
-    // `internal` aborts on the caller's signal or the first failed part; it cancels the source.
-    const internal = new AbortController();
-    const onAbort = () => internal.abort(options.signal?.reason);
-    options.signal?.addEventListener("abort", onAbort, { once: true });
-    const reader = body.getReader();
-    internal.signal.addEventListener("abort", () => reader.cancel(internal.signal.reason).catch(() => {}), {
-      once: true,
-    });
-    // Part buffers are reused once their part is stored: (concurrency + 1) × part size, allocated once.
-    const pool: Uint8Array<ArrayBuffer>[] = [];
-    const inflight = new Set<Promise<void>>();
-    const parts: { number: number; etag: string }[] = [];
-    let uploadId: string | undefined;
-    let partCount = 0;
-    let buffer = new Uint8Array(this.partSize);
-    let fill = 0;
-
-    const dispatch = async (data: Uint8Array<ArrayBuffer>, owner: Uint8Array<ArrayBuffer>) => {
-      // Part promises never reject (a failure aborts `internal`), so waiting on them is safe.
-      while (inflight.size >= this.concurrency) await Promise.race(inflight);
-      internal.signal.throwIfAborted();
-      if (partCount >= MAX_PARTS) throw this.#tooManyParts(name);
-      if (uploadId === undefined) {
+    /** One upload request with a body, signed with the body's SHA-256. */
+    const send = async (
+      r: { part?: string; method: string; url: URL; headers?: Record<string, string> },
+      data: Uint8Array<ArrayBuffer>,
+      signal: AbortSignal,
+      read?: (res: Response) => Promise<unknown>,
+    ) => {
+      const payloadHash = await sha256Hex(data);
+      return (await this.meta.request({
+        op: "put",
+        object: name,
+        ...r,
+        body: data,
+        payloadHash,
+        signal,
+        read,
+      })).res;
+    };
+    const plan = { object: name, partSize: this.partSize, concurrency: this.concurrency };
+    await multipartPut(body, options, plan, {
+      single: async (data, signal) => {
+        await send({ method: "PUT", url: this.meta.url(name), headers }, data, signal);
+      },
+      create: async (signal) => {
         const { body } = await this.meta.request({
           op: "put",
           object: name,
           method: "POST",
           url: this.meta.url(name, { uploads: "" }),
           headers,
-          signal: internal.signal,
+          signal,
           read: async (res) => {
             const xml = await res.text();
             errorInBody(xml, res.headers);
             return xml;
           },
         });
-        uploadId = xmlText(body as string, "UploadId");
-        if (!uploadId) throw new Error("CreateMultipartUpload returned no UploadId");
-      }
-      const number = ++partCount;
-      const id = uploadId;
-      const sent: Promise<void> = sha256Hex(data).then((hash) =>
-        this.meta.request({
-          op: "put",
-          object: name,
-          part: `part ${number}`,
-          method: "PUT",
-          url: this.meta.url(name, { partNumber: String(number), uploadId: id }),
-          body: data,
-          payloadHash: hash,
-          signal: internal.signal,
-        })
-      ).then(({ res }) => {
+        const id = xmlText(body as string, "UploadId");
+        if (!id) throw new Error("CreateMultipartUpload returned no UploadId");
+        return id;
+      },
+      part: async (uploadId, number, data, signal) => {
+        const url = this.meta.url(name, { partNumber: String(number), uploadId });
+        const res = await send({ part: `part ${number}`, method: "PUT", url }, data, signal);
         const etag = res.headers.get("etag");
         if (!etag) throw new Error(`part ${number} came back without an ETag`);
-        parts.push({ number, etag });
-        pool.push(owner);
-      }).catch((err) => internal.abort(err)).finally(() => inflight.delete(sent));
-      inflight.add(sent);
-    };
-
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        internal.signal.throwIfAborted();
-        if (done) break;
-        let offset = 0;
-        while (offset < value.length) {
-          if (fill === this.partSize) {
-            // Only sent once more bytes follow: a stream of one part or less is a single PutObject.
-            await dispatch(buffer, buffer);
-            buffer = pool.pop() ?? new Uint8Array(this.partSize);
-            fill = 0;
-          }
-          const n = Math.min(this.partSize - fill, value.length - offset);
-          buffer.set(value.subarray(offset, offset + n), fill);
-          fill += n;
-          offset += n;
-        }
-        options.release?.(value); // copied into part buffers: the producer may reuse it
-      }
-      if (uploadId === undefined && inflight.size === 0) {
-        const data = buffer.subarray(0, fill);
-        await this.meta.request({
-          op: "put",
-          object: name,
-          method: "PUT",
-          url: this.meta.url(name),
-          headers,
-          body: data,
-          payloadHash: await sha256Hex(data),
-          signal: internal.signal,
-        });
-        return;
-      }
-      if (fill > 0) await dispatch(buffer.subarray(0, fill), buffer);
-      while (inflight.size > 0) await Promise.race(inflight);
-      internal.signal.throwIfAborted();
-      parts.sort((x, y) => x.number - y.number);
-      const xml = new TextEncoder().encode(
-        "<CompleteMultipartUpload>" +
-          parts.map((p) =>
-            `<Part><PartNumber>${p.number}</PartNumber><ETag>${escapeXml(p.etag)}</ETag></Part>`
-          )
-            .join("") +
-          "</CompleteMultipartUpload>",
-      );
-      await this.meta.request({
-        op: "put",
-        object: name,
-        part: "complete",
-        method: "POST",
-        url: this.meta.url(name, { uploadId: uploadId! }),
-        headers: { "content-type": "application/xml" },
-        body: xml,
-        payloadHash: await sha256Hex(xml),
-        signal: internal.signal,
-        read: async (res) => errorInBody(await res.text(), res.headers),
-      });
-    } catch (raw) {
-      const err = internal.signal.aborted && !options.signal?.aborted ? internal.signal.reason ?? raw : raw;
-      internal.abort(err);
-      await Promise.allSettled([...inflight]);
-      // Abort the multipart upload before rejecting, so no orphaned parts remain when put() returns.
-      if (uploadId !== undefined) await this.#abortUpload(name, uploadId);
-      if (options.signal?.aborted) {
-        throw new StorageError("Failed", "upload aborted; the multipart upload was cancelled", {
-          backend: this.kind,
-          op: "put",
-          object: name,
-          cause: options.signal.reason ?? err,
-        });
-      }
-      throw this.meta.error(err, "put", name);
-    } finally {
-      options.signal?.removeEventListener("abort", onAbort);
-    }
-  }
-
-  #tooManyParts(name: string): StorageError {
-    return new StorageError(
-      "TooLarge",
-      `the archive needs more than ${MAX_PARTS} parts of ${this.partSize / MiB} MiB: raise ` +
-        `PLUGIN_PART_SIZE_MB (or the maximum upload size setting, which grows the part size)`,
-      { backend: this.kind, op: "put", object: name },
-    );
+        return etag;
+      },
+      complete: async (uploadId, parts, signal) => {
+        const xml = new TextEncoder().encode(
+          "<CompleteMultipartUpload>" +
+            parts.map((p) =>
+              `<Part><PartNumber>${p.number}</PartNumber><ETag>${escapeXml(p.etag)}</ETag></Part>`
+            )
+              .join("") +
+            "</CompleteMultipartUpload>",
+        );
+        const url = this.meta.url(name, { uploadId });
+        const headers = { "content-type": "application/xml" };
+        await send(
+          { part: "complete", method: "POST", url, headers },
+          xml,
+          signal,
+          async (res) => errorInBody(await res.text(), res.headers),
+        );
+      },
+      abort: (uploadId) => this.#abortUpload(name, uploadId),
+      error: (err) => this.meta.error(err, "put", name),
+    });
   }
 
   /** Aborts a multipart upload (its stored parts are discarded); a failure is logged, not thrown. */
