@@ -39,6 +39,7 @@ import { blobMissing, networkFailure, shortCause } from "./errors.ts";
 import { ShortReadError } from "../transfer/body.ts";
 import type { AzureRest } from "./rest.ts";
 import { blockPut } from "./upload.ts";
+import { putBySize } from "../lazy.ts";
 import type { AzureAuthInfo } from "./target.ts";
 
 const KIND = "azure";
@@ -58,6 +59,11 @@ export interface FetchAzureOptions {
   accessTier?: AzureAccessTier | "";
   /** Block limit (default {@link AZURE_MAX_BLOCKS}; tests lower it). */
   maxBlocks?: number;
+  /**
+   * The SDK backend for saves longer than one block (loaded on first use; see `../lazy.ts`). Without it
+   * every save goes over `fetch` (blocks included).
+   */
+  sdk?: () => Promise<Backend>;
   log?: Logger;
 }
 
@@ -83,6 +89,8 @@ export class FetchAzureBackend implements Backend {
   readonly #maxBlocks: number;
   /** What the last `stat` of a name saw: the download that follows pins to it instead of asking again. */
   readonly #seen = new Map<string, { size: number; etag?: string }>();
+  /** The SDK backend, once a long save loaded it. */
+  #sdk?: Promise<Backend>;
 
   constructor(options: FetchAzureOptions) {
     this.#o = options;
@@ -188,6 +196,19 @@ export class FetchAzureBackend implements Backend {
     body: ReadableStream<Uint8Array>,
     meta: ObjectMeta,
     options: TransferOptions = {},
+  ): Promise<void> {
+    const load = this.#o.sdk;
+    if (load === undefined) return await this.#put(name, body, meta, options);
+    const sdk = () => this.#sdk ??= load();
+    await putBySize(name, body, meta, options, this.partSize, (s) => this.#put(name, s, meta, options), sdk);
+  }
+
+  /** A save over `fetch`: one Put Blob, or blocks and a block list. */
+  async #put(
+    name: string,
+    body: ReadableStream<Uint8Array>,
+    meta: ObjectMeta,
+    options: TransferOptions,
   ): Promise<void> {
     const plan = {
       object: name,
@@ -354,7 +375,8 @@ export class FetchAzureBackend implements Backend {
     }
   }
 
-  close(): Promise<void> {
-    return Promise.resolve();
+  async close(): Promise<void> {
+    const sdk = await this.#sdk?.catch(() => undefined);
+    await sdk?.close?.();
   }
 }

@@ -101,6 +101,10 @@ export async function createAzureBackend(
     maxObjectSize: settings.multipartMaxUploadSizeMb * MiB,
     concurrency: settings.transferConcurrency,
     accessTier: settings.azureAccessTier as AzureAccessTier | "",
+    sdk: () =>
+      import("./backend.ts").then(({ sdkAzureBackend }) =>
+        sdkAzureBackend(settings, log, { ensure: false, announce: false })
+      ),
     log,
   });
   await backend.rest.ensureContainer();

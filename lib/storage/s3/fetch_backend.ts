@@ -43,6 +43,7 @@ import { httpStatus, isCode, shortMessage } from "./errors.ts";
 import { S3HttpError, type S3Meta } from "./meta.ts";
 import { DELETE_BATCH, DOWNLOAD_RANGE_SIZE, partSizeFor } from "./parts.ts";
 import { multipartPut } from "./upload.ts";
+import { putBySize } from "../lazy.ts";
 
 const MiB = 1024 * 1024;
 
@@ -62,6 +63,11 @@ export interface FetchS3Options {
   acl?: string;
   sse?: string;
   sseKmsKeyId?: string;
+  /**
+   * The SDK backend for saves longer than one part (loaded on first use; see `../lazy.ts`). Without it
+   * every save goes over `fetch` (multipart included).
+   */
+  sdk?: () => Promise<Backend>;
   log?: Logger;
 }
 
@@ -109,6 +115,8 @@ export class FetchS3Backend implements Backend {
   readonly #o: FetchS3Options;
   /** What the last `stat` of a name saw: the download that follows pins to it instead of asking again. */
   readonly #seen = new Map<string, { size: number; etag?: string }>();
+  /** The SDK backend, once a long save loaded it. */
+  #sdk?: Promise<Backend>;
 
   constructor(options: FetchS3Options) {
     this.#o = options;
@@ -230,6 +238,14 @@ export class FetchS3Backend implements Backend {
 
   async put(name: string, body: ReadableStream<Uint8Array>, meta: ObjectMeta, options: TransferOptions = {}) {
     options.signal?.throwIfAborted();
+    const load = this.#o.sdk;
+    if (load === undefined) return await this.#put(name, body, meta, options);
+    const sdk = () => this.#sdk ??= load();
+    await putBySize(name, body, meta, options, this.partSize, (s) => this.#put(name, s, meta, options), sdk);
+  }
+
+  /** A save over `fetch`: one PutObject, or a multipart upload. */
+  async #put(name: string, body: ReadableStream<Uint8Array>, meta: ObjectMeta, options: TransferOptions) {
     const headers = this.#objectHeaders(meta);
     // Leftovers of a killed save of this key (best effort: the identity may not list uploads).
     await this.sweepStale(name).catch((err) =>
@@ -430,7 +446,8 @@ export class FetchS3Backend implements Backend {
     }
   }
 
-  close(): Promise<void> {
-    return Promise.resolve();
+  async close(): Promise<void> {
+    const sdk = await this.#sdk?.catch(() => undefined);
+    await sdk?.close?.();
   }
 }

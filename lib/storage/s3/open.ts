@@ -208,6 +208,10 @@ function fetchS3Backend(
     acl: setup.acl || undefined,
     sse: setup.sse || undefined,
     sseKmsKeyId: setup.sseKmsKeyId || undefined,
+    sdk: () =>
+      import("./backend.ts").then(({ sdkS3Backend }) =>
+        sdkS3Backend(setup, log, { check: false, announce: false })
+      ),
     log,
   });
 }
