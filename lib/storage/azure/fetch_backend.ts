@@ -19,6 +19,10 @@
  * One difference: a block upload shows no progress while its body is sent
  * (`fetch` reports none), so the idle timeout covers the whole block request.
  *
+ * With the `sdk` option (as `open.ts` builds it) a save longer than one
+ * block goes to the SDK backend instead (`../lazy.ts` says why); the
+ * multi-block code here serves without it (tests, the fault table).
+ *
  * @module
  */
 import {

@@ -5,7 +5,9 @@
  * With a shared key or a SAS token (the common CI cases without Entra)
  * every request goes over `fetch`: the container check, `stat` and `list`
  * in `rest.ts`, the transfers in `fetch_backend.ts`, so neither a restore
- * miss nor a small save or restore loads the SDK (about 0.2 s of CPU).
+ * miss nor a small save or restore loads the SDK (about 0.2 s of CPU). A
+ * save longer than one block loads the SDK backend and goes through it
+ * (memory: see `../lazy.ts`); downloads of any size stay on `fetch`.
  * Entra credentials (which load `@azure/identity` anyway) and connection
  * strings take the SDK backend (`backend.ts`).
  *

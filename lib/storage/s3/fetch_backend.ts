@@ -22,6 +22,10 @@
  * One difference: a part upload shows no progress while its body is sent
  * (`fetch` reports none), so the idle timeout covers the whole part request.
  *
+ * With the `sdk` option (as `open.ts` builds it) a save longer than one
+ * part goes to the SDK backend instead (`../lazy.ts` says why); the
+ * multi-part code here serves without it (tests, the fault table).
+ *
  * @module
  */
 import {
