@@ -410,7 +410,7 @@ export function connect(options: ConnectOptions, expectFingerprint?: string): Pr
         return true;
       },
     });
-    coalesceWrites((client as unknown as { _sock: CorkableSocket })._sock);
+    coalesceWrites((client as unknown as { _sock?: CorkableSocket })._sock);
   });
 }
 
@@ -428,7 +428,8 @@ interface CorkableSocket {
  * own `sendto` and TCP segment: corking until the current job ends hands them
  * (and the other packets sent in the same turn) to the socket's `writev`.
  */
-function coalesceWrites(sock: CorkableSocket): void {
+function coalesceWrites(sock: CorkableSocket | undefined): void {
+  if (typeof sock?.cork !== "function") return; // not the socket this was written for: leave it alone
   const write = sock.write.bind(sock);
   let corked = false;
   const uncork = () => {
