@@ -3,7 +3,13 @@
  * (`deno task release`; `.github/workflows/release.yml` runs it with
  * `--strict`):
  *
- * - `ci-cache.js`: the bundle (`deno run -A ci-cache.js …` runs it);
+ * - `ci-cache.js`: the bundle, one file (`deno run -A ci-cache.js …` runs it).
+ *   One file cannot keep the backends lazy: the bundler hoists the `node:*`
+ *   imports of every backend's SDK to its top, so each run loads Deno's Node
+ *   layer for all of them (≈0.23 s CPU to the first request, against
+ *   0.08–0.16 s from source). `deno task bundle:split` builds the lazy shape, a
+ *   folder of chunks (`dist/ci-cache/main.js` + chunks, run the same way), which
+ *   is not a release asset;
  * - `plugin-<os>-<arch>.zst` for linux amd64/arm64, darwin amd64/arm64 and
  *   windows amd64: the `deno compile`d binary (an `.exe` for Windows),
  *   zstd-compressed, the layout Harness' binary plugin runner downloads

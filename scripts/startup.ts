@@ -16,7 +16,9 @@
  *
  * Usage: `deno run -A scripts/startup.ts [--runs N] [--bundle] [--baseline DIR] [--miss-only] [backend …]`
  * (backends: filesystem s3 azure gcs sftp harness; default all). `--bundle`
- * also runs `dist/ci-cache.js` (build it first: `deno task bundle`);
+ * also runs the bundles that are built: the one-file `dist/ci-cache.js` (`deno
+ * task bundle`, the release's shape) and the split `dist/ci-cache/main.js`
+ * (`deno task bundle:split`, whose backends stay lazy);
  * `--baseline DIR` also runs `DIR/main.ts` (another checkout, e.g. `git
  * archive main | tar -x -C DIR` plus `deno install` there). The entries run
  * interleaved, so a loaded machine slows them alike. Prints one row per
@@ -235,7 +237,14 @@ async function serve(
 }
 
 const entries: [string, string[]][] = [["main.ts", [`${ROOT}main.ts`]]];
-if (values.bundle) entries.push(["bundle", [`${ROOT}dist/ci-cache.js`]]);
+if (values.bundle) {
+  const built = async (path: string) => await Deno.stat(`${ROOT}${path}`).then(() => true, () => false);
+  if (await built("dist/ci-cache.js")) entries.push(["bundle", [`${ROOT}dist/ci-cache.js`]]);
+  if (await built("dist/ci-cache/main.js")) entries.push(["bundle split", [`${ROOT}dist/ci-cache/main.js`]]);
+  if (entries.length === 1) {
+    throw new Error("--bundle: build one first (deno task bundle, deno task bundle:split)");
+  }
+}
 if (values.baseline) entries.push(["baseline", [`${values.baseline.replace(/\/$/, "")}/main.ts`]]);
 const cwd = await Deno.makeTempDir({ prefix: "ci-cache-startup-cwd-" });
 

@@ -7,7 +7,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import ssh2 from "../../deps/ssh2.ts";
+import { Client, parseKey } from "../../deps/ssh2.ts";
 import { AuthFailedError, InvalidSettingsError, StorageError, UnavailableError } from "../backend.ts";
 import type { Logger } from "../../log.ts";
 import type { Settings } from "../../settings.ts";
@@ -254,7 +254,7 @@ export async function connectOptions(settings: Settings): Promise<ConnectOptions
       throw settingsError(`cannot read the private key file ${path} (PLUGIN_PUBLIC_KEY_FILE)`, err);
     }
     const passphrase = settings.sftpKeyPassphrase || undefined;
-    const parsed = ssh2.utils.parseKey(text, passphrase);
+    const parsed = parseKey(text, passphrase);
     if (parsed instanceof Error) {
       // ssh2's messages name the problem without key material.
       if (/encrypted/i.test(parsed.message) && /no passphrase/i.test(parsed.message)) {
@@ -323,7 +323,7 @@ export interface Connected {
  */
 export function connect(options: ConnectOptions, expectFingerprint?: string): Promise<Connected> {
   const ctx = { backend: KIND, op: "connect", object: `${options.host}:${options.port}` };
-  const client = new ssh2.Client() as unknown as RawClient;
+  const client = new Client() as unknown as RawClient;
   let hostKey: Uint8Array | undefined;
   let refused: string | undefined;
   return new Promise<Connected>((resolve, reject) => {
@@ -410,7 +410,40 @@ export function connect(options: ConnectOptions, expectFingerprint?: string): Pr
         return true;
       },
     });
+    coalesceWrites((client as unknown as { _sock?: CorkableSocket })._sock);
   });
+}
+
+/** The part of `node:net`'s Socket that {@link coalesceWrites} uses. */
+interface CorkableSocket {
+  write(data: Uint8Array): boolean;
+  cork(): void;
+  uncork(): void;
+}
+
+/**
+ * Makes the writes ssh2 issues in one turn of the event loop leave in one
+ * system call. ssh2 writes every SSH packet as three chunks (the encrypted
+ * length, the payload, the MAC) and the socket has no delay, so each became its
+ * own `sendto` and TCP segment: corking until the current job ends hands them
+ * (and the other packets sent in the same turn) to the socket's `writev`.
+ */
+function coalesceWrites(sock: CorkableSocket | undefined): void {
+  if (typeof sock?.cork !== "function") return; // not the socket this was written for: leave it alone
+  const write = sock.write.bind(sock);
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    sock.uncork();
+  };
+  sock.write = (data: Uint8Array) => {
+    if (!corked) {
+      corked = true;
+      sock.cork();
+      queueMicrotask(uncork);
+    }
+    return write(data);
+  };
 }
 
 /** Network failures worth a reconnect (not a refusal by the server). */
