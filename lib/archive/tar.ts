@@ -66,12 +66,18 @@ function putAscii(buf: Uint8Array, off: number, s: string): void {
   for (let i = 0; i < s.length; i++) buf[off + i] = s.charCodeAt(i);
 }
 
-/** Writes `value` as zero-padded octal of `width - 1` digits plus NUL (Go's and GNU tar's layout). */
+/**
+ * Writes `value` as zero-padded octal of `width - 1` digits plus NUL (Go's and GNU tar's layout).
+ * Digit by digit, no string: it runs several times for every entry. The caller keeps `value`
+ * within the field (see {@link octalMax}).
+ */
 function putOctal(buf: Uint8Array, off: number, width: number, value: number): void {
-  const digits = Math.floor(value).toString(8);
-  const pad = width - 1 - digits.length;
-  for (let i = 0; i < pad; i++) buf[off + i] = 0x30;
-  putAscii(buf, off + pad, digits);
+  let v = Math.floor(value);
+  for (let i = off + width - 2; i >= off; i--) {
+    const d = v % 8;
+    buf[i] = 0x30 + d;
+    v = (v - d) / 8;
+  }
   buf[off + width - 1] = 0;
 }
 
@@ -185,11 +191,26 @@ function formatPaxTime(t: number): string {
 }
 
 /**
+ * The fields {@link headerSize} last sized and their PAX records: callers
+ * size an entry and then write the same fields, and the records (name
+ * checks, splitting) are the costly part of a small file's header.
+ */
+let sized: { f: HeaderFields; pax: string } | undefined;
+
+/** {@link paxRecordsFor}, reusing what {@link headerSize} found for the same fields. */
+function paxOf(f: HeaderFields): string {
+  if (sized?.f === f) return sized.pax;
+  const pax = paxRecordsFor(f);
+  sized = { f, pax };
+  return pax;
+}
+
+/**
  * The bytes {@link writeHeader} will write for `f`: one block, or a PAX
  * extended header (block + records + padding) and then the block.
  */
 export function headerSize(f: HeaderFields): number {
-  const pax = paxRecordsFor(f);
+  const pax = paxOf(f);
   if (pax === "") return BLOCK;
   const n = encoder.encode(pax).length;
   return BLOCK + n + padding(n) + BLOCK;
@@ -225,7 +246,7 @@ function paxRecordsFor(f: HeaderFields): string {
  * ```
  */
 export function writeHeader(buf: Uint8Array, off: number, f: HeaderFields): number {
-  const pax = paxRecordsFor(f);
+  const pax = paxOf(f);
   const link = f.linkname ?? "";
   let pos = off;
   let prefix = "";
@@ -242,7 +263,8 @@ export function writeHeader(buf: Uint8Array, off: number, f: HeaderFields): numb
     if (linkname.length > 100 || !isAscii(linkname)) linkname = asciiFallback(link, 100);
   }
   const split = splitUstarName(name);
-  if (split && isAscii(name)) [prefix, name] = split;
+  // Without PAX records the name is ASCII already (paxRecordsFor checked it).
+  if (split && (pax === "" || isAscii(name))) [prefix, name] = split;
   else name = asciiFallback(name, 100);
   putUstar(buf, pos, prefix, name, f, f.size, f.typeflag, linkname);
   return pos + BLOCK - off;
