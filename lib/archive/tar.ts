@@ -61,9 +61,22 @@ function isAscii(s: string): boolean {
   return true;
 }
 
-/** Writes an ASCII string into `buf` at `off` (the caller checked the length). */
-function putAscii(buf: Uint8Array, off: number, s: string): void {
-  for (let i = 0; i < s.length; i++) buf[off + i] = s.charCodeAt(i);
+/** Writes an ASCII string into `buf` at `off` (the caller checked the length); returns the sum of its bytes. */
+function putAscii(buf: Uint8Array, off: number, s: string): number {
+  let sum = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    buf[off + i] = c;
+    sum += c;
+  }
+  return sum;
+}
+
+/** The sum of `buf[from..to)`. */
+function byteSum(buf: Uint8Array, from: number, to: number): number {
+  let sum = 0;
+  for (let i = from; i < to; i++) sum += buf[i];
+  return sum;
 }
 
 /**
@@ -71,14 +84,17 @@ function putAscii(buf: Uint8Array, off: number, s: string): void {
  * Digit by digit, no string: it runs several times for every entry. The caller keeps `value`
  * within the field (see {@link octalMax}).
  */
-function putOctal(buf: Uint8Array, off: number, width: number, value: number): void {
+function putOctal(buf: Uint8Array, off: number, width: number, value: number): number {
   let v = Math.floor(value);
+  let sum = 0;
   for (let i = off + width - 2; i >= off; i--) {
     const d = v % 8;
     buf[i] = 0x30 + d;
+    sum += 0x30 + d;
     v = (v - d) / 8;
   }
   buf[off + width - 1] = 0;
+  return sum;
 }
 
 /** Largest value an octal field of `width` bytes holds. */
@@ -141,7 +157,11 @@ export function padding(size: number): number {
   return r === 0 ? 0 : BLOCK - r;
 }
 
-/** Fills a 512-byte ustar header at `buf[off..]` (which must be zeroed). */
+/**
+ * Fills a 512-byte ustar header at `buf[off..]` (which must be zeroed). The
+ * checksum adds up the fields as they are written (the rest is zero), not
+ * all 512 bytes again.
+ */
 function putUstar(
   buf: Uint8Array,
   off: number,
@@ -153,31 +173,31 @@ function putUstar(
   linkname: string,
   raw = false,
 ): void {
+  // Checksum: sum of all bytes with the checksum field taken as spaces.
+  let sum = 8 * 0x20;
   if (raw) {
     encoder.encodeInto(name, buf.subarray(off, off + 100));
     encoder.encodeInto(prefix, buf.subarray(off + 345, off + 500));
+    sum += byteSum(buf, off, off + 100) + byteSum(buf, off + 345, off + 500);
   } else {
-    putAscii(buf, off, name);
-    putAscii(buf, off + 345, prefix);
+    sum += putAscii(buf, off, name);
+    sum += putAscii(buf, off + 345, prefix);
   }
-  putOctal(buf, off + 100, 8, f.mode & 0o7777);
-  putOctal(buf, off + 108, 8, Math.min(f.uid ?? 0, octalMax(8)));
-  putOctal(buf, off + 116, 8, Math.min(f.gid ?? 0, octalMax(8)));
-  putOctal(buf, off + 124, 12, Math.min(size, octalMax(12)));
-  putOctal(buf, off + 136, 12, Math.min(Math.max(Math.floor(f.mtime), 0), octalMax(12)));
+  sum += putOctal(buf, off + 100, 8, f.mode & 0o7777);
+  sum += putOctal(buf, off + 108, 8, Math.min(f.uid ?? 0, octalMax(8)));
+  sum += putOctal(buf, off + 116, 8, Math.min(f.gid ?? 0, octalMax(8)));
+  sum += putOctal(buf, off + 124, 12, Math.min(size, octalMax(12)));
+  sum += putOctal(buf, off + 136, 12, Math.min(Math.max(Math.floor(f.mtime), 0), octalMax(12)));
   buf[off + 156] = typeflag;
-  putAscii(buf, off + 157, linkname);
-  putAscii(buf, off + 257, "ustar\x0000");
+  sum += typeflag;
+  sum += putAscii(buf, off + 157, linkname);
+  sum += putAscii(buf, off + 257, "ustar\x0000");
   const uname = f.uname ?? "";
   const gname = f.gname ?? "";
-  if (uname.length < 32 && isAscii(uname)) putAscii(buf, off + 265, uname);
-  if (gname.length < 32 && isAscii(gname)) putAscii(buf, off + 297, gname);
-  putOctal(buf, off + 329, 8, 0);
-  putOctal(buf, off + 337, 8, 0);
-  // Checksum: sum of all bytes with the checksum field taken as spaces.
-  let sum = 8 * 0x20;
-  for (let i = 0; i < 148; i++) sum += buf[off + i];
-  for (let i = 156; i < BLOCK; i++) sum += buf[off + i];
+  if (uname.length < 32 && isAscii(uname)) sum += putAscii(buf, off + 265, uname);
+  if (gname.length < 32 && isAscii(gname)) sum += putAscii(buf, off + 297, gname);
+  sum += putOctal(buf, off + 329, 8, 0);
+  sum += putOctal(buf, off + 337, 8, 0);
   putOctal(buf, off + 148, 7, sum);
   buf[off + 155] = 0x20;
 }
