@@ -224,10 +224,8 @@ export function pack(options: PackOptions): {
   const issued = new WeakSet<ArrayBufferLike>();
 
   const nextBuffer = (): Uint8Array<ArrayBuffer> => {
-    const b = spare.pop();
-    if (!b) return new Uint8Array(CHUNK);
-    b.fill(0); // padding and zero-filled gaps rely on a zeroed buffer
-    return b;
+    // A reused buffer keeps its old bytes: headers, padding and zero-filled gaps clear their own region.
+    return spare.pop() ?? new Uint8Array(CHUNK);
   };
 
   const emit = (chunk: Uint8Array) => {
@@ -263,6 +261,7 @@ export function pack(options: PackOptions): {
       writeHeader(buf, 0, f);
       put(buf);
     } else {
+      out.fill(0, pos, pos + size);
       pos += writeHeader(out, pos, f);
     }
   };
@@ -312,7 +311,8 @@ export function pack(options: PackOptions): {
       if (pos === out.length) return flush();
       const want = Math.min(cur.left, out.length - pos);
       if (cur.shrank) {
-        pos += want; // the buffer region is still zero
+        out.fill(0, pos, pos + want);
+        pos += want;
         cur.left -= want;
         continue;
       }
@@ -335,7 +335,7 @@ export function pack(options: PackOptions): {
         continue;
       }
       if (n > want) {
-        out[pos + want] = 0; // the probe byte: the file grew; the region after the data stays zero
+        // the probe byte: the file grew (the padding after the data overwrites it)
         pos += want;
         cur.left = 0;
         grew(cur);
@@ -500,6 +500,7 @@ export function pack(options: PackOptions): {
     if (out.length - pos < p) {
       put(new Uint8Array(p));
     } else {
+      out.fill(0, pos, pos + p);
       pos += p;
     }
   };
