@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "./assert.ts";
 import {
   compressStream,
   CorruptArchiveError,
@@ -204,5 +204,48 @@ Deno.test({
     const { stream } = decompressStream();
     assertEquals(await collect(streamOf(joined).pipeThrough(stream)), input);
     compressor.release(new Uint8Array(16)); // a chunk it never handed out is ignored
+  },
+});
+
+/** The window size of every zstd frame in `packed` (walking the frames with the zstd CLI's own listing). */
+async function zstdWindows(packed: Uint8Array): Promise<string[]> {
+  const { dir, cleanup } = await tempDir("zwin");
+  try {
+    await Deno.writeFile(`${dir}/a.zst`, packed);
+    const t = await sh(`zstd -q -t ${dir}/a.zst && zstd -lv ${dir}/a.zst`);
+    assertEquals(t.code, 0, t.stderr);
+    return [...t.stdout.matchAll(/Window Size: ([^\n]+)/g)].map((m) => m[1].trim());
+  } finally {
+    await cleanup();
+  }
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "compression: the default zstd level uses a 1 MiB window (smaller match tables); explicit other levels keep libzstd's",
+  fn: async () => {
+    const base = await collect(streamOf(sample).pipeThrough(compressStream("zstd", -1)));
+    const same = await collect(streamOf(sample).pipeThrough(compressStream("zstd", 3)));
+    assertEquals(same, base, "-1 and 3 are the same level");
+    const windows = await zstdWindows(base);
+    assert(windows.length > 0, "zstd -lv lists a window size");
+    for (const w of windows) assertMatch(w, /\(1048576 B\)/);
+    // Level 5's own table has a 2 MiB window for inputs this size: the tuning applies to level 3 only.
+    for (
+      const w of await zstdWindows(await collect(streamOf(sample).pipeThrough(compressStream("zstd", 5))))
+    ) {
+      assertMatch(w, /\(2097152 B\)/);
+    }
+    // The CLI decodes what the default level wrote.
+    const { dir, cleanup } = await tempDir("zwin");
+    try {
+      await Deno.writeFile(`${dir}/a.zst`, base);
+      await Deno.writeFile(`${dir}/a.raw`, sample);
+      const d = await sh(`zstd -q -dc ${dir}/a.zst | cmp - ${dir}/a.raw`);
+      assertEquals(d.code, 0, d.stdout + d.stderr);
+    } finally {
+      await cleanup();
+    }
   },
 });

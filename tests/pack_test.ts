@@ -3,7 +3,7 @@ import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
 import { MountNotFoundError, pack } from "../lib/archive/pack.ts";
 import { Logger } from "../lib/log.ts";
 import { FilesystemBackend } from "../lib/storage/filesystem/backend.ts";
-import { buildTree, bytes, collect, tempDir } from "./fixtures/archive/helpers.ts";
+import { buildTree, bytes, collect, sh, tempDir } from "./fixtures/archive/helpers.ts";
 
 const dec = new TextDecoder();
 
@@ -345,6 +345,39 @@ Deno.test("pack: the exclude predicate leaves paths out with everything below th
     assertEquals((await stats).files, 1);
     assert(!asked.includes(`${dir}/m`), "the mount itself is never excluded");
     assert(!asked.some((p) => p.includes("/.cache/")), "an excluded directory is not walked");
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("pack: files on both sides of the read-whole limit (64 KiB) and their hard links extract byte for byte with GNU tar", async () => {
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    const sizes = [0, 1, 511, 512, 513, 65535, 65536, 65537, 300_000];
+    await Deno.mkdir(`${dir}/m/d`, { recursive: true });
+    for (const [i, n] of sizes.entries()) await Deno.writeFile(`${dir}/m/d/f-${n}`, bytes(n, i + 1));
+    await Deno.link(`${dir}/m/d/f-512`, `${dir}/m/d/link-small`);
+    await Deno.link(`${dir}/m/d/f-300000`, `${dir}/m/d/link-large`);
+    const { stream, stats } = pack({ mount: "m", cwd: dir });
+    const archive = await collect(stream);
+    const entries = rawEntries(archive);
+    const links = entries.filter((e) => e.type === "1").map((e) => [e.name, e.linkname]);
+    assertEquals(links.sort(), [
+      [`${dir}/m/d/link-large`, `${dir}/m/d/f-300000`],
+      [`${dir}/m/d/link-small`, `${dir}/m/d/f-512`],
+    ]);
+    for (const n of sizes) assertEquals(entries.find((e) => e.name === `${dir}/m/d/f-${n}`)?.size, n);
+    assertEquals((await stats).files, sizes.length);
+    assertEquals((await stats).bytes, sizes.reduce((a, b) => a + b, 0));
+    // GNU tar checks every header checksum; the extracted files must equal the originals.
+    await Deno.writeFile(`${dir}/a.tar`, archive);
+    await Deno.mkdir(`${dir}/x`);
+    const res = await sh(`tar -xf ${dir}/a.tar -C ${dir}/x 2>&1`);
+    assertEquals(res.code, 0, res.stdout);
+    const out = `${dir}/x${dir}/m/d`;
+    for (const [i, n] of sizes.entries()) assertEquals(await Deno.readFile(`${out}/f-${n}`), bytes(n, i + 1));
+    assertEquals((await Deno.stat(`${out}/link-small`)).ino, (await Deno.stat(`${out}/f-512`)).ino);
+    assertEquals((await Deno.stat(`${out}/link-large`)).ino, (await Deno.stat(`${out}/f-300000`)).ino);
   } finally {
     await cleanup();
   }

@@ -61,18 +61,40 @@ function isAscii(s: string): boolean {
   return true;
 }
 
-/** Writes an ASCII string into `buf` at `off` (the caller checked the length). */
-function putAscii(buf: Uint8Array, off: number, s: string): void {
-  for (let i = 0; i < s.length; i++) buf[off + i] = s.charCodeAt(i);
+/** Writes an ASCII string into `buf` at `off` (the caller checked the length); returns the sum of its bytes. */
+function putAscii(buf: Uint8Array, off: number, s: string): number {
+  let sum = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    buf[off + i] = c;
+    sum += c;
+  }
+  return sum;
 }
 
-/** Writes `value` as zero-padded octal of `width - 1` digits plus NUL (Go's and GNU tar's layout). */
-function putOctal(buf: Uint8Array, off: number, width: number, value: number): void {
-  const digits = Math.floor(value).toString(8);
-  const pad = width - 1 - digits.length;
-  for (let i = 0; i < pad; i++) buf[off + i] = 0x30;
-  putAscii(buf, off + pad, digits);
+/** The sum of `buf[from..to)`. */
+function byteSum(buf: Uint8Array, from: number, to: number): number {
+  let sum = 0;
+  for (let i = from; i < to; i++) sum += buf[i];
+  return sum;
+}
+
+/**
+ * Writes `value` as zero-padded octal of `width - 1` digits plus NUL (Go's and GNU tar's layout).
+ * Digit by digit, no string: it runs several times for every entry. The caller keeps `value`
+ * within the field (see {@link octalMax}).
+ */
+function putOctal(buf: Uint8Array, off: number, width: number, value: number): number {
+  let v = Math.floor(value);
+  let sum = 0;
+  for (let i = off + width - 2; i >= off; i--) {
+    const d = v % 8;
+    buf[i] = 0x30 + d;
+    sum += 0x30 + d;
+    v = (v - d) / 8;
+  }
   buf[off + width - 1] = 0;
+  return sum;
 }
 
 /** Largest value an octal field of `width` bytes holds. */
@@ -135,7 +157,11 @@ export function padding(size: number): number {
   return r === 0 ? 0 : BLOCK - r;
 }
 
-/** Fills a 512-byte ustar header at `buf[off..]` (which must be zeroed). */
+/**
+ * Fills a 512-byte ustar header at `buf[off..]` (which must be zeroed). The
+ * checksum adds up the fields as they are written (the rest is zero), not
+ * all 512 bytes again.
+ */
 function putUstar(
   buf: Uint8Array,
   off: number,
@@ -147,31 +173,31 @@ function putUstar(
   linkname: string,
   raw = false,
 ): void {
+  // Checksum: sum of all bytes with the checksum field taken as spaces.
+  let sum = 8 * 0x20;
   if (raw) {
     encoder.encodeInto(name, buf.subarray(off, off + 100));
     encoder.encodeInto(prefix, buf.subarray(off + 345, off + 500));
+    sum += byteSum(buf, off, off + 100) + byteSum(buf, off + 345, off + 500);
   } else {
-    putAscii(buf, off, name);
-    putAscii(buf, off + 345, prefix);
+    sum += putAscii(buf, off, name);
+    sum += putAscii(buf, off + 345, prefix);
   }
-  putOctal(buf, off + 100, 8, f.mode & 0o7777);
-  putOctal(buf, off + 108, 8, Math.min(f.uid ?? 0, octalMax(8)));
-  putOctal(buf, off + 116, 8, Math.min(f.gid ?? 0, octalMax(8)));
-  putOctal(buf, off + 124, 12, Math.min(size, octalMax(12)));
-  putOctal(buf, off + 136, 12, Math.min(Math.max(Math.floor(f.mtime), 0), octalMax(12)));
+  sum += putOctal(buf, off + 100, 8, f.mode & 0o7777);
+  sum += putOctal(buf, off + 108, 8, Math.min(f.uid ?? 0, octalMax(8)));
+  sum += putOctal(buf, off + 116, 8, Math.min(f.gid ?? 0, octalMax(8)));
+  sum += putOctal(buf, off + 124, 12, Math.min(size, octalMax(12)));
+  sum += putOctal(buf, off + 136, 12, Math.min(Math.max(Math.floor(f.mtime), 0), octalMax(12)));
   buf[off + 156] = typeflag;
-  putAscii(buf, off + 157, linkname);
-  putAscii(buf, off + 257, "ustar\x0000");
+  sum += typeflag;
+  sum += putAscii(buf, off + 157, linkname);
+  sum += putAscii(buf, off + 257, "ustar\x0000");
   const uname = f.uname ?? "";
   const gname = f.gname ?? "";
-  if (uname.length < 32 && isAscii(uname)) putAscii(buf, off + 265, uname);
-  if (gname.length < 32 && isAscii(gname)) putAscii(buf, off + 297, gname);
-  putOctal(buf, off + 329, 8, 0);
-  putOctal(buf, off + 337, 8, 0);
-  // Checksum: sum of all bytes with the checksum field taken as spaces.
-  let sum = 8 * 0x20;
-  for (let i = 0; i < 148; i++) sum += buf[off + i];
-  for (let i = 156; i < BLOCK; i++) sum += buf[off + i];
+  if (uname.length < 32 && isAscii(uname)) sum += putAscii(buf, off + 265, uname);
+  if (gname.length < 32 && isAscii(gname)) sum += putAscii(buf, off + 297, gname);
+  sum += putOctal(buf, off + 329, 8, 0);
+  sum += putOctal(buf, off + 337, 8, 0);
   putOctal(buf, off + 148, 7, sum);
   buf[off + 155] = 0x20;
 }
@@ -185,11 +211,26 @@ function formatPaxTime(t: number): string {
 }
 
 /**
+ * The fields {@link headerSize} last sized and their PAX records: callers
+ * size an entry and then write the same fields, and the records (name
+ * checks, splitting) are the costly part of a small file's header.
+ */
+let sized: { f: HeaderFields; pax: string } | undefined;
+
+/** {@link paxRecordsFor}, reusing what {@link headerSize} found for the same fields. */
+function paxOf(f: HeaderFields): string {
+  if (sized?.f === f) return sized.pax;
+  const pax = paxRecordsFor(f);
+  sized = { f, pax };
+  return pax;
+}
+
+/**
  * The bytes {@link writeHeader} will write for `f`: one block, or a PAX
  * extended header (block + records + padding) and then the block.
  */
 export function headerSize(f: HeaderFields): number {
-  const pax = paxRecordsFor(f);
+  const pax = paxOf(f);
   if (pax === "") return BLOCK;
   const n = encoder.encode(pax).length;
   return BLOCK + n + padding(n) + BLOCK;
@@ -225,7 +266,7 @@ function paxRecordsFor(f: HeaderFields): string {
  * ```
  */
 export function writeHeader(buf: Uint8Array, off: number, f: HeaderFields): number {
-  const pax = paxRecordsFor(f);
+  const pax = paxOf(f);
   const link = f.linkname ?? "";
   let pos = off;
   let prefix = "";
@@ -242,7 +283,8 @@ export function writeHeader(buf: Uint8Array, off: number, f: HeaderFields): numb
     if (linkname.length > 100 || !isAscii(linkname)) linkname = asciiFallback(link, 100);
   }
   const split = splitUstarName(name);
-  if (split && isAscii(name)) [prefix, name] = split;
+  // Without PAX records the name is ASCII already (paxRecordsFor checked it).
+  if (split && (pax === "" || isAscii(name))) [prefix, name] = split;
   else name = asciiFallback(name, 100);
   putUstar(buf, pos, prefix, name, f, f.size, f.typeflag, linkname);
   return pos + BLOCK - off;
