@@ -21,6 +21,34 @@ import { interrupt, MAIN, walk, writeRandomTree } from "./child.ts";
 
 const MiB = 1024 * 1024;
 
+/** The CLI settings of a save in {@link withTree}'s workspace (gzip: slow enough to be caught mid-way). */
+const SAVE = { PLUGIN_REBUILD: "true", PLUGIN_ARCHIVE_FORMAT: "gzip" };
+
+/**
+ * Runs `fn` in a fresh temp dir holding `work/big` (`files` random files, 16 MiB in all) and an empty
+ * filesystem cache root `cache`, with the CLI settings (PLUGIN_*) of mount `big` under key `k` there.
+ */
+async function withTree(
+  prefix: string,
+  files: number,
+  fn: (dir: string, base: Record<string, string>) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    await writeRandomTree(`${dir}/work/big`, files, 16 * MiB);
+    await Deno.mkdir(`${dir}/cache`);
+    await fn(dir, {
+      PLUGIN_BACKEND: "filesystem",
+      PLUGIN_FILESYSTEM_CACHE_ROOT: `${dir}/cache`,
+      PLUGIN_MOUNT: "big",
+      PLUGIN_CACHE_KEY: "k",
+      HOME: dir,
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test("cleanup: a signal aborts the run's signal, runs the registered clean-ups, logs one line, exits 143", async () => {
   const { log, lines } = capture();
   const codes: number[] = [];
@@ -57,19 +85,8 @@ Deno.test("cleanup: a signal aborts the run's signal, runs the registered clean-
 });
 
 Deno.test("cleanup: SIGINT during a save removes the temp file, leaves no object, exits 130", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "cicache-cancel-" });
-  try {
-    await writeRandomTree(`${dir}/work/big`, 12, 16 * MiB);
-    await Deno.mkdir(`${dir}/cache`);
-    const env = {
-      PLUGIN_BACKEND: "filesystem",
-      PLUGIN_FILESYSTEM_CACHE_ROOT: `${dir}/cache`,
-      PLUGIN_REBUILD: "true",
-      PLUGIN_MOUNT: "big",
-      PLUGIN_CACHE_KEY: "k",
-      PLUGIN_ARCHIVE_FORMAT: "gzip",
-      HOME: dir,
-    };
+  await withTree("cicache-cancel-", 12, async (dir, base) => {
+    const env = { ...base, ...SAVE };
     const tempSeen = async () => (await walk(`${dir}/cache`)).some((p) => p.includes(".cicache-tmp-"));
     const run = await interrupt(env, `${dir}/work`, tempSeen, "SIGINT");
     assert(run.sent, `the save ended before a temp file appeared:\n${run.stderr}`);
@@ -80,23 +97,11 @@ Deno.test("cleanup: SIGINT during a save removes the temp file, leaves no object
     const left = await walk(`${dir}/cache`);
     assert(!left.some((p) => p.includes(".cicache-tmp-")), `temp files left: ${left.join(", ")}`);
     assertEquals(await new FilesystemBackend(`${dir}/cache`).stat("k/big"), null);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("cleanup: SIGTERM during a restore removes the staging directory and exits 143", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "cicache-cancel-" });
-  try {
-    await writeRandomTree(`${dir}/work/big`, 12, 16 * MiB);
-    await Deno.mkdir(`${dir}/cache`);
-    const base = {
-      PLUGIN_BACKEND: "filesystem",
-      PLUGIN_FILESYSTEM_CACHE_ROOT: `${dir}/cache`,
-      PLUGIN_MOUNT: "big",
-      PLUGIN_CACHE_KEY: "k",
-      HOME: dir,
-    };
+  await withTree("cicache-cancel-", 12, async (dir, base) => {
     const saved = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", MAIN],
       env: { ...base, PLUGIN_REBUILD: "true" },
@@ -114,25 +119,12 @@ Deno.test("cleanup: SIGTERM during a restore removes the staging directory and e
     assertEquals(lines.length, 1, run.stderr);
     assert(lines[0].includes("staging directory"), lines[0]);
     assertEquals(await walk(`${dir}/fresh`), [], "the restore left something in the workspace");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("cleanup: kill -9 of a save at random points leaves no visible object; the stale temp file is swept", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "cicache-kill-" });
-  try {
-    await writeRandomTree(`${dir}/work/big`, 8, 16 * MiB);
-    await Deno.mkdir(`${dir}/cache`);
-    const env = {
-      PLUGIN_BACKEND: "filesystem",
-      PLUGIN_FILESYSTEM_CACHE_ROOT: `${dir}/cache`,
-      PLUGIN_REBUILD: "true",
-      PLUGIN_MOUNT: "big",
-      PLUGIN_CACHE_KEY: "k",
-      PLUGIN_ARCHIVE_FORMAT: "gzip",
-      HOME: dir,
-    };
+  await withTree("cicache-kill-", 8, async (dir, base) => {
+    const env = { ...base, ...SAVE };
     const backend = new FilesystemBackend(`${dir}/cache`);
     for (let round = 0; round < 3; round++) {
       const delay = 20 + Math.floor(Math.random() * 40);
@@ -158,9 +150,7 @@ Deno.test("cleanup: kill -9 of a save at random points leaves no visible object;
       !(await walk(`${dir}/cache`)).some((p) => p.includes(".cicache-tmp-")),
       "temp files left after the sweep",
     );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("cleanup: stale staging directories of killed restores are swept, young ones stay", async () => {

@@ -7,13 +7,13 @@
  * @module
  */
 import { FAULT_POLICY, type FaultTarget } from "./fault_table.ts";
+import type { Backend } from "../lib/storage/backend.ts";
 import { makeS3Client, S3Backend } from "../lib/storage/s3/backend.ts";
 import { FetchS3Backend } from "../lib/storage/s3/fetch_backend.ts";
 import { S3Meta } from "../lib/storage/s3/meta.ts";
 import { AzureBackend } from "../lib/storage/azure/backend.ts";
 import { FetchAzureBackend } from "../lib/storage/azure/fetch_backend.ts";
 import { AzureRest } from "../lib/storage/azure/rest.ts";
-import type { Backend } from "../lib/storage/backend.ts";
 import { PIPELINE_OPTIONS } from "../lib/storage/azure/auth.ts";
 import { GcsBackend } from "../lib/storage/gcs/backend.ts";
 import type { GcsAuth } from "../lib/storage/gcs/auth.ts";
@@ -52,6 +52,31 @@ const CLI_COMMON = {
   PLUGIN_TRANSFER_CONCURRENCY: "2",
 };
 
+/** One backend instance of the table: its log, idle timeout and retries. */
+interface Policy {
+  log?: Logger;
+  idleMs: number;
+  retries: number;
+}
+
+/**
+ * A fault target from one backend factory: `through` builds it for an endpoint (the proxy, or one that never
+ * answers) with the table's policy or the retries and idle timeout a case asks for; `owner` talks straight
+ * to the server (`direct`) with {@link OWNER_IDLE_MS}.
+ */
+function target(
+  make: (endpoint: string, policy: Policy) => Backend,
+  direct: string,
+  rest: Omit<FaultTarget, "through" | "owner">,
+): FaultTarget {
+  return {
+    ...rest,
+    through: (endpoint, log, retries = FAULT_POLICY.retries, idleMs = FAULT_POLICY.idleMs) =>
+      make(endpoint, { log, idleMs, retries }),
+    owner: make(direct, { idleMs: OWNER_IDLE_MS, retries: FAULT_POLICY.retries }),
+  };
+}
+
 /** Backends that are not HTTP: the raw-TCP proxy, and only the cases {@link applies} keeps. */
 export const RAW_TCP_BACKENDS: readonly string[] = ["sftp"];
 
@@ -73,7 +98,6 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
   azure: () => azureTarget(false),
   /** The same Azurite through the SDK-free path a shared key takes (fetch + our Shared Key signing). */
   "azure-fetch": () => azureTarget(true),
-
   async gcs() {
     const g = await startGcs();
     const noAuth: GcsAuth = {
@@ -81,12 +105,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
       headers: () => Promise.resolve({}),
       sdk: { authenticated: false },
     };
-    const make = (
-      endpoint: string,
-      log?: Logger,
-      idleMs = FAULT_POLICY.idleMs,
-      retries = FAULT_POLICY.retries,
-    ) =>
+    const make = (endpoint: string, { log, idleMs, retries }: Policy) =>
       new GcsBackend({
         bucket: "faults",
         endpoint,
@@ -101,16 +120,14 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         log,
       });
     return {
-      target: {
+      target: target(make, g.endpoint, {
         kind: "gcs",
-        through: (endpoint, log, retries, idleMs) => make(endpoint, log, idleMs, retries),
-        owner: make(g.endpoint, undefined, OWNER_IDLE_MS),
         port: Number(new URL(g.endpoint).port),
         isUpload: (r) => r.method === "PUT" && r.path.includes("upload"),
         isDownload: (r) => r.method === "GET" && "range" in r.headers,
         size: 2 * MiB + 7,
         secrets: [],
-      },
+      }),
       env: (endpoint) => ({
         ...g.env,
         ...CLI_COMMON,
@@ -143,16 +160,14 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
     }
     const faulty = service;
     const owner = owned;
-    const make = (
-      base: string,
-      log?: Logger,
-      idleMs = FAULT_POLICY.idleMs,
-      retries = FAULT_POLICY.retries,
-    ) => {
+    // Straight to Swift (the owner) through the owner's service; any other endpoint is the faulty service's
+    // data path.
+    const make = (endpoint: string, { log, idleMs, retries }: Policy) => {
+      if (endpoint !== s.endpoint) dataEndpoint = endpoint;
       const policy = { retries, baseMs: FAULT_POLICY.baseMs, capMs: 30_000, idleMs };
       return new HarnessBackend({
         client: new HarnessClient({
-          baseUrl: base,
+          baseUrl: endpoint === s.endpoint ? owner.baseUrl : faulty.baseUrl,
           token,
           accountId,
           cacheType: "",
@@ -170,13 +185,8 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
       });
     };
     return {
-      target: {
+      target: target(make, s.endpoint, {
         kind: "harness",
-        through: (endpoint, log, retries, idleMs) => {
-          dataEndpoint = endpoint;
-          return make(faulty.baseUrl, log, idleMs, retries);
-        },
-        owner: make(owner.baseUrl, undefined, OWNER_IDLE_MS),
         port: Number(new URL(s.endpoint).port),
         isUpload: (r) => r.method === "PUT",
         // Ranged GETs of parts (`<name>.partN`): not the manifest's first range or `stat`'s 64-byte peek, whose
@@ -184,7 +194,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         isDownload: (r) => r.method === "GET" && "range" in r.headers && /\.part\d+\?/.test(r.path),
         size: 3 * MiB + 7,
         secrets: [token, s.secretKey],
-      },
+      }),
       env: (endpoint) => {
         dataEndpoint = endpoint;
         return {
@@ -220,12 +230,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
       throw err;
     }
     const options = base;
-    const make = (
-      endpoint: string,
-      log?: Logger,
-      idleMs = FAULT_POLICY.idleMs,
-      retries = FAULT_POLICY.retries,
-    ) => {
+    const make = (endpoint: string, { log, idleMs, retries }: Policy) => {
       const u = new URL(endpoint);
       return new SftpBackend({
         connect: { ...options, host: u.hostname, port: Number(u.port), readyTimeoutMs: idleMs },
@@ -235,26 +240,25 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
         requestsInFlight: 8,
       });
     };
+    const direct = `tcp://127.0.0.1:${d.port}`;
     const keyLines = (await Deno.readTextFile(d.clientKeyFile)).split("\n").filter((l) =>
       l.length > 20 && !l.includes(" ")
     );
     return {
-      target: {
+      target: target(make, direct, {
         kind: "sftp",
-        through: (endpoint, log, retries, idleMs) => make(endpoint, log, idleMs, retries),
-        owner: make(`tcp://127.0.0.1:${d.port}`, undefined, OWNER_IDLE_MS),
         port: d.port,
         isUpload: () => true,
         isDownload: () => true,
         size: 2 * MiB + 7,
         secrets: keyLines,
         raw: true,
-      },
+      }),
       env: (endpoint) => {
         const u = new URL(endpoint);
         return { ...d.env, ...CLI_COMMON, SFTP_HOST: u.hostname, SFTP_PORT: u.port };
       },
-      direct: `tcp://127.0.0.1:${d.port}`,
+      direct,
       stop: d.stop,
     };
   },
@@ -263,12 +267,7 @@ export const FAULT_BACKENDS: Record<string, () => Promise<Started>> = {
 /** The s3 target on Swift: the SDK backend, or (`fetchPath`) the fetch backend static keys take. */
 async function s3Target(fetchPath: boolean): Promise<Started> {
   const s = await startSwift();
-  const make = (
-    endpoint: string,
-    log?: Logger,
-    idleMs = FAULT_POLICY.idleMs,
-    retries = FAULT_POLICY.retries,
-  ) =>
+  const make = (endpoint: string, { log, idleMs, retries }: Policy): Backend =>
     fetchPath
       ? new FetchS3Backend({
         meta: new S3Meta({
@@ -308,16 +307,14 @@ async function s3Target(fetchPath: boolean): Promise<Started> {
         log,
       });
   return {
-    target: {
+    target: target(make, s.endpoint, {
       kind: "s3",
-      through: (endpoint, log, retries, idleMs) => make(endpoint, log, idleMs, retries),
-      owner: make(s.endpoint, undefined, OWNER_IDLE_MS),
       port: Number(new URL(s.endpoint).port),
       isUpload: (r) => r.method === "PUT",
       isDownload: (r) => r.method === "GET" && "range" in r.headers,
       size: 11 * MiB + 7,
       secrets: [s.secretKey],
-    },
+    }),
     env: (endpoint) => ({ ...s.env, ...CLI_COMMON, PLUGIN_ENDPOINT: endpoint, PLUGIN_PART_SIZE_MB: "5" }),
     direct: s.endpoint,
     stop: s.stop,
@@ -327,12 +324,7 @@ async function s3Target(fetchPath: boolean): Promise<Started> {
 /** The azure target on Azurite: the SDK backend, or (`fetchPath`) the fetch backend a shared key takes. */
 async function azureTarget(fetchPath: boolean): Promise<Started> {
   const a = await startAzurite();
-  const make = (
-    endpoint: string,
-    log?: Logger,
-    idleMs = FAULT_POLICY.idleMs,
-    retries = FAULT_POLICY.retries,
-  ): Backend =>
+  const make = (endpoint: string, { log, idleMs, retries }: Policy): Backend =>
     fetchPath
       ? new FetchAzureBackend({
         rest: new AzureRest({
@@ -373,21 +365,19 @@ async function azureTarget(fetchPath: boolean): Promise<Started> {
         retryDelayMs: FAULT_POLICY.baseMs,
         log,
       });
-  const owner = make(a.url, undefined, OWNER_IDLE_MS);
-  await (owner instanceof AzureBackend
-    ? owner.ensureContainer()
-    : (owner as FetchAzureBackend).rest.ensureContainer());
+  const t = target(make, a.url, {
+    kind: "azure",
+    port: Number(new URL(a.url).port),
+    isUpload: (r) => r.method === "PUT" && r.path.includes("comp=block") && !r.path.includes("blocklist"),
+    isDownload: (r) => r.method === "GET" && ("x-ms-range" in r.headers || "range" in r.headers),
+    size: 3 * MiB + 7,
+    secrets: [a.accountKey],
+  });
+  await (t.owner instanceof AzureBackend
+    ? t.owner.ensureContainer()
+    : (t.owner as FetchAzureBackend).rest.ensureContainer());
   return {
-    target: {
-      kind: "azure",
-      through: (endpoint, log, retries, idleMs) => make(endpoint, log, idleMs, retries),
-      owner,
-      port: Number(new URL(a.url).port),
-      isUpload: (r) => r.method === "PUT" && r.path.includes("comp=block") && !r.path.includes("blocklist"),
-      isDownload: (r) => r.method === "GET" && ("x-ms-range" in r.headers || "range" in r.headers),
-      size: 3 * MiB + 7,
-      secrets: [a.accountKey],
-    },
+    target: t,
     env: (endpoint) => ({
       ...a.env,
       ...CLI_COMMON,

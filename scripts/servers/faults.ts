@@ -135,6 +135,78 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The connection bookkeeping both proxy modes share: the listener, open connections, log and counters. */
+interface ProxyState {
+  listener: Deno.Listener;
+  port: number;
+  conns: Set<Deno.Conn>;
+  log: ProxyLogEntry[];
+  bytes: { request: number; response: number };
+  /** The next request's (HTTP) or connection's (raw TCP) 0-based number. */
+  next(): number;
+  /** ms since the proxy started. */
+  now(): number;
+  /** Closes `c` (already closed is fine) and forgets it. */
+  closeQuietly(c: Deno.Conn): void;
+  /** Connects to the real server and tracks the connection. */
+  connect(targetPort: number): Promise<Deno.Conn>;
+}
+
+function proxyState(): ProxyState {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  let index = 0;
+  const t0 = performance.now();
+  return {
+    listener,
+    port: (listener.addr as Deno.NetAddr).port,
+    conns,
+    log: [],
+    bytes: { request: 0, response: 0 },
+    next: () => index++,
+    now: () => Math.round(performance.now() - t0),
+    closeQuietly(c) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+      conns.delete(c);
+    },
+    async connect(targetPort) {
+      const server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+      conns.add(server);
+      return server;
+    },
+  };
+}
+
+/** Accepts connections into `handle` (tracked from the start) and returns the running proxy. */
+function serve(
+  state: ProxyState,
+  scheme: "http" | "tcp",
+  handle: (c: Deno.Conn) => Promise<void>,
+): FaultProxy {
+  (async () => {
+    for await (const conn of state.listener) {
+      state.conns.add(conn);
+      handle(conn).catch(() => {});
+    }
+  })().catch(() => {});
+  return {
+    url: `${scheme}://127.0.0.1:${state.port}`,
+    port: state.port,
+    log: state.log,
+    bytes: state.bytes,
+    open: () => state.conns.size,
+    close() {
+      try {
+        state.listener.close();
+      } catch { /* closed */ }
+      for (const c of [...state.conns]) state.closeQuietly(c);
+      return Promise.resolve();
+    },
+  };
+}
+
 /**
  * Starts a fault proxy in front of `127.0.0.1:<targetPort>`.
  *
@@ -150,23 +222,10 @@ export function startFaultProxy(
   decide: (req: ProxiedRequest) => Fault,
   options: { keepAlive?: boolean } = {},
 ): FaultProxy {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  const conns = new Set<Deno.Conn>();
-  const log: FaultProxy["log"] = [];
-  const bytes = { request: 0, response: 0 };
-  let index = 0;
-  const t0 = performance.now();
-  const now = () => Math.round(performance.now() - t0);
-  const closeQuietly = (c: Deno.Conn) => {
-    try {
-      c.close();
-    } catch { /* closed */ }
-    conns.delete(c);
-  };
+  const state = proxyState();
+  const { log, bytes, now, closeQuietly } = state;
 
   const handle = async (client: Deno.Conn) => {
-    conns.add(client);
     let server: Deno.Conn | undefined;
     let entry: ProxyLogEntry | undefined;
     try {
@@ -183,7 +242,7 @@ export function startFaultProxy(
       }
       const headText = decoder.decode(head.subarray(0, end - 4));
       const parsed = parseHead(headText);
-      const fault = decide({ ...parsed, index: index++ });
+      const fault = decide({ ...parsed, index: state.next() });
       entry = { method: parsed.method, path: parsed.path, fault: fault.kind, at: now(), up: 0, down: 0 };
       log.push(entry);
       const rest = head.subarray(end);
@@ -215,8 +274,7 @@ export function startFaultProxy(
         return;
       }
 
-      server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
-      conns.add(server);
+      server = await state.connect(targetPort);
       const upstream = server;
       const requestBytes = concat(closeHead(headText), rest);
       const e = entry;
@@ -325,11 +383,9 @@ export function startFaultProxy(
    * response ever comes) apply here; a chunked request body ends the parsing (the rest passes).
    */
   const handleKeepAlive = async (client: Deno.Conn) => {
-    conns.add(client);
     let server: Deno.Conn | undefined;
     try {
-      server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
-      conns.add(server);
+      server = await state.connect(targetPort);
       const upstream = server;
       const down = (async () => {
         const rbuf = new Uint8Array(64 * 1024);
@@ -366,7 +422,7 @@ export function startFaultProxy(
         }
         const headText = decoder.decode(pending.subarray(0, end - 4));
         const parsed = parseHead(headText);
-        const fault = decide({ ...parsed, index: index++, reused: onConn++ > 0 });
+        const fault = decide({ ...parsed, index: state.next(), reused: onConn++ > 0 });
         log.push({ method: parsed.method, path: parsed.path, fault: fault.kind, at: now(), up: 0, down: 0 });
         if (fault.kind === "stall") return void (await down); // nothing more goes either way
         if (fault.kind !== "pass") {
@@ -385,24 +441,7 @@ export function startFaultProxy(
     }
   };
 
-  (async () => {
-    for await (const conn of listener) (options.keepAlive ? handleKeepAlive : handle)(conn);
-  })().catch(() => {});
-
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    log,
-    bytes,
-    open: () => conns.size,
-    close() {
-      try {
-        listener.close();
-      } catch { /* closed */ }
-      for (const c of [...conns]) closeQuietly(c);
-      return Promise.resolve();
-    },
-  };
+  return serve(state, "http", options.keepAlive ? handleKeepAlive : handle);
 }
 
 /** The fault kinds a raw TCP stream can carry (the others answer or cut HTTP messages). */
@@ -424,23 +463,11 @@ export const TCP_FAULT_KINDS: readonly Fault["kind"][] = ["pass", "stall", "tric
  * ```
  */
 export function startTcpFaultProxy(targetPort: number, decide: (conn: ProxiedRequest) => Fault): FaultProxy {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  const conns = new Set<Deno.Conn>();
-  const log: FaultProxy["log"] = [];
-  const bytes = { request: 0, response: 0 };
-  let index = 0;
-  const t0 = performance.now();
-  const closeQuietly = (c: Deno.Conn) => {
-    try {
-      c.close();
-    } catch { /* closed */ }
-    conns.delete(c);
-  };
+  const state = proxyState();
+  const { log, bytes, now, closeQuietly } = state;
 
   const handle = async (client: Deno.Conn) => {
-    conns.add(client);
-    const n = index++;
+    const n = state.next();
     const fault = decide({ method: "TCP", path: `connection ${n}`, headers: {}, index: n });
     if (!TCP_FAULT_KINDS.includes(fault.kind)) {
       closeQuietly(client);
@@ -450,15 +477,14 @@ export function startTcpFaultProxy(targetPort: number, decide: (conn: ProxiedReq
       method: "TCP",
       path: `connection ${n}`,
       fault: fault.kind,
-      at: Math.round(performance.now() - t0),
+      at: now(),
       up: 0,
       down: 0,
     };
     log.push(entry);
     let server: Deno.Conn | undefined;
     try {
-      server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
-      conns.add(server);
+      server = await state.connect(targetPort);
       const upstream = server;
       const dropBoth = () => {
         closeQuietly(client);
@@ -507,30 +533,13 @@ export function startTcpFaultProxy(targetPort: number, decide: (conn: ProxiedReq
     } catch {
       // a connection the client dropped
     } finally {
-      entry.end = Math.round(performance.now() - t0);
+      entry.end = now();
       closeQuietly(client);
       if (server) closeQuietly(server);
     }
   };
 
-  (async () => {
-    for await (const conn of listener) handle(conn).catch(() => {});
-  })().catch(() => {});
-
-  return {
-    url: `tcp://127.0.0.1:${port}`,
-    port,
-    log,
-    bytes,
-    open: () => conns.size,
-    close() {
-      try {
-        listener.close();
-      } catch { /* closed */ }
-      for (const c of [...conns]) closeQuietly(c);
-      return Promise.resolve();
-    },
-  };
+  return serve(state, "tcp", handle);
 }
 
 /** A listener that takes TLS connections and never completes a handshake. */
