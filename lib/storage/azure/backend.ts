@@ -259,9 +259,6 @@ export class AzureBackend implements Backend {
     );
     const size = props.contentLength ?? 0;
     const etag = props.etag;
-    const internal = new AbortController();
-    const onAbort = () => internal.abort(outer!.reason);
-    outer?.addEventListener("abort", onAbort, { once: true });
     const read = (offset: number, count: number, sink: RangeSink, rangeSignal: AbortSignal) =>
       this.#call("get", name, rangeSignal, async (signal, touch) => {
         const { url, headers } = await this.#rangeRequest(blob, offset, count, etag);
@@ -280,9 +277,8 @@ export class AzureBackend implements Backend {
       size,
       rangeSize: this.rangeSize,
       concurrency: this.concurrency,
-      abort: internal,
+      signal: outer,
       read,
-      finish: () => outer?.removeEventListener("abort", onAbort),
     });
   }
 

@@ -25,6 +25,7 @@
  *
  * @module
  */
+import { StatPins } from "../transfer/pins.ts";
 import {
   type Backend,
   NotFoundError,
@@ -92,7 +93,7 @@ export class FetchAzureBackend implements Backend {
   readonly #o: FetchAzureOptions;
   readonly #maxBlocks: number;
   /** What the last `stat` of a name saw: the download that follows pins to it instead of asking again. */
-  readonly #seen = new Map<string, { size: number; etag?: string }>();
+  readonly #pins = new StatPins();
   /** The SDK backend, once a long save loaded it. */
   #sdk?: Promise<Backend>;
 
@@ -116,13 +117,7 @@ export class FetchAzureBackend implements Backend {
   }
 
   async stat(name: string): Promise<ObjectInfo | null> {
-    const head = await this.rest.head(name, "stat");
-    if (head === null) {
-      this.#seen.delete(name);
-      return null;
-    }
-    this.#seen.set(name, { size: head.info.size, etag: head.etag });
-    return head.info;
+    return this.#pins.remember(name, await this.rest.head(name, "stat"));
   }
 
   list(prefix: string): AsyncIterable<ObjectInfo> {
@@ -140,23 +135,15 @@ export class FetchAzureBackend implements Backend {
   /** One download pinned to the ETag seen by the `stat` before it (once), else by a properties call. */
   async #getOnce(name: string, options: TransferOptions): Promise<ReadableStream<Uint8Array>> {
     const outer = options.signal;
-    let pinned = this.#seen.get(name);
-    this.#seen.delete(name); // a restart (blob replaced) asks again
-    if (pinned === undefined) {
-      const head = await this.rest.head(name, "get");
-      if (head === null) {
-        throw new NotFoundError(`blob "${name}" not found in container "${this.rest.context.container}"`, {
-          backend: KIND,
-          op: "get",
-          object: name,
-        });
-      }
-      pinned = { size: head.info.size, etag: head.etag };
+    const pinned = await this.#pins.take(name, () => this.rest.head(name, "get")); // a restart asks again
+    if (pinned === null) {
+      throw new NotFoundError(`blob "${name}" not found in container "${this.rest.context.container}"`, {
+        backend: KIND,
+        op: "get",
+        object: name,
+      });
     }
     const { size, etag } = pinned;
-    const internal = new AbortController();
-    const onAbort = () => internal.abort(outer!.reason);
-    outer?.addEventListener("abort", onAbort, { once: true });
     const read = (offset: number, count: number, sink: RangeSink, signal: AbortSignal) =>
       this.rest.request({
         op: "get",
@@ -181,9 +168,8 @@ export class FetchAzureBackend implements Backend {
       size,
       rangeSize: this.rangeSize,
       concurrency: this.concurrency,
-      abort: internal,
+      signal: outer,
       read,
-      finish: () => outer?.removeEventListener("abort", onAbort),
     });
   }
 

@@ -269,17 +269,13 @@ export class S3Backend implements Backend {
   async #getOnce(name: string, options: TransferOptions): Promise<ReadableStream<Uint8Array>> {
     const info = await this.#head(name);
     const { size, etag } = info;
-    const abort = new AbortController();
-    const onAbort = () => abort.abort(options.signal?.reason);
-    options.signal?.addEventListener("abort", onAbort, { once: true });
     return orderedRanges({
       size,
       rangeSize: this.rangeSize,
       concurrency: this.concurrency,
-      abort,
+      signal: options.signal,
       read: (start, count, sink, signal) =>
         this.#readRange(name, start, start + count - 1, etag, sink, signal),
-      finish: () => options.signal?.removeEventListener("abort", onAbort),
     });
   }
 

@@ -28,6 +28,7 @@
  *
  * @module
  */
+import { StatPins } from "../transfer/pins.ts";
 import {
   type Backend,
   NotFoundError,
@@ -118,7 +119,7 @@ export class FetchS3Backend implements Backend {
   readonly concurrency: number;
   readonly #o: FetchS3Options;
   /** What the last `stat` of a name saw: the download that follows pins to it instead of asking again. */
-  readonly #seen = new Map<string, { size: number; etag?: string }>();
+  readonly #pins = new StatPins();
   /** The SDK backend, once a long save loaded it. */
   #sdk?: Promise<Backend>;
 
@@ -131,13 +132,7 @@ export class FetchS3Backend implements Backend {
   }
 
   async stat(name: string): Promise<ObjectInfo | null> {
-    const head = await this.meta.head(name, "stat");
-    if (head === null) {
-      this.#seen.delete(name);
-      return null;
-    }
-    this.#seen.set(name, { size: head.info.size, etag: head.etag });
-    return head.info;
+    return this.#pins.remember(name, await this.meta.head(name, "stat"));
   }
 
   list(prefix: string): AsyncIterable<ObjectInfo> {
@@ -154,31 +149,22 @@ export class FetchS3Backend implements Backend {
 
   /** One download pinned to the ETag seen by the `stat` before it (once), else by a HEAD. */
   async #getOnce(name: string, options: TransferOptions): Promise<ReadableStream<Uint8Array>> {
-    let pinned = this.#seen.get(name);
-    this.#seen.delete(name); // a restart (object replaced) asks again
-    if (pinned === undefined) {
-      const head = await this.meta.head(name, "get");
-      if (head === null) {
-        throw new NotFoundError(`no object "${name}" in bucket "${this.#o.bucket}"`, {
-          backend: this.kind,
-          op: "get",
-          object: name,
-        });
-      }
-      pinned = { size: head.info.size, etag: head.etag };
+    const pinned = await this.#pins.take(name, () => this.meta.head(name, "get")); // a restart asks again
+    if (pinned === null) {
+      throw new NotFoundError(`no object "${name}" in bucket "${this.#o.bucket}"`, {
+        backend: this.kind,
+        op: "get",
+        object: name,
+      });
     }
     const { size, etag } = pinned;
-    const abort = new AbortController();
-    const onAbort = () => abort.abort(options.signal?.reason);
-    options.signal?.addEventListener("abort", onAbort, { once: true });
     return orderedRanges({
       size,
       rangeSize: this.rangeSize,
       concurrency: this.concurrency,
-      abort,
+      signal: options.signal,
       read: (start, count, sink, signal) =>
         this.#readRange(name, start, start + count - 1, etag, sink, signal),
-      finish: () => options.signal?.removeEventListener("abort", onAbort),
     });
   }
 

@@ -65,8 +65,10 @@ export interface OrderedRangesOptions {
   rangeSize: number;
   concurrency: number;
   read: ReadRange;
-  /** Aborts every range (a cancel, or the first failed range, aborts it too). */
-  abort: AbortController;
+  /** The caller's signal (the transfer's): aborting it aborts every range. */
+  signal?: AbortSignal;
+  /** Aborts every range (a cancel, or the first failed range, aborts it too); made here when not given. */
+  abort?: AbortController;
   /** Called once when the stream ends, fails or is cancelled. */
   finish?: () => void;
 }
@@ -78,17 +80,22 @@ export interface OrderedRangesOptions {
  *
  * @example
  * ```ts
- * const stream = orderedRanges({ size, rangeSize: 8 << 20, concurrency: 4, read, abort: new AbortController() });
+ * const stream = orderedRanges({ size, rangeSize: 8 << 20, concurrency: 4, read, signal: options.signal });
  * ```
  */
 export function orderedRanges(o: OrderedRangesOptions): ReadableStream<Uint8Array> {
   const ranges = Math.ceil(o.size / o.rangeSize);
   const inflight: Range[] = [];
+  const abort = o.abort ?? new AbortController();
+  const onAbort = () => abort.abort(o.signal!.reason);
+  o.signal?.addEventListener("abort", onAbort, { once: true });
+  if (o.signal?.aborted) onAbort();
   let next = 0;
   let finished = false;
   const finish = () => {
     if (finished) return;
     finished = true;
+    o.signal?.removeEventListener("abort", onAbort);
     o.finish?.();
   };
   const fill = () => {
@@ -96,7 +103,7 @@ export function orderedRanges(o: OrderedRangesOptions): ReadableStream<Uint8Arra
       const start = next++ * o.rangeSize;
       const range = new Range(Math.min(o.rangeSize, o.size - start));
       inflight.push(range);
-      o.read(start, range.count, range, o.abort.signal).then(
+      o.read(start, range.count, range, abort.signal).then(
         () => {
           if (range.got !== range.count) {
             range.error = new ShortReadError(`short read: ${range.got} of ${range.count} bytes`);
@@ -128,7 +135,7 @@ export function orderedRanges(o: OrderedRangesOptions): ReadableStream<Uint8Arra
         }
         if (head.done) {
           if (head.error !== undefined) {
-            o.abort.abort(head.error);
+            abort.abort(head.error);
             finish();
             throw head.error;
           }
@@ -140,7 +147,7 @@ export function orderedRanges(o: OrderedRangesOptions): ReadableStream<Uint8Arra
       }
     },
     cancel: (reason) => {
-      o.abort.abort(reason ?? new Error("download cancelled"));
+      abort.abort(reason ?? new Error("download cancelled"));
       finish();
     },
   }, { highWaterMark: 0 });
