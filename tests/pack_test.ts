@@ -350,10 +350,10 @@ Deno.test("pack: the exclude predicate leaves paths out with everything below th
   }
 });
 
-Deno.test("pack: files on both sides of the read-whole limit (64 KiB) and their hard links extract byte for byte with GNU tar", async () => {
+Deno.test("pack: files on both sides of the read-whole (4 KiB) and growth-check (64 KiB) limits and their hard links extract byte for byte with GNU tar", async () => {
   const { dir, cleanup } = await tempDir("pack");
   try {
-    const sizes = [0, 1, 511, 512, 513, 65535, 65536, 65537, 300_000];
+    const sizes = [0, 1, 511, 512, 513, 4095, 4096, 4097, 65535, 65536, 65537, 300_000];
     await Deno.mkdir(`${dir}/m/d`, { recursive: true });
     for (const [i, n] of sizes.entries()) await Deno.writeFile(`${dir}/m/d/f-${n}`, bytes(n, i + 1));
     await Deno.link(`${dir}/m/d/f-512`, `${dir}/m/d/link-small`);
