@@ -44,6 +44,9 @@ async function runFromUrl(url: string, args: string[], env: Record<string, strin
       "--no-config",
       "--unstable-lazy-dynamic-imports",
       "--quiet",
+      // Deno caches remote modules by URL: a port an earlier run used would be served from that cache (stale
+      // code, and no request reaches this server). Reload what comes from this server, nothing else.
+      `--reload=${url}`,
       `${url}/main.ts`,
       ...args,
     ],
