@@ -867,3 +867,25 @@ Deno.test({
       }
     }),
 });
+
+Deno.test({
+  name: "azure (fetch path): blocks of 4 MiB and more go over node:http, short ones over fetch; bytes intact",
+  ...OPTS,
+  fn: () =>
+    withAzurite(async (a) => {
+      const backend = await createAzureBackend(
+        settingsOf({ ...a.env, PLUGIN_PART_SIZE_MB: "4" }),
+        new Logger({ level: "error" }),
+      );
+      assert(backend instanceof FetchAzureBackend, "a shared key should take the fetch path");
+      // 3 full blocks of 4 MiB (node:http), then 1 MiB + 5 bytes (fetch); and a single 5 MiB Put Blob.
+      const data = seededBytes(13 * MiB + 5, 31);
+      await backend.put("big/obj", streamOf(data, MiB), { cicache_format: "tar" });
+      assert(sameBytes(await readAll(await backend.get("big/obj")), data), "the blob's bytes differ");
+      assertEquals((await backend.stat("big/obj"))?.meta.cicache_format, "tar");
+      const single = seededBytes(4 * MiB, 32);
+      await backend.put("big/single", streamOf(single, MiB), {});
+      assert(sameBytes(await readAll(await backend.get("big/single")), single), "the single blob differs");
+      await backend.close();
+    }),
+});

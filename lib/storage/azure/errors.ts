@@ -156,8 +156,10 @@ export async function responseError(res: Response): Promise<Error> {
   });
 }
 
-/** A `fetch` network failure, tagged with the Node-style code the retry and error mapping look for. */
+/** A network failure, tagged with the Node-style code the retry and error mapping look for. */
 export function networkFailure(err: unknown): Error {
+  // A `node:http` failure (large bodies) carries its Node code already.
+  if (err instanceof Error && typeof (err as { code?: unknown }).code === "string") return err;
   const message = err instanceof Error ? err.message : String(err);
   const code = /refused/i.test(message)
     ? "ECONNREFUSED"

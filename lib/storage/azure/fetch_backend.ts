@@ -16,12 +16,10 @@
  *   replaced before the first byte went out.
  * - `delete` (snapshots included), {@link FetchAzureBackend.sweepStale}.
  *
- * One difference: a block upload shows no progress while its body is sent
- * (`fetch` reports none), so the idle timeout covers the whole block request.
- *
- * With the `sdk` option (as `open.ts` builds it) a save longer than one
- * block goes to the SDK backend instead (`../lazy.ts` says why); the
- * multi-block code here serves without it (tests, the fault table).
+ * Bodies of 4 MiB and more (blocks, a larger Put Blob) go over `node:http`
+ * (`../transfer/send_body.ts` says why), with the connections kept for the
+ * save's requests and closed when it ends; each 1 MiB written counts as
+ * progress for the idle timeout. Smaller bodies go over `fetch`.
  *
  * @module
  */
@@ -44,7 +42,7 @@ import { blobMissing, networkFailure, shortCause } from "./errors.ts";
 import { ShortReadError } from "../transfer/body.ts";
 import type { AzureRest } from "./rest.ts";
 import { blockPut } from "./upload.ts";
-import { putBySize } from "../lazy.ts";
+import { type UploadAgent, uploadAgent } from "../transfer/send_body.ts";
 import type { AzureAuthInfo } from "./target.ts";
 
 const KIND = "azure";
@@ -64,11 +62,6 @@ export interface FetchAzureOptions {
   accessTier?: AzureAccessTier | "";
   /** Block limit (default {@link AZURE_MAX_BLOCKS}; tests lower it). */
   maxBlocks?: number;
-  /**
-   * The SDK backend for saves longer than one block (loaded on first use; see `../lazy.ts`). Without it
-   * every save goes over `fetch` (blocks included).
-   */
-  sdk?: () => Promise<Backend>;
   log?: Logger;
 }
 
@@ -94,8 +87,6 @@ export class FetchAzureBackend implements Backend {
   readonly #maxBlocks: number;
   /** What the last `stat` of a name saw: the download that follows pins to it instead of asking again. */
   readonly #pins = new StatPins();
-  /** The SDK backend, once a long save loaded it. */
-  #sdk?: Promise<Backend>;
 
   constructor(options: FetchAzureOptions) {
     this.#o = options;
@@ -187,18 +178,21 @@ export class FetchAzureBackend implements Backend {
     meta: ObjectMeta,
     options: TransferOptions = {},
   ): Promise<void> {
-    const load = this.#o.sdk;
-    if (load === undefined) return await this.#put(name, body, meta, options);
-    const sdk = () => this.#sdk ??= load();
-    await putBySize(name, body, meta, options, this.partSize, (s) => this.#put(name, s, meta, options), sdk);
+    const agent = uploadAgent(this.rest.url(name), this.concurrency + 1);
+    try {
+      await this.#put(name, body, meta, options, agent);
+    } finally {
+      agent.close();
+    }
   }
 
-  /** A save over `fetch`: one Put Blob, or blocks and a block list. */
+  /** One Put Blob, or blocks and a block list. */
   async #put(
     name: string,
     body: ReadableStream<Uint8Array>,
     meta: ObjectMeta,
     options: TransferOptions,
+    agent: UploadAgent,
   ): Promise<void> {
     const plan = {
       object: name,
@@ -210,7 +204,7 @@ export class FetchAzureBackend implements Backend {
       r: { method: string; url: URL; headers?: Record<string, string>; part?: string },
       data: Uint8Array<ArrayBuffer>,
       signal: AbortSignal,
-    ) => this.rest.request({ op: "put", object: name, ...r, body: data, signal, read: drain });
+    ) => this.rest.request({ op: "put", object: name, ...r, body: data, signal, agent, read: drain });
     await blockPut(body, options, plan, {
       single: (data, signal) =>
         request(
@@ -365,8 +359,5 @@ export class FetchAzureBackend implements Backend {
     }
   }
 
-  async close(): Promise<void> {
-    const sdk = await this.#sdk?.catch(() => undefined);
-    await sdk?.close?.();
-  }
+  async close(): Promise<void> {}
 }

@@ -5,9 +5,8 @@
  * With a shared key or a SAS token (the common CI cases without Entra)
  * every request goes over `fetch`: the container check, `stat` and `list`
  * in `rest.ts`, the transfers in `fetch_backend.ts`, so neither a restore
- * miss nor a small save or restore loads the SDK (about 0.2 s of CPU). A
- * save longer than one block loads the SDK backend and goes through it
- * (memory: see `../lazy.ts`); downloads of any size stay on `fetch`.
+ * miss nor any save or restore loads the SDK (about 0.2 s of CPU; large
+ * bodies go over `node:http`: `../transfer/send_body.ts`).
  * Entra credentials (which load `@azure/identity` anyway) and connection
  * strings take the SDK backend (`backend.ts`).
  *
@@ -103,10 +102,6 @@ export async function createAzureBackend(
     maxObjectSize: settings.multipartMaxUploadSizeMb * MiB,
     concurrency: settings.transferConcurrency,
     accessTier: settings.azureAccessTier as AzureAccessTier | "",
-    sdk: () =>
-      import("./backend.ts").then(({ sdkAzureBackend }) =>
-        sdkAzureBackend(settings, log, { ensure: false, announce: false })
-      ),
     log,
   });
   await backend.rest.ensureContainer();

@@ -26,6 +26,7 @@ import {
   withRetry,
 } from "../transfer/retry.ts";
 import { ensureContainer } from "./container.ts";
+import { sendBody, STREAMED_BODY_MIN, type UploadAgent } from "../transfer/send_body.ts";
 import {
   AttemptTimeout,
   azureError,
@@ -129,6 +130,8 @@ export interface AzureRequest<T> {
   body?: Uint8Array<ArrayBuffer>;
   /** Aborts the request and its retries (its reason is thrown). */
   signal?: AbortSignal;
+  /** Connections kept between the requests of one upload (bodies of {@link STREAMED_BODY_MIN} or more). */
+  agent?: UploadAgent;
   /** Reads the answer inside the attempt. */
   read: (res: Response, attempt: Attempt) => Promise<T>;
 }
@@ -238,10 +241,19 @@ export class AzureRest {
             c.accountKey,
           );
         }
-        if (r.body !== undefined) delete headers["content-length"]; // fetch sets it from the body (same value)
+        if (r.body !== undefined) delete headers["content-length"]; // set from the body (same value)
         let res: Response;
         try {
-          res = await fetch(r.url, { method: r.method, headers, body: r.body, signal });
+          res = r.body && r.body.length >= STREAMED_BODY_MIN
+            ? await sendBody(r.url, {
+              method: r.method,
+              headers,
+              body: r.body,
+              signal,
+              touch,
+              agent: r.agent,
+            })
+            : await fetch(r.url, { method: r.method, headers, body: r.body, signal });
         } catch (err) {
           throw signal.aborted ? signal.reason ?? err : networkFailure(err);
         }

@@ -19,12 +19,10 @@
  *   Content-MD5), {@link FetchS3Backend.sweepStale} (ListMultipartUploads +
  *   AbortMultipartUpload).
  *
- * One difference: a part upload shows no progress while its body is sent
- * (`fetch` reports none), so the idle timeout covers the whole part request.
- *
- * With the `sdk` option (as `open.ts` builds it) a save longer than one
- * part goes to the SDK backend instead (`../lazy.ts` says why); the
- * multi-part code here serves without it (tests, the fault table).
+ * Bodies of 4 MiB and more (parts, a larger PutObject) go over `node:http`
+ * (`../transfer/send_body.ts` says why), with the connections kept for the
+ * save's requests and closed when it ends; each 1 MiB written counts as
+ * progress for the idle timeout. Smaller bodies go over `fetch`.
  *
  * @module
  */
@@ -48,7 +46,7 @@ import { httpStatus, isCode, shortMessage } from "./errors.ts";
 import { S3HttpError, type S3Meta } from "./meta.ts";
 import { DELETE_BATCH, DOWNLOAD_RANGE_SIZE, partSizeFor } from "./parts.ts";
 import { multipartPut } from "./upload.ts";
-import { putBySize } from "../lazy.ts";
+import { type UploadAgent, uploadAgent } from "../transfer/send_body.ts";
 
 const MiB = 1024 * 1024;
 
@@ -68,11 +66,6 @@ export interface FetchS3Options {
   acl?: string;
   sse?: string;
   sseKmsKeyId?: string;
-  /**
-   * The SDK backend for saves longer than one part (loaded on first use; see `../lazy.ts`). Without it
-   * every save goes over `fetch` (multipart included).
-   */
-  sdk?: () => Promise<Backend>;
   log?: Logger;
 }
 
@@ -120,8 +113,6 @@ export class FetchS3Backend implements Backend {
   readonly #o: FetchS3Options;
   /** What the last `stat` of a name saw: the download that follows pins to it instead of asking again. */
   readonly #pins = new StatPins();
-  /** The SDK backend, once a long save loaded it. */
-  #sdk?: Promise<Backend>;
 
   constructor(options: FetchS3Options) {
     this.#o = options;
@@ -228,14 +219,22 @@ export class FetchS3Backend implements Backend {
 
   async put(name: string, body: ReadableStream<Uint8Array>, meta: ObjectMeta, options: TransferOptions = {}) {
     options.signal?.throwIfAborted();
-    const load = this.#o.sdk;
-    if (load === undefined) return await this.#put(name, body, meta, options);
-    const sdk = () => this.#sdk ??= load();
-    await putBySize(name, body, meta, options, this.partSize, (s) => this.#put(name, s, meta, options), sdk);
+    const agent = uploadAgent(this.meta.url(name), this.concurrency + 1);
+    try {
+      await this.#put(name, body, meta, options, agent);
+    } finally {
+      agent.close();
+    }
   }
 
-  /** A save over `fetch`: one PutObject, or a multipart upload. */
-  async #put(name: string, body: ReadableStream<Uint8Array>, meta: ObjectMeta, options: TransferOptions) {
+  /** One PutObject, or a multipart upload. */
+  async #put(
+    name: string,
+    body: ReadableStream<Uint8Array>,
+    meta: ObjectMeta,
+    options: TransferOptions,
+    agent: UploadAgent,
+  ) {
     const headers = this.#objectHeaders(meta);
     // Leftovers of a killed save of this key (best effort: the identity may not list uploads).
     await this.sweepStale(name).catch((err) =>
@@ -259,6 +258,7 @@ export class FetchS3Backend implements Backend {
         body: data,
         payloadHash,
         signal,
+        agent,
         read,
       })).res;
     };
@@ -436,8 +436,5 @@ export class FetchS3Backend implements Backend {
     }
   }
 
-  async close(): Promise<void> {
-    const sdk = await this.#sdk?.catch(() => undefined);
-    await sdk?.close?.();
-  }
+  async close(): Promise<void> {}
 }

@@ -29,6 +29,7 @@ import {
   transient,
 } from "./errors.ts";
 import { isCredentialError } from "./credentials.ts";
+import { sendBody, STREAMED_BODY_MIN, type UploadAgent } from "../transfer/send_body.ts";
 
 /** One request of {@link S3Meta.request}. */
 export interface S3Request {
@@ -46,6 +47,8 @@ export interface S3Request {
   payloadHash?: string;
   /** Aborts the request and its retries. */
   signal?: AbortSignal;
+  /** Connections kept between the requests of one upload (bodies of {@link STREAMED_BODY_MIN} or more). */
+  agent?: UploadAgent;
   /** Reads the answer inside the attempt (a failure there is retried when transient). */
   read?: (res: Response, attempt: Attempt) => Promise<unknown>;
 }
@@ -174,7 +177,16 @@ export class S3Meta {
       delete signed["host"]; // fetch sends it from the URL (the same value)
       let res: Response;
       try {
-        res = await fetch(r.url, { method: r.method, headers: signed, body: r.body, signal: attempt.signal });
+        res = r.body && r.body.length >= STREAMED_BODY_MIN
+          ? await sendBody(r.url, {
+            method: r.method,
+            headers: signed,
+            body: r.body,
+            signal: attempt.signal,
+            touch: attempt.touch,
+            agent: r.agent,
+          })
+          : await fetch(r.url, { method: r.method, headers: signed, body: r.body, signal: attempt.signal });
       } catch (err) {
         throw attempt.signal.aborted ? attempt.signal.reason ?? err : networkError(err);
       }

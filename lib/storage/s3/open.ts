@@ -5,9 +5,9 @@
  * With static keys (the common CI case) every request goes over `fetch`
  * with our SigV4: the start-up check, `stat` and `list` in `meta.ts`, the
  * transfers in `fetch_backend.ts`, so neither a restore miss nor a small
- * save or restore loads `@aws-sdk/client-s3` (about 0.3 s of CPU). A save
- * longer than one part loads the SDK backend and goes through it (memory:
- * see `../lazy.ts`); downloads of any size stay on `fetch`. Other
+ * save or restore loads `@aws-sdk/client-s3` (about 0.3 s of CPU); no save
+ * or restore of any size does (large bodies go over `node:http`:
+ * `../transfer/send_body.ts`). Other
  * credentials (roles, web identity, the default chain), S3 Express
  * directory buckets, bucket names that need the SDK's addressing rules and
  * the SDK's endpoint variables take the SDK backend (`backend.ts`).
@@ -210,10 +210,6 @@ function fetchS3Backend(
     acl: setup.acl || undefined,
     sse: setup.sse || undefined,
     sseKmsKeyId: setup.sseKmsKeyId || undefined,
-    sdk: () =>
-      import("./backend.ts").then(({ sdkS3Backend }) =>
-        sdkS3Backend(setup, log, { check: false, announce: false })
-      ),
     log,
   });
 }
