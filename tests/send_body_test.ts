@@ -181,3 +181,33 @@ Deno.test("send_body: one upload agent keeps one connection for sequential reque
     await s.close();
   }
 });
+
+Deno.test("send_body: a file body is streamed from disk; an answer cancelled unread ends cleanly", async () => {
+  const s = server((r) => new Response(r.path === "/big" ? seeded(3 * MiB, 9) : "short answer"));
+  const dir = await Deno.makeTempDir();
+  try {
+    const data = seeded(2 * MiB + 17, 8);
+    await Deno.writeFile(`${dir}/part`, data);
+    const signal = new AbortController().signal;
+    const res = await sendBody(s.url("/file"), {
+      method: "PUT",
+      headers: {},
+      body: { path: `${dir}/part`, size: data.length },
+      signal,
+    });
+    assertEquals(s.seen[0].body, data);
+    assertEquals(s.seen[0].headers.get("content-length"), String(data.length));
+    // Cancelled before reading (its end may already be on the way), and a large one cancelled midway:
+    // neither may throw into the event loop afterwards (the test would fail on it).
+    await res.body!.cancel();
+    const big = await sendBody(s.url("/big"), { method: "PUT", headers: {}, body: seeded(10, 1), signal });
+    const reader = big.body!.getReader();
+    const first = await reader.read();
+    assert(!first.done && first.value.length > 0, "the answer's first bytes");
+    await reader.cancel();
+    await new Promise((r) => setTimeout(r, 200));
+  } finally {
+    await s.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

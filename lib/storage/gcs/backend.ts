@@ -19,8 +19,6 @@
  *
  * @module
  */
-import { request as httpRequest } from "node:http";
-import { request as httpsRequest } from "node:https";
 import {
   AccessDeniedError,
   AuthFailedError,
@@ -40,6 +38,7 @@ import type { Logger } from "../../log.ts";
 import { type Attempt, parseRetryAfter, withRetry } from "../transfer/retry.ts";
 import { guardedChunks } from "../transfer/body.ts";
 import { restartingGet } from "../transfer/restart.ts";
+import { sendBody } from "../transfer/send_body.ts";
 import { describeSource, type Settings } from "../../settings.ts";
 
 const MiB = 1024 * 1024;
@@ -568,8 +567,8 @@ export class GcsBackend implements Backend {
    * Sends one chunk through the shared retry, resuming from what GCS
    * persisted after a failure (a retry first asks the session). Final:
    * returns the answer. The chunk goes out in slices the socket takes one by
-   * one ({@link putWithProgress}): each is progress for the idle timeout, so
-   * a stalled upload is caught mid-chunk and a slow one is never cut.
+   * one ({@link sendBody}): each is progress for the idle timeout, so a
+   * stalled upload is caught mid-chunk and a slow one is never cut.
    */
   async #sendChunk(
     session: string,
@@ -599,13 +598,13 @@ export class GcsBackend implements Backend {
         const range = rest.length === 0
           ? `bytes */${end}`
           : `bytes ${persisted}-${end - 1}/${final ? end : "*"}`;
-        const res = await putWithProgress(
-          session,
-          { ...(await this.#auth.headers()), ...this.#csek, "content-range": range },
-          rest,
-          attempt,
+        const res = await sendBody(new URL(session), {
+          method: "PUT",
+          headers: { ...(await this.#auth.headers()), ...this.#csek, "content-range": range },
+          body: rest,
+          signal: attempt,
           touch,
-        );
+        });
         if (res.ok && final) return res;
         if (res.status !== 308) throw await httpError(res);
         await res.body?.cancel();
@@ -821,69 +820,6 @@ async function httpError(res: Response): Promise<HttpError> {
     message || `HTTP ${res.status}`,
     res.headers.get("retry-after") ?? undefined,
   );
-}
-
-/** Slice of a chunk handed to the socket at a time (progress granularity of uploads). */
-const WRITE_SLICE = 256 * 1024;
-
-/**
- * PUTs `body` with `node:http(s)`, in slices written as the socket takes
- * them, calling `touch` for each one flushed and for each piece of the
- * answer; `fetch` sends a buffer in one go and shows no progress at all
- * until the answer. `signal` destroys the request (and its socket). Resolves
- * to the answer as a `Response` (redirects are not followed).
- */
-function putWithProgress(
-  url: string,
-  headers: Record<string, string>,
-  body: Uint8Array,
-  signal: AbortSignal,
-  touch: () => void,
-): Promise<Response> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const target = new URL(url);
-    const req = (target.protocol === "https:" ? httpsRequest : httpRequest)(target, {
-      method: "PUT",
-      headers: { ...headers, "content-length": String(body.length) },
-    });
-    const onAbort = () => req.destroy(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    const fail = (err: unknown) => {
-      signal.removeEventListener("abort", onAbort);
-      reject(signal.aborted ? signal.reason : err);
-    };
-    req.on("error", fail);
-    req.on("response", (res) => {
-      touch();
-      const chunks: Uint8Array[] = [];
-      res.on("data", (chunk: Uint8Array) => {
-        touch();
-        chunks.push(chunk);
-      });
-      res.on("error", fail);
-      res.on("end", () => {
-        signal.removeEventListener("abort", onAbort);
-        const out = new Headers();
-        for (const [k, v] of Object.entries(res.headers)) {
-          if (v !== undefined) out.set(k, Array.isArray(v) ? v.join(", ") : String(v));
-        }
-        const status = res.statusCode ?? 502;
-        const text = chunks.length > 0 ? new Blob(chunks as Uint8Array<ArrayBuffer>[]) : null;
-        resolve(new Response([204, 205, 304].includes(status) ? null : text, { status, headers: out }));
-      });
-    });
-    let offset = 0;
-    const writeMore = () => {
-      while (offset < body.length) {
-        const slice = body.subarray(offset, Math.min(body.length, offset + WRITE_SLICE));
-        offset += slice.length;
-        if (!req.write(slice, () => touch())) return void req.once("drain", writeMore);
-      }
-      req.end();
-    };
-    writeMore();
-  });
 }
 
 function persistedFrom(range: string | null): number {

@@ -1,20 +1,25 @@
 /**
- * Requests with a large body (upload parts, blocks, single puts) over
- * `node:http`/`node:https` instead of `fetch`, answered as a web `Response`.
+ * Requests with a large body (upload parts, blocks, chunks, single puts) over
+ * `node:http`/`node:https` instead of `fetch`, answered as a web `Response`;
+ * the one place every backend sends upload bodies from.
  *
  * Why: Deno's `fetch` copies a request body and frees the copy only at a
  * later garbage collection. Four 16 MiB parts in flight, 24 in all, peaked at
  * 311 MB of RSS over `fetch` and at 62 MB over `node:http`, which also sent
  * them about three times faster (one run on this machine, a local sink).
- * So the SDK-free backends send every body of at least
+ * So the S3 and Azure backends send every body of at least
  * {@link STREAMED_BODY_MIN} through here and keep `fetch` for small ones (a
- * small save never loads the Node HTTP modules).
+ * small save never loads the Node HTTP modules); GCS chunks and the Harness
+ * service's pre-signed PUTs (bytes, or a file streamed from disk) always
+ * come here.
  *
- * The body goes out in 1 MiB slices with back-pressure; each slice written
- * counts as progress for the idle timeout (`touch`), so a long upload is
- * never mistaken for a stalled one. An abort destroys the request with the
- * signal's reason. Network failures reject with the Node error (its `code`,
- * e.g. `ECONNRESET`, is what the backends' retry and error mapping read).
+ * The body goes out in 256 KiB slices with back-pressure; each slice the
+ * socket took counts as progress for the idle timeout (`touch`), so a long
+ * upload is never mistaken for a stalled one and a stalled one is caught
+ * mid-body. An abort destroys the request with the signal's reason. Network
+ * failures reject with the Node error (its `code`, e.g. `ECONNRESET`, is
+ * what the backends' retry and error mapping read). Redirects are not
+ * followed.
  *
  * @module
  */
@@ -23,8 +28,8 @@ import type { Agent as HttpAgent } from "node:http";
 /** Bodies of at least this many bytes go over `node:http(s)` (one compression block). */
 export const STREAMED_BODY_MIN = 4 * 2 ** 20;
 
-/** Bytes handed to the socket per write. */
-const SLICE = 1 << 20;
+/** Bytes handed to the socket per write (the granularity of progress). */
+const SLICE = 256 * 1024;
 
 /** Statuses whose answer has no body (a `Response` refuses one). */
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
@@ -34,7 +39,8 @@ export interface BodyRequest {
   method: string;
   /** Sent as given (lower-case names); `content-length` is set from the body. */
   headers: Record<string, string>;
-  body: Uint8Array;
+  /** The bytes, or a file of `size` bytes read as the socket takes them. */
+  body: Uint8Array | { path: string; size: number };
   /** Aborts the request (its reason is the rejection). */
   signal: AbortSignal;
   /** Called whenever bytes went out or the answer arrived. */
@@ -116,9 +122,10 @@ export async function sendBody(url: URL, r: BodyRequest): Promise<Response> {
   r.signal.throwIfAborted();
   return await new Promise<Response>((resolve, reject) => {
     let settled = false;
+    const size = r.body instanceof Uint8Array ? r.body.length : r.body.size;
     const req = mod.request(url, {
       method: r.method,
-      headers: { ...r.headers, "content-length": String(r.body.length) },
+      headers: { ...r.headers, "content-length": String(size) },
       agent,
     });
     const onAbort = () => req.destroy(r.signal.reason ?? new Error("request aborted"));
@@ -151,42 +158,74 @@ export async function sendBody(url: URL, r: BodyRequest): Promise<Response> {
         res.resume();
         return;
       }
+      let open = true; // until the stream ended, failed or its reader cancelled it
       const body = new ReadableStream<Uint8Array>({
         start(controller) {
           res.on("data", (chunk: Uint8Array) => {
+            if (!open) return;
             r.touch?.();
             controller.enqueue(new Uint8Array(chunk));
             if ((controller.desiredSize ?? 1) <= 0) res.pause();
           });
           res.on("end", () => {
             r.signal.removeEventListener("abort", onAbort);
-            controller.close();
+            if (open) controller.close();
+            open = false;
           });
-          res.on("error", (err) => controller.error(r.signal.aborted ? r.signal.reason ?? err : err));
+          res.on("error", (err) => {
+            if (open) controller.error(r.signal.aborted ? r.signal.reason ?? err : err);
+            open = false;
+          });
         },
         pull() {
           res.resume();
         },
         cancel() {
+          open = false;
           r.signal.removeEventListener("abort", onAbort);
           res.destroy();
         },
       }, { highWaterMark: 4 });
       resolve(new Response(body, { status: res.statusCode, statusText: res.statusMessage, headers }));
     });
-    let offset = 0;
-    const writeMore = () => {
-      while (offset < r.body.length) {
-        const end = Math.min(offset + SLICE, r.body.length);
-        const more = req.write(r.body.subarray(offset, end), () => r.touch?.());
-        offset = end;
-        if (!more) {
-          req.once("drain", writeMore);
-          return;
+    const body = r.body;
+    if (body instanceof Uint8Array) {
+      let offset = 0;
+      const writeMore = () => {
+        while (offset < body.length) {
+          const end = Math.min(offset + SLICE, body.length);
+          const more = req.write(body.subarray(offset, end), () => r.touch?.());
+          offset = end;
+          if (!more) {
+            req.once("drain", writeMore);
+            return;
+          }
         }
-      }
-      req.end();
-    };
-    writeMore();
+        req.end();
+      };
+      writeMore();
+    } else {
+      writeFile(req, body.path, () => r.touch?.()).catch((err) => req.destroy(err as Error));
+    }
   });
+}
+
+/** Streams a file into `req` slice by slice, with back-pressure, then ends it. */
+async function writeFile(
+  req: {
+    write(chunk: Uint8Array, done: () => void): boolean;
+    once(event: "drain", f: () => void): unknown;
+    end(): void;
+  },
+  path: string,
+  touch: () => void,
+): Promise<void> {
+  using file = await Deno.open(path);
+  for (;;) {
+    const buf = new Uint8Array(SLICE); // a fresh buffer each: the socket may still hold the last one
+    const n = await file.read(buf);
+    if (n === null) break;
+    if (!req.write(buf.subarray(0, n), touch)) await new Promise<void>((r) => req.once("drain", r));
+  }
+  req.end();
 }
