@@ -6,7 +6,8 @@
  * Each backend's real test server (scripts/servers/*) runs behind a proxy that
  * timestamps the first request of every run: the fault proxy in pass mode for
  * the HTTP backends (S3 on Swift, Azure on Azurite, GCS on the emulator, the
- * Harness test service), a plain TCP relay for sftp (sshd). At that moment the
+ * Harness test service), a plain TCP relay for sftp (sshd) that stamps the client's
+ * first SSH bytes (not the TCP connect, which the sftp backend opens early). At that moment the
  * proxy reads the child's CPU ticks from `/proc/<pid>/stat`; `/usr/bin/time`
  * gives wall and CPU at exit. The filesystem backend has no server: only the
  * exit figures. A floor row runs an empty module under the same `deno run`.
@@ -79,16 +80,29 @@ function childCpu(parent: number): number | undefined {
   return undefined;
 }
 
-/** A plain TCP relay in front of `port` that reports its first connection of each run. */
+/**
+ * A plain TCP relay in front of `port` that reports the first SSH bytes the client sends in each run (its
+ * identification line): the SSH counterpart of an HTTP backend's first request. Not the TCP connection,
+ * which ci-cache opens before its SSH client is loaded (`lib/storage/sftp/preconnect.ts`).
+ */
 function tcpRelay(port: number): { port: number; close: () => void } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   (async () => {
     for await (const conn of listener) {
-      firstRequest();
       (async () => {
         const up = await Deno.connect({ hostname: "127.0.0.1", port });
+        let seen = false;
+        const stamp = new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, controller) {
+            if (!seen && chunk.byteLength > 0) {
+              seen = true;
+              firstRequest();
+            }
+            controller.enqueue(chunk);
+          },
+        });
         await Promise.all([
-          conn.readable.pipeTo(up.writable).catch(() => {}),
+          conn.readable.pipeThrough(stamp).pipeTo(up.writable).catch(() => {}),
           up.readable.pipeTo(conn.writable).catch(() => {}),
         ]);
       })().catch(() => {});

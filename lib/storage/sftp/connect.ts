@@ -7,6 +7,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
+import type { Socket } from "node:net";
 import { Client, parseKey } from "../../deps/ssh2.ts";
 import { AuthFailedError, InvalidSettingsError, StorageError, UnavailableError } from "../backend.ts";
 import type { Logger } from "../../log.ts";
@@ -314,14 +315,20 @@ export interface Connected {
 /**
  * Opens one SSH connection and its SFTP channel. The host key is checked
  * against the policy, and against `expectFingerprint` (the key seen on the
- * first connection: a reconnect must reach the same server).
+ * first connection: a reconnect must reach the same server). `sock`, when
+ * given, is a socket already connected or connecting to the server
+ * (`preconnect.ts`); otherwise ssh2 opens one.
  *
  * @example
  * ```ts
  * const { session } = await connect(options);
  * ```
  */
-export function connect(options: ConnectOptions, expectFingerprint?: string): Promise<Connected> {
+export function connect(
+  options: ConnectOptions,
+  expectFingerprint?: string,
+  sock?: Socket,
+): Promise<Connected> {
   const ctx = { backend: KIND, op: "connect", object: `${options.host}:${options.port}` };
   const client = new Client() as unknown as RawClient;
   let hostKey: Uint8Array | undefined;
@@ -381,10 +388,13 @@ export function connect(options: ConnectOptions, expectFingerprint?: string): Pr
     client.connect({
       host: options.host,
       port: options.port,
+      ...(sock ? { sock } : {}),
       username: options.username,
       ...(options.method === "PASSWORD"
         ? { password: options.password }
         : { privateKey: options.privateKey, passphrase: options.passphrase }),
+      // Only the configured method: ssh2's default first asks for "none" (a round trip every server refuses).
+      authHandler: [options.method === "PASSWORD" ? "password" : "publickey"],
       tryKeyboard: false,
       readyTimeout: options.readyTimeoutMs,
       keepaliveInterval: 15_000,
@@ -459,9 +469,10 @@ export function isConnectionError(err: unknown): boolean {
   ) {
     return true;
   }
-  return /No response from server|Not connected|connection closed|Channel|socket|ECONN|EPIPE|Timed out/i.test(
-    e?.message ?? "",
-  );
+  // "Connection lost before handshake": the server closed the connection before its banner (sshd's MaxStartups
+  // throttling does that), so a later attempt may well be let in.
+  return /No response from server|Not connected|connection closed|Connection lost before handshake|Channel|socket|ECONN|EPIPE|Timed out/i
+    .test(e?.message ?? "");
 }
 
 /** Maps a connect failure to the typed error callers get. */
