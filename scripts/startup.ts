@@ -7,7 +7,8 @@
  * timestamps the first request of every run: the fault proxy in pass mode for
  * the HTTP backends (S3 on Swift, Azure on Azurite, GCS on the emulator, the
  * Harness test service), a plain TCP relay for sftp (sshd) that stamps the client's
- * first SSH bytes (not the TCP connect, which the sftp backend opens early). At that moment the
+ * first SSH bytes (not the TCP connect, which the sftp backend opens early: its
+ * time is the extra column `tcp conn`). At that moment the
  * proxy reads the child's CPU ticks from `/proc/<pid>/stat`; `/usr/bin/time`
  * gives wall and CPU at exit. The filesystem backend has no server: only the
  * exit figures. A floor row runs an empty module under the same `deno run`.
@@ -50,6 +51,8 @@ const chosen = positionals.length > 0 ? positionals : ALL;
 
 /** What one run measured (seconds). */
 interface Sample {
+  /** sftp only: when the TCP connection reached the relay. */
+  connWall?: number;
   firstWall?: number;
   firstCpu?: number;
   exitWall: number;
@@ -58,6 +61,12 @@ interface Sample {
 
 /** The first request of the current run, seen by a proxy. */
 let onFirst: (() => void) | undefined;
+let onConnection: (() => void) | undefined;
+function connection(): void {
+  const f = onConnection;
+  onConnection = undefined;
+  f?.();
+}
 function firstRequest(): void {
   const f = onFirst;
   onFirst = undefined;
@@ -89,6 +98,7 @@ function tcpRelay(port: number): { port: number; close: () => void } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   (async () => {
     for await (const conn of listener) {
+      connection();
       (async () => {
         const up = await Deno.connect({ hostname: "127.0.0.1", port });
         let seen = false;
@@ -133,12 +143,14 @@ async function once(
     stderr: "piped",
   }).spawn();
   const sample: Partial<Sample> = {};
+  onConnection = () => (sample.connWall = (performance.now() - start) / 1000);
   onFirst = () => {
     sample.firstWall = (performance.now() - start) / 1000;
     sample.firstCpu = childCpu(child.pid);
   };
   const out = await child.output();
   onFirst = undefined;
+  onConnection = undefined;
   const exitWall = (performance.now() - start) / 1000;
   const text = new TextDecoder().decode(out.stderr);
   const m = text.match(/STARTUP-TIME ([\d.]+) ([\d.]+) ([\d.]+)/);
@@ -280,7 +292,7 @@ for (let i = 0; i < RUNS; i++) {
 console.log(`medians of ${RUNS} runs, seconds from spawn; CPU = user + sys of the deno process`);
 console.log(
   `${"backend".padEnd(11)} ${"entry".padEnd(20)} ${"1st req".padStart(7)} ${"cpu@1st".padStart(7)} ` +
-    `${"exit".padStart(7)} ${"cpu@exit".padStart(8)}`,
+    `${"exit".padStart(7)} ${"cpu@exit".padStart(8)} ${"tcp conn".padStart(8)}`,
 );
 const row = (name: string, entry: string, s: Sample[]) =>
   console.log(
@@ -290,7 +302,7 @@ const row = (name: string, entry: string, s: Sample[]) =>
       `${fmt(median(s.flatMap((x) => x.firstCpu ?? []))).padStart(7)} ` +
       `${fmt(median(s.map((x) => x.exitWall))).padStart(7)} ${
         fmt(median(s.map((x) => x.exitCpu))).padStart(8)
-      }`,
+      } ${fmt(median(s.flatMap((x) => x.connWall ?? []))).padStart(8)}`,
   );
 row("(floor)", "empty", floor[0].map((w, i) => ({ exitWall: w, exitCpu: floor[1][i] })));
 

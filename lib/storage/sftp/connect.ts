@@ -180,9 +180,12 @@ export interface ConnectOptions {
   username: string;
   method: "PASSWORD" | "PUBLIC_KEY_FILE";
   password?: string;
-  /** Private key text (never logged). */
-  privateKey?: string;
-  passphrase?: string;
+  /**
+   * The private key, parsed (and decrypted) once: ssh2's key object, never logged. Decrypting an OpenSSH key
+   * runs bcrypt-pbkdf in JavaScript (0.3–0.5 s for ssh-keygen's default 16 rounds here), which ssh2 would
+   * otherwise repeat on every connect.
+   */
+  privateKey?: unknown;
   hostKeys: HostKeyPolicy;
   /** Handshake timeout in ms. */
   readyTimeoutMs: number;
@@ -273,13 +276,13 @@ export async function connectOptions(settings: Settings): Promise<ConnectOptions
           `despite its name the setting takes the PRIVATE key, not the .pub file`,
       );
     }
-    if (String((Array.isArray(parsed) ? parsed[0] : parsed)?.getPrivatePEM?.() ?? "") === "") {
+    const key = Array.isArray(parsed) ? parsed[0] : parsed; // OpenSSH's format holds one key
+    if (String(key?.getPrivatePEM?.() ?? "") === "") {
       throw settingsError(
         `the file ${path} (PLUGIN_PUBLIC_KEY_FILE) holds a public key: the setting takes the PRIVATE key file`,
       );
     }
-    options.privateKey = text;
-    options.passphrase = passphrase;
+    options.privateKey = key;
   }
   if (settings.sftpKnownHostsFile !== "") {
     const path = settings.sftpKnownHostsFile;
@@ -390,11 +393,13 @@ export function connect(
       port: options.port,
       ...(sock ? { sock } : {}),
       username: options.username,
-      ...(options.method === "PASSWORD"
-        ? { password: options.password }
-        : { privateKey: options.privateKey, passphrase: options.passphrase }),
-      // Only the configured method: ssh2's default first asks for "none" (a round trip every server refuses).
-      authHandler: [options.method === "PASSWORD" ? "password" : "publickey"],
+      // Only the configured method (ssh2's default first asks for "none", a round trip every server refuses),
+      // with the key parsed once in connectOptions (ssh2 takes a parsed key as it is).
+      authHandler: [
+        options.method === "PASSWORD"
+          ? { type: "password", username: options.username, password: options.password }
+          : { type: "publickey", username: options.username, key: options.privateKey },
+      ],
       tryKeyboard: false,
       readyTimeout: options.readyTimeoutMs,
       keepaliveInterval: 15_000,
