@@ -16,7 +16,8 @@
  * incompressible file under a fresh key and its restore into an empty
  * mount (rows `… 1MB save`, `… 1MB restore`: first request and exit).
  *
- * Usage: `deno run -A scripts/startup.ts [--runs N] [--bundle] [--baseline DIR] [--miss-only] [backend …]`
+ * Usage: `deno run -A scripts/startup.ts [--runs N] [--bundle] [--baseline DIR] [--miss-only] [--rtt MS]
+ * [backend …]` (`--rtt`: sftp only, the relay adds that round-trip time, as a distant server would)
  * (backends: filesystem s3 azure gcs sftp harness; default all). `--bundle`
  * also runs the bundles that are built: the one-file `dist/ci-cache.js` (`deno
  * task bundle`, the release's shape) and the split `dist/ci-cache/main.js`
@@ -42,6 +43,7 @@ const { values, positionals } = parseArgs({
     bundle: { type: "boolean", default: false },
     baseline: { type: "string" },
     "miss-only": { type: "boolean", default: false },
+    rtt: { type: "string", default: "0" },
   },
   allowPositionals: true,
 });
@@ -92,14 +94,17 @@ function childCpu(parent: number): number | undefined {
 /**
  * A plain TCP relay in front of `port` that reports the first SSH bytes the client sends in each run (its
  * identification line): the SSH counterpart of an HTTP backend's first request. Not the TCP connection,
- * which ci-cache opens before its SSH client is loaded (`lib/storage/sftp/preconnect.ts`).
+ * which ci-cache opens before its SSH client is loaded (`lib/storage/sftp/preconnect.ts`); its time is
+ * reported apart. With `rttMs` the relay plays a distant server: it connects upstream one RTT after accepting
+ * and holds every chunk half an RTT in each direction.
  */
-function tcpRelay(port: number): { port: number; close: () => void } {
+function tcpRelay(port: number, rttMs = 0): { port: number; close: () => void } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   (async () => {
     for await (const conn of listener) {
       connection();
       (async () => {
+        if (rttMs > 0) await new Promise((r) => setTimeout(r, rttMs));
         const up = await Deno.connect({ hostname: "127.0.0.1", port });
         let seen = false;
         const stamp = new TransformStream<Uint8Array, Uint8Array>({
@@ -112,13 +117,27 @@ function tcpRelay(port: number): { port: number; close: () => void } {
           },
         });
         await Promise.all([
-          conn.readable.pipeThrough(stamp).pipeTo(up.writable).catch(() => {}),
-          up.readable.pipeTo(conn.writable).catch(() => {}),
+          conn.readable.pipeThrough(stamp).pipeThrough(held(rttMs / 2)).pipeTo(up.writable).catch(() => {}),
+          up.readable.pipeThrough(held(rttMs / 2)).pipeTo(conn.writable).catch(() => {}),
         ]);
       })().catch(() => {});
     }
   })().catch(() => {});
   return { port: (listener.addr as Deno.NetAddr).port, close: () => listener.close() };
+}
+
+/** Passes each chunk on `ms` after it arrived, in order, without holding up the reading. */
+function held(ms: number): TransformStream<Uint8Array, Uint8Array> {
+  if (ms <= 0) return new TransformStream();
+  let last = Promise.resolve();
+  return new TransformStream({
+    transform(chunk, controller) {
+      const due = performance.now() + ms;
+      last = last.then(() => new Promise((r) => setTimeout(r, Math.max(0, due - performance.now()))))
+        .then(() => controller.enqueue(chunk));
+    },
+    flush: () => last,
+  });
 }
 
 /**
@@ -228,7 +247,7 @@ async function serve(
     case "sftp": {
       const { startSshd } = await import("./servers/sshd.ts");
       const sshd = await startSshd();
-      const relay = tcpRelay(sshd.port);
+      const relay = tcpRelay(sshd.port, Number(values.rtt));
       return {
         env: { ...sshd.env, SFTP_PORT: String(relay.port) },
         stop: async () => {
