@@ -393,7 +393,7 @@ export function connect(
       port: options.port,
       ...(sock ? { sock } : {}),
       username: options.username,
-      // Only the configured method (ssh2's default first asks for "none", a round trip every server refuses),
+      // Only the configured method (ssh2's default first asks for "none", a round trip servers refuse),
       // with the key parsed once in connectOptions (ssh2 takes a parsed key as it is).
       authHandler: [
         options.method === "PASSWORD"
