@@ -6,7 +6,9 @@
  * Each backend's real test server (scripts/servers/*) runs behind a proxy that
  * timestamps the first request of every run: the fault proxy in pass mode for
  * the HTTP backends (S3 on Swift, Azure on Azurite, GCS on the emulator, the
- * Harness test service), a plain TCP relay for sftp (sshd). At that moment the
+ * Harness test service), a plain TCP relay for sftp (sshd) that stamps the client's
+ * first SSH bytes (not the TCP connect, which the sftp backend opens early: its
+ * time is the extra column `tcp conn`). At that moment the
  * proxy reads the child's CPU ticks from `/proc/<pid>/stat`; `/usr/bin/time`
  * gives wall and CPU at exit. The filesystem backend has no server: only the
  * exit figures. A floor row runs an empty module under the same `deno run`.
@@ -14,7 +16,8 @@
  * incompressible file under a fresh key and its restore into an empty
  * mount (rows `… 1MB save`, `… 1MB restore`: first request and exit).
  *
- * Usage: `deno run -A scripts/startup.ts [--runs N] [--bundle] [--baseline DIR] [--miss-only] [backend …]`
+ * Usage: `deno run -A scripts/startup.ts [--runs N] [--bundle] [--baseline DIR] [--miss-only] [--rtt MS]
+ * [backend …]` (`--rtt`: sftp only, the relay adds that round-trip time, as a distant server would)
  * (backends: filesystem s3 azure gcs sftp harness; default all). `--bundle`
  * also runs the bundles that are built: the one-file `dist/ci-cache.js` (`deno
  * task bundle`, the release's shape) and the split `dist/ci-cache/main.js`
@@ -40,6 +43,7 @@ const { values, positionals } = parseArgs({
     bundle: { type: "boolean", default: false },
     baseline: { type: "string" },
     "miss-only": { type: "boolean", default: false },
+    rtt: { type: "string", default: "0" },
   },
   allowPositionals: true,
 });
@@ -49,6 +53,8 @@ const chosen = positionals.length > 0 ? positionals : ALL;
 
 /** What one run measured (seconds). */
 interface Sample {
+  /** sftp only: when the TCP connection reached the relay. */
+  connWall?: number;
   firstWall?: number;
   firstCpu?: number;
   exitWall: number;
@@ -57,6 +63,12 @@ interface Sample {
 
 /** The first request of the current run, seen by a proxy. */
 let onFirst: (() => void) | undefined;
+let onConnection: (() => void) | undefined;
+function connection(): void {
+  const f = onConnection;
+  onConnection = undefined;
+  f?.();
+}
 function firstRequest(): void {
   const f = onFirst;
   onFirst = undefined;
@@ -79,22 +91,53 @@ function childCpu(parent: number): number | undefined {
   return undefined;
 }
 
-/** A plain TCP relay in front of `port` that reports its first connection of each run. */
-function tcpRelay(port: number): { port: number; close: () => void } {
+/**
+ * A plain TCP relay in front of `port` that reports the first SSH bytes the client sends in each run (its
+ * identification line): the SSH counterpart of an HTTP backend's first request. Not the TCP connection,
+ * which ci-cache opens before its SSH client is loaded (`lib/storage/sftp/preconnect.ts`); its time is
+ * reported apart. With `rttMs` the relay plays a distant server: it connects upstream one RTT after accepting
+ * and holds every chunk half an RTT in each direction.
+ */
+function tcpRelay(port: number, rttMs = 0): { port: number; close: () => void } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   (async () => {
     for await (const conn of listener) {
-      firstRequest();
+      connection();
       (async () => {
+        if (rttMs > 0) await new Promise((r) => setTimeout(r, rttMs));
         const up = await Deno.connect({ hostname: "127.0.0.1", port });
+        let seen = false;
+        const stamp = new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, controller) {
+            if (!seen && chunk.byteLength > 0) {
+              seen = true;
+              firstRequest();
+            }
+            controller.enqueue(chunk);
+          },
+        });
         await Promise.all([
-          conn.readable.pipeTo(up.writable).catch(() => {}),
-          up.readable.pipeTo(conn.writable).catch(() => {}),
+          conn.readable.pipeThrough(stamp).pipeThrough(held(rttMs / 2)).pipeTo(up.writable).catch(() => {}),
+          up.readable.pipeThrough(held(rttMs / 2)).pipeTo(conn.writable).catch(() => {}),
         ]);
       })().catch(() => {});
     }
   })().catch(() => {});
   return { port: (listener.addr as Deno.NetAddr).port, close: () => listener.close() };
+}
+
+/** Passes each chunk on `ms` after it arrived, in order, without holding up the reading. */
+function held(ms: number): TransformStream<Uint8Array, Uint8Array> {
+  if (ms <= 0) return new TransformStream();
+  let last = Promise.resolve();
+  return new TransformStream({
+    transform(chunk, controller) {
+      const due = performance.now() + ms;
+      last = last.then(() => new Promise((r) => setTimeout(r, Math.max(0, due - performance.now()))))
+        .then(() => controller.enqueue(chunk));
+    },
+    flush: () => last,
+  });
 }
 
 /**
@@ -119,12 +162,14 @@ async function once(
     stderr: "piped",
   }).spawn();
   const sample: Partial<Sample> = {};
+  onConnection = () => (sample.connWall = (performance.now() - start) / 1000);
   onFirst = () => {
     sample.firstWall = (performance.now() - start) / 1000;
     sample.firstCpu = childCpu(child.pid);
   };
   const out = await child.output();
   onFirst = undefined;
+  onConnection = undefined;
   const exitWall = (performance.now() - start) / 1000;
   const text = new TextDecoder().decode(out.stderr);
   const m = text.match(/STARTUP-TIME ([\d.]+) ([\d.]+) ([\d.]+)/);
@@ -202,7 +247,7 @@ async function serve(
     case "sftp": {
       const { startSshd } = await import("./servers/sshd.ts");
       const sshd = await startSshd();
-      const relay = tcpRelay(sshd.port);
+      const relay = tcpRelay(sshd.port, Number(values.rtt));
       return {
         env: { ...sshd.env, SFTP_PORT: String(relay.port) },
         stop: async () => {
@@ -266,7 +311,7 @@ for (let i = 0; i < RUNS; i++) {
 console.log(`medians of ${RUNS} runs, seconds from spawn; CPU = user + sys of the deno process`);
 console.log(
   `${"backend".padEnd(11)} ${"entry".padEnd(20)} ${"1st req".padStart(7)} ${"cpu@1st".padStart(7)} ` +
-    `${"exit".padStart(7)} ${"cpu@exit".padStart(8)}`,
+    `${"exit".padStart(7)} ${"cpu@exit".padStart(8)} ${"tcp conn".padStart(8)}`,
 );
 const row = (name: string, entry: string, s: Sample[]) =>
   console.log(
@@ -276,7 +321,7 @@ const row = (name: string, entry: string, s: Sample[]) =>
       `${fmt(median(s.flatMap((x) => x.firstCpu ?? []))).padStart(7)} ` +
       `${fmt(median(s.map((x) => x.exitWall))).padStart(7)} ${
         fmt(median(s.map((x) => x.exitCpu))).padStart(8)
-      }`,
+      } ${fmt(median(s.flatMap((x) => x.connWall ?? []))).padStart(8)}`,
   );
 row("(floor)", "empty", floor[0].map((w, i) => ({ exitWall: w, exitCpu: floor[1][i] })));
 

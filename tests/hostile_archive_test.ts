@@ -331,6 +331,32 @@ const CASES: Case[] = [
     expect: CorruptArchiveError,
     message: /GNU long name/,
   },
+  // Replacements of what an earlier entry wrote (ported from the worker extractor's "writes in flight"
+  // tests; the extractor here writes each entry whole before reading the next, so these check the
+  // replacement itself): nothing is written through the new symlink, whatever came before.
+  {
+    label: "a file written in many parts, then replaced by a symlink to an outside file",
+    tar: (s) =>
+      entries([
+        { name: "m", type: "dir" },
+        { name: "m/big", body: "b".repeat(64 << 10) },
+        { name: "m/big", type: "symlink", linkname: `${s}/outside/secret.txt` },
+      ]),
+    expect: "ok",
+  },
+  {
+    label:
+      "a hard link to a file, the file replaced by a symlink to an outside file, then the link rewritten",
+    tar: (s) =>
+      entries([
+        { name: "m", type: "dir" },
+        { name: "m/t", body: "t".repeat(20_000) },
+        { name: "m/h", type: "link", linkname: "m/t" },
+        { name: "m/t", type: "symlink", linkname: `${s}/outside/secret.txt` },
+        { name: "m/h", body: "overwritten" },
+      ]),
+    expect: "ok",
+  },
 ];
 
 for (const c of CASES) {
@@ -441,6 +467,108 @@ Deno.test({
       assert(/^CorruptArchiveError: more than 16 extended headers in a row/.test(message), message);
       if (Number.isFinite(peakRssMb)) assert(peakRssMb < 100, `peak RSS ${peakRssMb} MB`);
       assertEquals([...Deno.readDirSync(`${dir}/dst`)], [], "no staging left");
+    } finally {
+      await cleanup();
+    }
+  },
+});
+
+/** A name one segment of which is longer than any file system takes (NAME_MAX is 255 bytes). */
+const TOO_LONG = "n".repeat(300);
+
+// A write that fails: the file system refuses a name (ENAMETOOLONG) when the extractor creates the file, the
+// one failure it cannot rule out beforehand that needs no full disk. Small files (whole in the input chunk)
+// and large ones (written in parts) take different create paths; first, middle and last of 60 leave
+// nothing, some or all of the other files in the staging directory.
+for (const at of ["first", "middle", "last"] as const) {
+  for (const size of ["small", "large"] as const) {
+    for (const state of ["missing", "existing"] as const) {
+      Deno.test({
+        ...opts,
+        name:
+          `unpack: a write that fails (${size} file, ${at} of 60, ${state} mount) fails the restore, leaves no staging and the mount unchanged`,
+        fn: async () => {
+          const { dir, cleanup } = await tempDir("hostile");
+          try {
+            await Deno.mkdir(`${dir}/dst`);
+            await Deno.writeTextFile(`${dir}/dst/neighbour.txt`, "neighbour");
+            const mount = `${dir}/dst/m`;
+            if (state === "existing") {
+              await Deno.mkdir(`${mount}/a`, { recursive: true });
+              await Deno.writeTextFile(`${mount}/f1`, "existing");
+            }
+            const before = await scan(dir, mount);
+            const mountBefore = state === "existing" ? await scan(mount) : undefined;
+            const files: Raw[] = Array.from(
+              { length: 60 },
+              (_, i) => ({ name: `m/f${i}`, body: `file ${i}` }),
+            );
+            const bad = { name: `m/${TOO_LONG}`, body: size === "small" ? "x" : "y".repeat(100_000) };
+            files.splice(at === "first" ? 0 : at === "middle" ? 30 : 60, 0, bad);
+            const tar = entries([{ name: "m", type: "dir" }, ...files]);
+            const err = await assertRejects(() =>
+              unpackToMount(streamOf(tar, 16 << 10).pipeThrough(decompressStream().stream), {
+                mount: "m",
+                cwd: `${dir}/dst`,
+                foldNames: false,
+              })
+            );
+            assert(/restore into .* failed \(the mount is unchanged\)/.test(err.message), err.message);
+            assert(/name too long/i.test(err.message), err.message);
+            if (state === "existing") {
+              assertEquals(await scan(mount), mountBefore, "the mount is byte-identical");
+            } else assert(!(await exists(mount)), "a missing mount stays missing");
+            assertEquals(
+              await scan(dir, mount),
+              before,
+              "nothing outside the mount changed, no staging left",
+            );
+          } finally {
+            await cleanup();
+          }
+        },
+      });
+    }
+  }
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "unpack: hard links to files written in many parts get their whole content; many files restore exactly",
+  fn: async () => {
+    const { dir, cleanup } = await tempDir("hostile");
+    try {
+      const list: Raw[] = [{ name: "m", type: "dir" }];
+      for (let d = 0; d < 5; d++) {
+        list.push({ name: `m/d${d}`, type: "dir" });
+        for (let i = 0; i < 50; i++) {
+          // sizes around the 4 KiB input chunks: some files whole in a chunk, some in many parts
+          list.push({ name: `m/d${d}/f${i}`, body: `${d}/${i}:`.repeat(1 + ((i * 997) % 3000)) });
+        }
+        list.push({ name: `m/d${d}/h`, type: "link", linkname: `m/d${d}/f49` });
+      }
+      await unpackToMount(streamOf(entries(list), 4096).pipeThrough(decompressStream().stream), {
+        mount: "m",
+        cwd: `${dir}/dst`,
+        foldNames: false,
+      });
+      for (let d = 0; d < 5; d++) {
+        for (let i = 0; i < 50; i++) {
+          assertEquals(
+            await Deno.readTextFile(`${dir}/dst/m/d${d}/f${i}`),
+            `${d}/${i}:`.repeat(1 + ((i * 997) % 3000)),
+          );
+        }
+        const h = await Deno.lstat(`${dir}/dst/m/d${d}/h`);
+        assertEquals(h.nlink, 2);
+        assertEquals(h.ino, (await Deno.lstat(`${dir}/dst/m/d${d}/f49`)).ino);
+        assertEquals(
+          await Deno.readTextFile(`${dir}/dst/m/d${d}/h`),
+          `${d}/49:`.repeat(1 + ((49 * 997) % 3000)),
+        );
+      }
+      assertEquals([...Deno.readDirSync(`${dir}/dst`)].map((e) => e.name), ["m"], "no staging left");
     } finally {
       await cleanup();
     }

@@ -3,8 +3,10 @@
  * (`scripts/servers/sshd.ts`): the conformance suite with key and with
  * password auth, and the failures: wrong password or key, encrypted keys,
  * unknown and mismatched host keys, a missing cache root, connections that
- * drop or hang mid-transfer, and no credential in any log line. The cache
- * root is a local directory, so the tests also look at the files sshd wrote.
+ * drop or hang mid-transfer, and no credential in any log line; the TCP
+ * connection opened before the backend loads (preconnect): used once, same
+ * errors, closed when unused. The cache root is a local directory, so the
+ * tests also look at the files sshd wrote.
  */
 import { backendConformance, readAll, seededBytes, streamOf } from "./backend_conformance.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./assert.ts";
@@ -13,6 +15,7 @@ import { startSshd } from "../scripts/servers/sshd.ts";
 import { openBackend } from "../lib/storage/open.ts";
 import { createSftpBackend, SftpBackend } from "../lib/storage/sftp/backend.ts";
 import { connectOptions } from "../lib/storage/sftp/connect.ts";
+import { preconnect } from "../lib/storage/sftp/preconnect.ts";
 import {
   AuthFailedError,
   type Backend,
@@ -98,8 +101,9 @@ Deno.test({
     const sshd = await startSshd();
     const { log, lines } = capture();
     const backends: Backend[] = [];
+    // Through openBackend: the first connection of every case below uses the socket opened early (preconnect).
     const open = async (env: Record<string, string>, logger = log) => {
-      const b = await createSftpBackend(settingsFrom({ ...sshd.env, ...env }), logger);
+      const b = await openBackend(settingsFrom({ ...sshd.env, ...env }), logger);
       backends.push(b);
       return b;
     };
@@ -489,6 +493,160 @@ Deno.test({
       assert(!lines.join("\n").includes(sshd.passwordUser.password), "the password was logged");
     } finally {
       await Deno.remove(dir, { recursive: true });
+      await sshd.stop();
+    }
+  },
+});
+
+/** A TCP relay in front of `port` that counts connections and can close the first one at once. */
+function countingRelay(port: number, closeFirst = false) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const state = { accepted: 0, open: 0 };
+  const pumps: Promise<unknown>[] = [];
+  (async () => {
+    for await (const conn of listener) {
+      state.accepted++;
+      if (closeFirst && state.accepted === 1) {
+        conn.close();
+        continue;
+      }
+      state.open++;
+      pumps.push(
+        (async () => {
+          const up = await Deno.connect({ hostname: "127.0.0.1", port });
+          await Promise.all([
+            conn.readable.pipeTo(up.writable).catch(() => {}),
+            up.readable.pipeTo(conn.writable).catch(() => {}),
+          ]);
+          state.open--;
+        })().catch(() => {}),
+      );
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    state,
+    close: async () => {
+      listener.close();
+      await Promise.allSettled(pumps);
+    },
+  };
+}
+
+/** Resolves once `check()` holds (polled), or rejects after a generous bound. */
+async function until(check: () => boolean, what: string | (() => string), ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) {
+      throw new Error(`timed out waiting until ${typeof what === "string" ? what : what()}`);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+Deno.test({
+  name:
+    "sftp preconnect: the early socket is the first connection, errors read the same, an unused one is closed",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const sshd = await startSshd();
+    const relays: { close: () => Promise<void> }[] = [];
+    const relay = (closeFirst = false) => {
+      const r = countingRelay(sshd.port, closeFirst);
+      relays.push(r);
+      return r;
+    };
+    const env = (port: number, extra: Record<string, string> = {}) =>
+      settingsFrom({ ...sshd.env, SFTP_PORT: String(port), ...extra });
+    try {
+      await t.step("opened before the backend loads, and the backend's first connect uses it", async () => {
+        const r = relay();
+        const early = await preconnect(env(r.port));
+        assert(early !== undefined, "valid settings open a socket");
+        await until(() => r.state.accepted === 1, "the relay saw the early connection");
+        const backend = await createSftpBackend(env(r.port), quiet, early);
+        try {
+          await backend.put("pre/x", streamOf(new TextEncoder().encode("early")), {});
+          assertEquals(new TextDecoder().decode(await readAll(await backend.get("pre/x"))), "early");
+          assertEquals(r.state.accepted, 1, "no second connection: the early socket carried the session");
+        } finally {
+          await backend.close?.();
+        }
+      });
+
+      await t.step("openBackend makes one connection, not an early one plus ssh2's own", async () => {
+        const r = relay();
+        const backend = await openBackend(env(r.port), quiet);
+        await backend.close?.();
+        assertEquals(r.state.accepted, 1);
+      });
+
+      await t.step("settings that fail before connecting close the early socket", async () => {
+        const r = relay();
+        const bad = env(r.port, { SFTP_PUBLIC_KEY_FILE: `${sshd.cacheRoot}/no-such-key` });
+        const early = await preconnect(bad);
+        await until(() => r.state.accepted === 1, "the relay saw the early connection");
+        const err = await assertRejects(() => createSftpBackend(bad, quiet, early), InvalidSettingsError);
+        assertStringIncludes(err.message, "PLUGIN_PUBLIC_KEY_FILE");
+        await until(
+          () => r.state.open === 0,
+          () => `the early connection was closed (${JSON.stringify(r.state)})`,
+        );
+      });
+
+      await t.step("invalid host or port settings open nothing", async () => {
+        assertEquals(await preconnect(env(0, { SFTP_PORT: "70000" })), undefined);
+        assertEquals(await preconnect(env(0, { SFTP_HOST: " " })), undefined);
+      });
+
+      await t.step("a refused connection reads as without the early socket", async () => {
+        const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+        const port = (free.addr as Deno.NetAddr).port;
+        free.close();
+        const fast = { ...DEFAULT_RETRY_POLICY, retries: 0 };
+        const direct = await connectOptions(env(port));
+        const plain = await assertRejects(
+          () => new SftpBackend({ connect: direct, root: sshd.cacheRoot, log: quiet, retry: fast }).open(),
+          UnavailableError,
+        );
+        const wrong = await preconnect(env(port));
+        assertEquals(
+          wrong!.take("127.0.0.1", port + 1),
+          undefined,
+          "a socket to another target is not handed out",
+        );
+        // Refused before the backend took it (dropped, ssh2 connects itself), and refused while ssh2 holds it.
+        const refusedFirst = await preconnect(env(port));
+        await until(() => refusedFirst!.failed, "the early connect was refused");
+        const messages: string[] = [];
+        for (const early of [refusedFirst, await preconnect(env(port))]) {
+          const err = await assertRejects(
+            () =>
+              new SftpBackend({ connect: direct, root: sshd.cacheRoot, log: quiet, retry: fast, early })
+                .open(),
+            UnavailableError,
+          );
+          messages.push(err.message);
+        }
+        assertEquals(messages, [plain.message, plain.message]);
+        const viaEarly = { message: messages[1] };
+        assertEquals(viaEarly.message, plain.message);
+        assertStringIncludes(viaEarly.message, "SFTP_PORT");
+        assertStringIncludes(viaEarly.message, "ECONNREFUSED");
+      });
+
+      await t.step(
+        "an early socket the server closed at once: the connect is retried and works",
+        async () => {
+          const r = relay(true);
+          const backend = await openBackend(env(r.port), quiet);
+          await backend.close?.();
+          assertEquals(r.state.accepted, 2, "the closed early socket, then a fresh connection");
+        },
+      );
+    } finally {
+      for (const r of relays) await r.close();
       await sshd.stop();
     }
   },

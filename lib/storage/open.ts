@@ -28,8 +28,11 @@ export async function openBackend(settings: Settings, log: Logger): Promise<Back
       return (await import("./s3/open.ts")).createS3Backend(settings, log);
     case "gcs":
       return (await import("./gcs/backend.ts")).createGcsBackend(settings, log);
-    case "sftp":
-      return (await import("./sftp/backend.ts")).createSftpBackend(settings, log);
+    case "sftp": {
+      // The TCP connection first: its handshake and the server's banner overlap the SSH client's loading.
+      const early = await (await import("./sftp/preconnect.ts")).preconnect(settings);
+      return (await import("./sftp/backend.ts")).createSftpBackend(settings, log, early);
+    }
     case "harness":
       return (await import("./harness/backend.ts")).createHarnessBackend(settings, log);
     default:

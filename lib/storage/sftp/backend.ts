@@ -33,6 +33,7 @@ import { STALE_AFTER_MS } from "../../cache/cleanup.ts";
 import { DEFAULT_RETRY_POLICY, IdleTimeoutError, type RetryPolicy, withRetry } from "../transfer/retry.ts";
 import type { Logger } from "../../log.ts";
 import type { Settings } from "../../settings.ts";
+import type { EarlySocket } from "./preconnect.ts";
 import {
   connect,
   type Connected,
@@ -69,6 +70,8 @@ export interface SftpBackendOptions {
   retry?: RetryPolicy;
   /** Read or write requests in flight per transfer. */
   requestsInFlight?: number;
+  /** A socket to the server opened while the backend loaded (`preconnect.ts`), for the first connect. */
+  early?: EarlySocket;
 }
 
 /** Reconnects on demand: one connection at a time, one connect attempt shared by all waiting requests. */
@@ -78,11 +81,15 @@ class Link {
   #fingerprint?: string;
   #closed = false;
 
-  constructor(readonly options: ConnectOptions, readonly log: Logger) {}
+  constructor(readonly options: ConnectOptions, readonly log: Logger, readonly early?: EarlySocket) {}
 
-  /** The first connection, whose host key later connections must present again. */
+  /**
+   * The first connection, whose host key later connections must present again. Its first attempt uses the
+   * socket opened early, if any.
+   */
   async first(): Promise<Connected> {
-    const connected = await connect(this.options);
+    const { host, port } = this.options;
+    const connected = await connect(this.options, undefined, this.early?.take(host, port));
     this.#fingerprint = connected.fingerprint;
     this.#session = connected.session;
     return connected;
@@ -171,7 +178,7 @@ export class SftpBackend implements Backend {
   constructor(options: SftpBackendOptions, link?: Link) {
     this.root = posix.normalize(options.root).replace(/(.)\/+$/, "$1");
     this.#log = options.log;
-    this.#link = link ?? new Link(options.connect, options.log);
+    this.#link = link ?? new Link(options.connect, options.log, options.early);
     this.#policy = options.retry ?? DEFAULT_RETRY_POLICY;
     this.#inFlight = Math.max(1, options.requestsInFlight ?? 16);
   }
@@ -708,28 +715,39 @@ function race<T>(request: Promise<T>, signal: AbortSignal, session: Session): Pr
 /**
  * Creates the sftp backend from the settings: checks them, connects
  * (verifying the host key, or warning loudly when nothing to verify it
- * against is set) and checks the cache root.
+ * against is set) and checks the cache root. `early` is the socket
+ * `preconnect()` (preconnect.ts) opened while this module loaded: the first connect uses
+ * it (and it is closed if the settings fail before).
  *
  * @example
  * ```ts
  * const backend = await createSftpBackend(settings, log);
  * ```
  */
-export async function createSftpBackend(settings: Settings, log: Logger): Promise<Backend> {
-  if (settings.sftpCacheRoot.trim() === "") {
-    throw new InvalidSettingsError(
-      "SFTP_CACHE_ROOT is not set: set it to the directory on the SFTP server that holds the cache",
-      { backend: KIND, op: "connect" },
-    );
+export async function createSftpBackend(
+  settings: Settings,
+  log: Logger,
+  early?: EarlySocket,
+): Promise<Backend> {
+  try {
+    if (settings.sftpCacheRoot.trim() === "") {
+      throw new InvalidSettingsError(
+        "SFTP_CACHE_ROOT is not set: set it to the directory on the SFTP server that holds the cache",
+        { backend: KIND, op: "connect" },
+      );
+    }
+    const options = await connectOptions(settings);
+    const backend = new SftpBackend({
+      connect: options,
+      root: settings.sftpCacheRoot.trim(),
+      log,
+      retry: { ...DEFAULT_RETRY_POLICY, idleMs: settings.backendOperationTimeout },
+      requestsInFlight: Math.max(8, settings.transferConcurrency * 4),
+      early,
+    });
+    await backend.open();
+    return backend;
+  } finally {
+    early?.drop(); // unused when the settings failed before the first connect
   }
-  const options = await connectOptions(settings);
-  const backend = new SftpBackend({
-    connect: options,
-    root: settings.sftpCacheRoot.trim(),
-    log,
-    retry: { ...DEFAULT_RETRY_POLICY, idleMs: settings.backendOperationTimeout },
-    requestsInFlight: Math.max(8, settings.transferConcurrency * 4),
-  });
-  await backend.open();
-  return backend;
 }

@@ -7,6 +7,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
+import type { Socket } from "node:net";
 import { Client, parseKey } from "../../deps/ssh2.ts";
 import { AuthFailedError, InvalidSettingsError, StorageError, UnavailableError } from "../backend.ts";
 import type { Logger } from "../../log.ts";
@@ -179,9 +180,12 @@ export interface ConnectOptions {
   username: string;
   method: "PASSWORD" | "PUBLIC_KEY_FILE";
   password?: string;
-  /** Private key text (never logged). */
-  privateKey?: string;
-  passphrase?: string;
+  /**
+   * The private key, parsed (and decrypted) once: ssh2's key object, never logged. Decrypting an OpenSSH key
+   * runs bcrypt-pbkdf in JavaScript (0.3–0.5 s for ssh-keygen's default 16 rounds here), which ssh2 would
+   * otherwise repeat on every connect.
+   */
+  privateKey?: unknown;
   hostKeys: HostKeyPolicy;
   /** Handshake timeout in ms. */
   readyTimeoutMs: number;
@@ -272,13 +276,13 @@ export async function connectOptions(settings: Settings): Promise<ConnectOptions
           `despite its name the setting takes the PRIVATE key, not the .pub file`,
       );
     }
-    if (String((Array.isArray(parsed) ? parsed[0] : parsed)?.getPrivatePEM?.() ?? "") === "") {
+    const key = Array.isArray(parsed) ? parsed[0] : parsed; // OpenSSH's format holds one key
+    if (String(key?.getPrivatePEM?.() ?? "") === "") {
       throw settingsError(
         `the file ${path} (PLUGIN_PUBLIC_KEY_FILE) holds a public key: the setting takes the PRIVATE key file`,
       );
     }
-    options.privateKey = text;
-    options.passphrase = passphrase;
+    options.privateKey = key;
   }
   if (settings.sftpKnownHostsFile !== "") {
     const path = settings.sftpKnownHostsFile;
@@ -314,14 +318,20 @@ export interface Connected {
 /**
  * Opens one SSH connection and its SFTP channel. The host key is checked
  * against the policy, and against `expectFingerprint` (the key seen on the
- * first connection: a reconnect must reach the same server).
+ * first connection: a reconnect must reach the same server). `sock`, when
+ * given, is a socket already connected or connecting to the server
+ * (`preconnect.ts`); otherwise ssh2 opens one.
  *
  * @example
  * ```ts
  * const { session } = await connect(options);
  * ```
  */
-export function connect(options: ConnectOptions, expectFingerprint?: string): Promise<Connected> {
+export function connect(
+  options: ConnectOptions,
+  expectFingerprint?: string,
+  sock?: Socket,
+): Promise<Connected> {
   const ctx = { backend: KIND, op: "connect", object: `${options.host}:${options.port}` };
   const client = new Client() as unknown as RawClient;
   let hostKey: Uint8Array | undefined;
@@ -381,10 +391,15 @@ export function connect(options: ConnectOptions, expectFingerprint?: string): Pr
     client.connect({
       host: options.host,
       port: options.port,
+      ...(sock ? { sock } : {}),
       username: options.username,
-      ...(options.method === "PASSWORD"
-        ? { password: options.password }
-        : { privateKey: options.privateKey, passphrase: options.passphrase }),
+      // Only the configured method (ssh2's default first asks for "none", a round trip servers refuse),
+      // with the key parsed once in connectOptions (ssh2 takes a parsed key as it is).
+      authHandler: [
+        options.method === "PASSWORD"
+          ? { type: "password", username: options.username, password: options.password }
+          : { type: "publickey", username: options.username, key: options.privateKey },
+      ],
       tryKeyboard: false,
       readyTimeout: options.readyTimeoutMs,
       keepaliveInterval: 15_000,
@@ -459,9 +474,10 @@ export function isConnectionError(err: unknown): boolean {
   ) {
     return true;
   }
-  return /No response from server|Not connected|connection closed|Channel|socket|ECONN|EPIPE|Timed out/i.test(
-    e?.message ?? "",
-  );
+  // "Connection lost before handshake": the server closed the connection before its banner (sshd's MaxStartups
+  // throttling does that), so a later attempt may well be let in.
+  return /No response from server|Not connected|connection closed|Connection lost before handshake|Channel|socket|ECONN|EPIPE|Timed out/i
+    .test(e?.message ?? "");
 }
 
 /** Maps a connect failure to the typed error callers get. */
