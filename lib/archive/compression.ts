@@ -21,6 +21,7 @@
  */
 import zlib from "node:zlib";
 import { CorruptArchiveError } from "./errors.ts";
+import { attachDigest, type StreamDigest } from "./stream_digest.ts";
 
 export { CorruptArchiveError };
 
@@ -41,6 +42,12 @@ const OUT_CHUNK = 1 << 20;
 const IN_CHUNK = 1 << 20;
 /** Input buffers sent to the decoder worker and not yet consumed (they are recycled). */
 const IN_FLIGHT = 3;
+/**
+ * How far behind the reader's acknowledged position the decoder worker keeps
+ * hash states: the trailer header starts at most one PAX header (1 MiB) and
+ * two output chunks before it.
+ */
+const HASH_KEEP = 8 << 20;
 
 /**
  * The worker, as source text (a module URL would not survive `deno bundle`/`deno compile`).
@@ -55,7 +62,9 @@ const IN_FLIGHT = 3;
  */
 const WORKER_SOURCE = `
 import zlib from "node:zlib";
+import { createHash } from "node:crypto";
 const OUT_LIMIT = ${OUT_LIMIT};
+const HASH_KEEP = ${HASH_KEEP};
 const OUT_CHUNK = ${OUT_CHUNK};
 const C = zlib.constants;
 function own(b) {
@@ -117,6 +126,43 @@ function zstdFrame(input, params, out) {
   return { data: dst, length: dst.length - availOut };
 }
 
+// ---- the SHA-256 of the decompressed output (the archive's integrity digest, see stream_digest.ts) ----
+// Every output chunk is hashed before it is posted, and the hash state from before each recent chunk is
+// kept (a copy is a few hundred bytes): the reader later names the chunk holding the trailer and sends
+// that chunk's bytes before it, and the digest is finished from that state. States of chunks more than
+// HASH_KEEP bytes behind what the reader acknowledged are dropped (the trailer header starts at most
+// one PAX header, 1 MiB, before the reader's position).
+let hs = null; // { hash, produced, acked, snaps: [{ start, state }], active }
+function hashOut(u) {
+  if (hs === null || hs.active === false) return;
+  if (hs.active === undefined) {
+    // Only our archives carry a digest, and they begin with a PAX global header (typeflag 'g'):
+    // anything else (Go plugin, GNU tar) is not hashed at all.
+    hs.active = u.byteLength <= 156 || u[156] === 0x67;
+    if (!hs.active) {
+      hs.hash = null;
+      return;
+    }
+  }
+  hs.snaps.push({ start: hs.produced, state: hs.hash.copy() });
+  hs.hash.update(u);
+  hs.produced += u.byteLength;
+  trimStates();
+}
+function trimStates() {
+  while (hs.snaps.length > 1 && hs.snaps[1].start + HASH_KEEP <= hs.acked) hs.snaps.shift();
+}
+function digest(m) {
+  let hex = null;
+  let why = "the stream does not begin with a PAX global header";
+  if (hs !== null && hs.active !== false) {
+    const snap = hs.snaps.find((s) => s.start === m.start);
+    if (snap) hex = snap.state.copy().update(m.head).digest("hex");
+    else why = "no hash state kept for the chunk at byte " + m.start;
+  }
+  self.postMessage({ type: "digest", id: m.id, hex, why });
+}
+
 // ---- decompression: a stream of input buffers in, OUT_CHUNK buffers out ----
 let dz = null; // native decoder
 let stream = null; // fallback decoder (a node:zlib stream)
@@ -141,6 +187,7 @@ function emit() {
   }
   outPos = 0;
   unacked += u.byteLength;
+  hashOut(u);
   self.postMessage({ type: "out", data: u }, [u.buffer]);
 }
 function consumed(data) {
@@ -190,6 +237,7 @@ function openFallback() {
   stream.on("data", (c) => {
     const u = own(c);
     unacked += u.byteLength;
+    hashOut(u);
     self.postMessage({ type: "out", data: u }, [u.buffer]);
     if (unacked > OUT_LIMIT && !paused) { paused = true; stream.pause(); }
   });
@@ -218,6 +266,7 @@ self.onmessage = (e) => {
       self.postMessage({ type: "failed", id: m.id, message: messageOf(err) });
     }
   } else if (m.type === "open") {
+    hs = { hash: createHash("sha256"), produced: 0, acked: 0, snaps: [], active: undefined };
     dz = nativeHandle(zlib.createZstdDecompress());
     if (dz === null) openFallback();
   } else if (m.type === "in") {
@@ -227,8 +276,14 @@ self.onmessage = (e) => {
     } else {
       stream.write(m.data.subarray(0, m.length), (err) => { if (!err) consumed(m.data); });
     }
+  } else if (m.type === "digest") {
+    digest(m);
   } else if (m.type === "ack") {
     unacked -= m.n;
+    if (hs !== null) {
+      hs.acked += m.n;
+      if (hs.active) trimStates();
+    }
     if (dz) safely(pump);
     else if (paused && unacked <= OUT_LIMIT / 2) { paused = false; stream.resume(); }
   } else if (m.type === "close") {
@@ -549,6 +604,8 @@ interface Decoder {
   write(chunk: Uint8Array): Promise<void>;
   close(): Promise<void>;
   abort(): void;
+  /** The consumer read the end of the output. */
+  drained?(): void;
 }
 
 function corrupt(format: ArchiveFormat, detail: string, cause?: unknown): CorruptArchiveError {
@@ -731,8 +788,13 @@ export class ZstdFrameTracker {
  * truncation. Input is copied into 1 MiB buffers that travel to the worker
  * and back (up to three in flight, so decoding overlaps with the download),
  * and the worker's output chunks are handed on without a copy.
+ *
+ * The worker also hashes its output when it begins with a PAX global header
+ * (our archives): it is the {@link StreamDigest} of the stream, so the
+ * extracting thread does not hash. It therefore outlives the input: it is
+ * stopped once its output was all read, or the digest was answered.
  */
-class ZstdDecoder implements Decoder {
+class ZstdDecoder implements Decoder, StreamDigest {
   #q: ChunkQueue;
   #w: Worker;
   #tracker = new ZstdFrameTracker();
@@ -743,6 +805,12 @@ class ZstdDecoder implements Decoder {
   #wake?: { resolve: () => void; reject: (e: unknown) => void };
   #ended: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void };
   #closed = false;
+  /** All output arrived (the worker said "end"). */
+  #complete = false;
+  #drained = false;
+  #digestAsked = false;
+  #digests = new Map<number, { resolve: (hex: string | null) => void; reject: (e: unknown) => void }>();
+  #nextDigest = 0;
 
   constructor(q: ChunkQueue) {
     this.#q = q;
@@ -759,7 +827,13 @@ class ZstdDecoder implements Decoder {
         this.#free.push(m.data);
         this.#wake?.resolve();
       } else if (m.type === "end") this.#ended.resolve();
-      else if (m.type === "error") this.#fail(corrupt("zstd", m.message));
+      else if (m.type === "digest") {
+        const pending = this.#digests.get(m.id);
+        this.#digests.delete(m.id);
+        if (m.hex !== null) pending?.resolve(m.hex);
+        else pending?.reject(new CorruptArchiveError(`the archive's SHA-256 cannot be verified: ${m.why}`));
+        this.#stopWhenDone();
+      } else if (m.type === "error") this.#fail(corrupt("zstd", m.message));
     };
     this.#w.onerror = (e) => {
       e.preventDefault();
@@ -821,13 +895,39 @@ class ZstdDecoder implements Decoder {
     this.#w.postMessage({ type: "close" });
     await this.#ended.promise;
     this.#q.end();
-    this.abort();
+    this.#complete = true;
+    this.#stopWhenDone();
+  }
+
+  digest(chunkStart: number, head: Uint8Array): Promise<string | null> {
+    if (this.#closed) {
+      return Promise.reject(new Error("the zstd decoder was stopped before the archive's digest was asked"));
+    }
+    this.#digestAsked = true;
+    const id = this.#nextDigest++;
+    const own = head.slice(); // a view would clone its whole buffer
+    const p = new Promise<string | null>((resolve, reject) => this.#digests.set(id, { resolve, reject }));
+    this.#w.postMessage({ type: "digest", id, start: chunkStart, head: own }, [own.buffer]);
+    return p;
+  }
+
+  drained(): void {
+    this.#drained = true;
+    this.#stopWhenDone();
+  }
+
+  /** Stops the worker once nothing more can be asked of it. */
+  #stopWhenDone(): void {
+    if (this.#complete && this.#digests.size === 0 && (this.#drained || this.#digestAsked)) this.abort();
   }
 
   abort(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#w.terminate();
+    const err = this.#q.error ?? new Error("the zstd decoder was stopped before it answered the digest");
+    for (const d of this.#digests.values()) d.reject(err);
+    this.#digests.clear();
   }
 }
 
@@ -909,7 +1009,10 @@ export function decompressStream(): {
     async pull(controller) {
       const c = await q.shift();
       if (c) controller.enqueue(c);
-      else controller.close();
+      else {
+        controller.close();
+        decoder?.drained?.();
+      }
     },
     cancel(reason) {
       cancelled = reason ?? new Error("decompression cancelled");
@@ -917,6 +1020,7 @@ export function decompressStream(): {
       q.fail(cancelled);
     },
   }, { highWaterMark: 0 });
+  attachDigest(readable, () => (decoder instanceof ZstdDecoder ? decoder : undefined));
 
   return { stream: { writable, readable } as TransformStream<Uint8Array, Uint8Array>, format };
 }

@@ -455,6 +455,10 @@ export class TarReader {
   offset = 0;
   /** True once the end-of-archive marker was read. */
   ended = false;
+  /** The input chunk the header being read begins in, its stream offset, and the header's offset. */
+  #headerChunk: Uint8Array = this.#chunk;
+  #headerChunkStart = 0;
+  #headerStart = 0;
 
   constructor(
     reader: ReadableStreamDefaultReader<Uint8Array>,
@@ -576,6 +580,9 @@ export class TarReader {
       }
       this.#pos -= 1;
       this.offset -= 1;
+      this.#headerChunk = this.#chunk;
+      this.#headerChunkStart = start - this.#pos;
+      this.#headerStart = start;
       const block = await this.#exact(BLOCK, "a header", false);
       const typeflag = block[156];
       if (typeflag === TYPE.paxGlobal) {
@@ -685,6 +692,18 @@ export class TarReader {
       if (!hasData) h.size = 0;
       return h;
     }
+  }
+
+  /**
+   * Where the header being read (or the last one read) begins: the input
+   * chunk it begins in as `chunkStart` (that chunk's stream offset) and
+   * `head` (the chunk's bytes before the header). For `onGlobal`, which
+   * wants the digest of the bytes before the trailer header from a producer
+   * that hashed the stream by its chunks (see stream_digest.ts).
+   */
+  headerPosition(): { chunkStart: number; head: Uint8Array } {
+    const head = this.#headerChunk.subarray(0, this.#headerStart - this.#headerChunkStart);
+    return { chunkStart: this.#headerChunkStart, head };
   }
 
   /** Releases the underlying reader (after an error). */

@@ -48,6 +48,7 @@ import type { ArchiveStats } from "./pack.ts";
 import { insideRoot, pathSegments } from "./paths.ts";
 import { TarFormatError, type TarHeader, TarReader, TYPE } from "./tar.ts";
 import { type ArchiveInfo, parseOpening, parseTrailer, type Trailer } from "./trailer.ts";
+import { digestOf, type StreamDigest } from "./stream_digest.ts";
 import { onCancel } from "../cache/cleanup.ts";
 
 export { CorruptArchiveError, UnsafeArchiveError };
@@ -361,16 +362,32 @@ class Extractor {
 }
 
 /**
- * Hash sink that stops once the trailer was reached. The reader hands it
- * many small slices (headers, file data); adjacent slices of one input chunk
- * are hashed in one call, which saves most of the per-call cost.
+ * The digest of the tar bytes before the trailer, as a sink of the reader.
+ *
+ * Which bytes are hashed, and where, is decided on the first header: an
+ * archive that does not begin with a PAX global header is none of ours (Go
+ * plugin, GNU tar) and is not hashed at all (a trailer in it is refused as
+ * unverifiable); ours are hashed by the stream's producer when it offers
+ * that ({@link digestOf}: the zstd decoder worker), else here. Here, the
+ * reader hands over many small slices (headers, file data); adjacent slices
+ * of one input chunk are hashed in one call, which saves most of the
+ * per-call cost. Hashing stops once the trailer was reached.
  */
 class TarHash {
-  #hash: Hash = createHash("sha256");
+  #hash: Hash | undefined;
+  #mode: "undecided" | "local" | "remote" | "off" = "undecided";
+  #remote: StreamDigest | undefined;
+  #source: ReadableStream<Uint8Array>;
   #done = false;
   #pending: Uint8Array | undefined;
+
+  constructor(source: ReadableStream<Uint8Array>) {
+    this.#source = source;
+  }
+
   update(bytes: Uint8Array): void {
-    if (this.#done || bytes.length === 0) return;
+    if (this.#mode === "undecided") this.#decide(bytes);
+    if (this.#mode !== "local" || this.#done || bytes.length === 0) return;
     const p = this.#pending;
     if (p && p.buffer === bytes.buffer && p.byteOffset + p.length === bytes.byteOffset) {
       this.#pending = new Uint8Array(p.buffer, p.byteOffset, p.length + bytes.length);
@@ -379,15 +396,42 @@ class TarHash {
     this.flush();
     this.#pending = bytes;
   }
+  /** The first bytes hashed are the first header block (never a partial one). */
+  #decide(first: Uint8Array): void {
+    if (first[156] !== TYPE.paxGlobal) {
+      this.#mode = "off";
+      return;
+    }
+    this.#remote = digestOf(this.#source);
+    this.#mode = this.#remote ? "remote" : "local";
+    if (this.#mode === "local") this.#hash = createHash("sha256");
+  }
+
   flush(): void {
-    if (this.#pending) this.#hash.update(this.#pending);
+    if (this.#pending) this.#hash!.update(this.#pending);
     this.#pending = undefined;
   }
-  digest(): string {
+
+  /**
+   * The hex digest of the bytes before the trailer header, whose position
+   * the reader gives; null when this archive was not hashed (see the class
+   * doc). Call once, when the trailer was read.
+   */
+  digest(at: { chunkStart: number; head: Uint8Array }): Promise<string | null> {
+    const mode = this.#mode;
+    this.#mode = "off";
+    if (mode === "remote") return this.#remote!.digest(at.chunkStart, at.head);
+    if (mode !== "local") return Promise.resolve(null);
     this.flush();
     this.#done = true;
-    return this.#hash.digest("hex");
+    return Promise.resolve(this.#hash!.digest("hex"));
   }
+}
+
+/** What the global headers said: the opening, and the trailer with the digest of the bytes before it. */
+interface ExtractState {
+  trailer?: Trailer & { actual: Promise<string | null>; entriesBefore: number };
+  opening?: ArchiveInfo;
 }
 
 /** Everything the stream said about itself once it ended. */
@@ -403,7 +447,7 @@ interface Extracted {
  */
 async function extractAll(
   reader: TarReader,
-  state: { trailer?: Trailer & { actual: string; entriesBefore: number }; opening?: ArchiveInfo },
+  state: ExtractState,
   counter: { entries: number },
   ex: Extractor,
   options: UnpackOptions,
@@ -434,9 +478,16 @@ async function extractAll(
   }
   const trailer = state.trailer;
   if (trailer) {
-    if (trailer.sha256 !== trailer.actual) {
+    const actual = await trailer.actual;
+    if (actual === null) {
       throw new CorruptArchiveError(
-        `integrity check failed: the archive's SHA-256 is ${trailer.actual}, its trailer says ${trailer.sha256}`,
+        "integrity check failed: the archive has an integrity trailer but does not begin with our opening " +
+          "header (its SHA-256 cannot be verified)",
+      );
+    }
+    if (trailer.sha256 !== actual) {
+      throw new CorruptArchiveError(
+        `integrity check failed: the archive's SHA-256 is ${actual}, its trailer says ${trailer.sha256}`,
       );
     }
     if (trailer.entries !== trailer.entriesBefore) {
@@ -548,14 +599,16 @@ export async function unpackToMount(
   // A cancelled build (SIGINT/SIGTERM) removes the staging directory before it exits.
   const unregister = onCancel(`staging directory ${staging} removed`, () => removeStaging(staging, log));
 
-  const hash = new TarHash();
-  const state: { trailer?: Trailer & { actual: string; entriesBefore: number }; opening?: ArchiveInfo } = {};
+  const hash = new TarHash(tar);
+  const state: ExtractState = {};
   const counter = { entries: 0 };
   const onGlobal = (records: Record<string, string>): boolean => {
     const t = parseTrailer(records);
     if (t) {
       if (state.trailer) throw new CorruptArchiveError("the archive has two integrity trailers");
-      state.trailer = { ...t, actual: hash.digest(), entriesBefore: counter.entries };
+      const actual = hash.digest(reader.headerPosition());
+      actual.catch(() => {}); // awaited at the end; an earlier failure must not leave it unhandled
+      state.trailer = { ...t, actual, entriesBefore: counter.entries };
       return false;
     }
     const o = parseOpening(records);
