@@ -15,13 +15,16 @@
  * the input ends on a frame boundary. zstd is decoded in a worker because a
  * checksum mismatch in Deno's `node:zlib` zstd decoder is raised as an
  * uncaught exception instead of a stream error; inside a worker it is caught
- * and turned into a {@link CorruptArchiveError}.
+ * and turned into a {@link CorruptArchiveError}. That worker also computes
+ * the SHA-256 of the tar stream for the integrity trailer, as it produces the
+ * bytes, and takes its output buffers back once extracted (see producer.ts):
+ * the extracting thread neither hashes nor allocates for a zstd restore.
  *
  * @module
  */
 import zlib from "node:zlib";
 import { CorruptArchiveError } from "./errors.ts";
-import { attachDigest, type StreamDigest } from "./stream_digest.ts";
+import { attachProducer, type StreamProducer } from "./producer.ts";
 
 export { CorruptArchiveError };
 
@@ -173,6 +176,7 @@ let closing = false;
 let ended = false;
 let out = null;
 let outPos = 0;
+const spare = []; // output buffers the reader handed back (recycle), written into again
 function emit() {
   if (outPos === 0) return;
   let u;
@@ -198,7 +202,7 @@ function pump() {
   while (unacked <= OUT_LIMIT && inq.length > 0) {
     const cur = inq[0];
     if (out === null) {
-      out = new Uint8Array(OUT_CHUNK);
+      out = spare.pop() ?? new Uint8Array(OUT_CHUNK);
       outPos = 0;
     }
     dz.h.writeSync(C.ZSTD_e_continue, cur.data, cur.off, cur.len, out, outPos, out.length - outPos);
@@ -278,6 +282,8 @@ self.onmessage = (e) => {
     }
   } else if (m.type === "digest") {
     digest(m);
+  } else if (m.type === "recycle") {
+    if (spare.length < 4 && m.data.byteLength === OUT_CHUNK) spare.push(m.data);
   } else if (m.type === "ack") {
     unacked -= m.n;
     if (hs !== null) {
@@ -790,11 +796,12 @@ export class ZstdFrameTracker {
  * and the worker's output chunks are handed on without a copy.
  *
  * The worker also hashes its output when it begins with a PAX global header
- * (our archives): it is the {@link StreamDigest} of the stream, so the
- * extracting thread does not hash. It therefore outlives the input: it is
- * stopped once its output was all read, or the digest was answered.
+ * (our archives): it is the {@link StreamProducer} of the stream, so the
+ * extracting thread does not hash, and it takes its output buffers back once
+ * extracted. It therefore outlives the input: it is stopped once its output
+ * was all read, or the digest was answered.
  */
-class ZstdDecoder implements Decoder, StreamDigest {
+class ZstdDecoder implements Decoder, StreamProducer {
   #q: ChunkQueue;
   #w: Worker;
   #tracker = new ZstdFrameTracker();
@@ -809,7 +816,9 @@ class ZstdDecoder implements Decoder, StreamDigest {
   #complete = false;
   #drained = false;
   #digestAsked = false;
-  #digests = new Map<number, { resolve: (hex: string | null) => void; reject: (e: unknown) => void }>();
+  #digests = new Map<number, { resolve: (hex: string) => void; reject: (e: unknown) => void }>();
+  /** Output buffers of the full chunk size this decoder handed out (only those are taken back). */
+  #issued = new WeakSet<ArrayBufferLike>();
   #nextDigest = 0;
 
   constructor(q: ChunkQueue) {
@@ -821,8 +830,10 @@ class ZstdDecoder implements Decoder, StreamDigest {
     this.#w = newWorker();
     this.#w.onmessage = (e: MessageEvent) => {
       const m = e.data;
-      if (m.type === "out") q.push(m.data);
-      else if (m.type === "consumed") {
+      if (m.type === "out") {
+        if (m.data.buffer.byteLength === OUT_CHUNK) this.#issued.add(m.data.buffer);
+        q.push(m.data);
+      } else if (m.type === "consumed") {
         this.#inFlight--;
         this.#free.push(m.data);
         this.#wake?.resolve();
@@ -899,16 +910,23 @@ class ZstdDecoder implements Decoder, StreamDigest {
     this.#stopWhenDone();
   }
 
-  digest(chunkStart: number, head: Uint8Array): Promise<string | null> {
+  digest(chunkStart: number, head: Uint8Array): Promise<string> {
     if (this.#closed) {
       return Promise.reject(new Error("the zstd decoder was stopped before the archive's digest was asked"));
     }
     this.#digestAsked = true;
     const id = this.#nextDigest++;
     const own = head.slice(); // a view would clone its whole buffer
-    const p = new Promise<string | null>((resolve, reject) => this.#digests.set(id, { resolve, reject }));
+    const p = new Promise<string>((resolve, reject) => this.#digests.set(id, { resolve, reject }));
     this.#w.postMessage({ type: "digest", id, start: chunkStart, head: own }, [own.buffer]);
     return p;
+  }
+
+  recycle(chunk: Uint8Array): void {
+    const buffer = chunk.buffer;
+    if (this.#closed || !this.#issued.has(buffer)) return;
+    this.#issued.delete(buffer);
+    this.#w.postMessage({ type: "recycle", data: new Uint8Array(buffer) }, [buffer as ArrayBuffer]);
   }
 
   drained(): void {
@@ -1020,7 +1038,7 @@ export function decompressStream(): {
       q.fail(cancelled);
     },
   }, { highWaterMark: 0 });
-  attachDigest(readable, () => (decoder instanceof ZstdDecoder ? decoder : undefined));
+  attachProducer(readable, () => (decoder instanceof ZstdDecoder ? decoder : undefined));
 
   return { stream: { writable, readable } as TransformStream<Uint8Array, Uint8Array>, format };
 }

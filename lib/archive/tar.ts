@@ -425,6 +425,15 @@ export const MAX_PAX_BYTES = 1 << 20;
 export const MAX_GNU_LONG = 64 << 10;
 /** The most extended headers (`x`, `g`, `L`, `K`) accepted in a row before an entry. */
 export const MAX_EXTENDED_HEADERS = 16;
+/**
+ * How far (in stream bytes) the reader must have moved past the end of an
+ * input chunk before it hands the chunk to `recycle`. A slice the reader
+ * returned is dead once the caller asks for more (the extractor writes it
+ * first), except inside `next()`, which keeps the header block it read while
+ * it reads that header's PAX data and padding (at most MAX_PAX_BYTES + 2
+ * blocks further), and `headerPosition()`'s chunk, where that header began.
+ */
+const RECYCLE_LAG = MAX_PAX_BYTES + (1 << 20);
 
 /**
  * Streaming tar reader. `next()` returns the next entry header (skipping any
@@ -459,15 +468,26 @@ export class TarReader {
   #headerChunk: Uint8Array = this.#chunk;
   #headerChunkStart = 0;
   #headerStart = 0;
+  #recycle?: (chunk: Uint8Array) => void;
+  /** Spent input chunks not yet recycled, with the stream offset where each ended. */
+  #spent: { chunk: Uint8Array; end: number }[] = [];
 
+  /**
+   * `recycle`, when given, receives every input chunk once no slice of it
+   * can be in use any more (RECYCLE_LAG bytes later), for the producer to
+   * reuse its memory (see producer.ts). Only for a caller that uses every
+   * slice `read()`/`readWhole()` returned before it calls the reader again.
+   */
   constructor(
     reader: ReadableStreamDefaultReader<Uint8Array>,
     sink?: ByteSink,
     onGlobal?: (records: Record<string, string>) => boolean,
+    recycle?: (chunk: Uint8Array) => void,
   ) {
     this.#reader = reader;
     this.#sink = sink;
     this.#onGlobal = onGlobal;
+    this.#recycle = recycle;
   }
 
   /** Makes at least one unread byte available; false at end of input. */
@@ -475,6 +495,7 @@ export class TarReader {
     while (this.#pos >= this.#chunk.length) {
       if (this.#eof) return false;
       this.#sink?.flush?.();
+      if (this.#recycle) this.#spend();
       const { value, done } = await this.#reader.read();
       if (done) {
         this.#eof = true;
@@ -484,6 +505,14 @@ export class TarReader {
       this.#pos = 0;
     }
     return true;
+  }
+
+  /** Queues the chunk just used up and recycles those far enough behind (see RECYCLE_LAG). */
+  #spend(): void {
+    if (this.#chunk.length > 0) this.#spent.push({ chunk: this.#chunk, end: this.offset });
+    while (this.#spent.length > 0 && this.#spent[0].end + RECYCLE_LAG <= this.offset) {
+      this.#recycle!(this.#spent.shift()!.chunk);
+    }
   }
 
   /** Takes up to `max` bytes as a slice of the current chunk (no copy). */

@@ -25,7 +25,10 @@
  *   through it, and the move into place never follows one.
  * - Integrity: the SHA-256 of the tar bytes before our trailer and its entry
  *   count must match; truncation or any parse error is a
- *   {@link CorruptArchiveError}. After the trailer, exactly one repeat of the
+ *   {@link CorruptArchiveError}. The digest is computed by the zstd decoder
+ *   worker when the archive came through it (producer.ts), else here. Only
+ *   archives that begin with a PAX global header (ours open with one) are
+ *   hashed; a trailer in any other archive is refused as unverifiable. After the trailer, exactly one repeat of the
  *   root directory's entry is accepted (written so that every tar reader,
  *   Python's included, sees a member after the last global header). Archives
  *   without our headers (Go plugin, GNU tar) restore with `verified: false`
@@ -48,7 +51,7 @@ import type { ArchiveStats } from "./pack.ts";
 import { insideRoot, pathSegments } from "./paths.ts";
 import { TarFormatError, type TarHeader, TarReader, TYPE } from "./tar.ts";
 import { type ArchiveInfo, parseOpening, parseTrailer, type Trailer } from "./trailer.ts";
-import { digestOf, type StreamDigest } from "./stream_digest.ts";
+import { producerOf, type StreamProducer } from "./producer.ts";
 import { onCancel } from "../cache/cleanup.ts";
 
 export { CorruptArchiveError, UnsafeArchiveError };
@@ -368,7 +371,7 @@ class Extractor {
  * archive that does not begin with a PAX global header is none of ours (Go
  * plugin, GNU tar) and is not hashed at all (a trailer in it is refused as
  * unverifiable); ours are hashed by the stream's producer when it offers
- * that ({@link digestOf}: the zstd decoder worker), else here. Here, the
+ * that ({@link producerOf}: the zstd decoder worker), else here. Here, the
  * reader hands over many small slices (headers, file data); adjacent slices
  * of one input chunk are hashed in one call, which saves most of the
  * per-call cost. Hashing stops once the trailer was reached.
@@ -376,7 +379,7 @@ class Extractor {
 class TarHash {
   #hash: Hash | undefined;
   #mode: "undecided" | "local" | "remote" | "off" = "undecided";
-  #remote: StreamDigest | undefined;
+  #remote: StreamProducer | undefined;
   #source: ReadableStream<Uint8Array>;
   #done = false;
   #pending: Uint8Array | undefined;
@@ -402,7 +405,7 @@ class TarHash {
       this.#mode = "off";
       return;
     }
-    this.#remote = digestOf(this.#source);
+    this.#remote = producerOf(this.#source);
     this.#mode = this.#remote ? "remote" : "local";
     if (this.#mode === "local") this.#hash = createHash("sha256");
   }
@@ -615,7 +618,13 @@ export async function unpackToMount(
     if (o && counter.entries === 0 && state.opening === undefined) state.opening = o;
     return true;
   };
-  const reader = new TarReader(tar.getReader(), hash, onGlobal);
+  // The zstd decoder takes its output buffers back once extracted (see producer.ts).
+  let producer: StreamProducer | undefined | null = null;
+  const recycle = (chunk: Uint8Array) => {
+    if (producer === null) producer = producerOf(tar);
+    producer?.recycle(chunk);
+  };
+  const reader = new TarReader(tar.getReader(), hash, onGlobal, recycle);
 
   let extracted: Extracted;
   try {
