@@ -25,7 +25,6 @@
 import zlib from "node:zlib";
 import { CorruptArchiveError } from "./errors.ts";
 import { attachProducer, type StreamProducer } from "./producer.ts";
-import { HASH_WORKER_CODE } from "./hasher.ts";
 
 export { CorruptArchiveError };
 
@@ -46,6 +45,12 @@ const OUT_CHUNK = 1 << 20;
 const IN_CHUNK = 1 << 20;
 /** Input buffers sent to the decoder worker and not yet consumed (they are recycled). */
 const IN_FLIGHT = 3;
+/**
+ * How far behind the reader's acknowledged position the decoder worker keeps
+ * hash states: the trailer header starts at most one PAX header (1 MiB) and
+ * two output chunks before it.
+ */
+const HASH_KEEP = 8 << 20;
 
 /**
  * The worker, as source text (a module URL would not survive `deno bundle`/`deno compile`).
@@ -62,6 +67,7 @@ const WORKER_SOURCE = `
 import zlib from "node:zlib";
 import { createHash } from "node:crypto";
 const OUT_LIMIT = ${OUT_LIMIT};
+const HASH_KEEP = ${HASH_KEEP};
 const OUT_CHUNK = ${OUT_CHUNK};
 const C = zlib.constants;
 function own(b) {
@@ -123,8 +129,42 @@ function zstdFrame(input, params, out) {
   return { data: dst, length: dst.length - availOut };
 }
 
-// ---- the SHA-256 of the decompressed output (the archive's integrity digest, see hasher.ts) ----
-${HASH_WORKER_CODE}
+// ---- the SHA-256 of the decompressed output (the archive's integrity digest, see stream_digest.ts) ----
+// Every output chunk is hashed before it is posted, and the hash state from before each recent chunk is
+// kept (a copy is a few hundred bytes): the reader later names the chunk holding the trailer and sends
+// that chunk's bytes before it, and the digest is finished from that state. States of chunks more than
+// HASH_KEEP bytes behind what the reader acknowledged are dropped (the trailer header starts at most
+// one PAX header, 1 MiB, before the reader's position).
+let hs = null; // { hash, produced, acked, snaps: [{ start, state }], active }
+function hashOut(u) {
+  if (hs === null || hs.active === false) return;
+  if (hs.active === undefined) {
+    // Only our archives carry a digest, and they begin with a PAX global header (typeflag 'g'):
+    // anything else (Go plugin, GNU tar) is not hashed at all.
+    hs.active = u.byteLength <= 156 || u[156] === 0x67;
+    if (!hs.active) {
+      hs.hash = null;
+      return;
+    }
+  }
+  hs.snaps.push({ start: hs.produced, state: hs.hash.copy() });
+  hs.hash.update(u);
+  hs.produced += u.byteLength;
+  trimStates();
+}
+function trimStates() {
+  while (hs.snaps.length > 1 && hs.snaps[1].start + HASH_KEEP <= hs.acked) hs.snaps.shift();
+}
+function digest(m) {
+  let hex = null;
+  let why = "the stream does not begin with a PAX global header";
+  if (hs !== null && hs.active !== false) {
+    const snap = hs.snaps.find((s) => s.start === m.start);
+    if (snap) hex = snap.state.copy().update(m.head).digest("hex");
+    else why = "no hash state kept for the chunk at byte " + m.start;
+  }
+  self.postMessage({ type: "digest", id: m.id, hex, why });
+}
 
 // ---- decompression: a stream of input buffers in, OUT_CHUNK buffers out ----
 let dz = null; // native decoder
@@ -230,7 +270,7 @@ self.onmessage = (e) => {
       self.postMessage({ type: "failed", id: m.id, message: messageOf(err) });
     }
   } else if (m.type === "open") {
-    startHash();
+    hs = { hash: createHash("sha256"), produced: 0, acked: 0, snaps: [], active: undefined };
     dz = nativeHandle(zlib.createZstdDecompress());
     if (dz === null) openFallback();
   } else if (m.type === "in") {
@@ -246,7 +286,10 @@ self.onmessage = (e) => {
     if (spare.length < 4 && m.data.byteLength === OUT_CHUNK) spare.push(m.data);
   } else if (m.type === "ack") {
     unacked -= m.n;
-    ackHashed(m.n);
+    if (hs !== null) {
+      hs.acked += m.n;
+      if (hs.active) trimStates();
+    }
     if (dz) safely(pump);
     else if (paused && unacked <= OUT_LIMIT / 2) { paused = false; stream.resume(); }
   } else if (m.type === "close") {

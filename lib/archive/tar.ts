@@ -414,15 +414,9 @@ function checksumOk(b: Uint8Array): boolean {
 
 /** Something that consumes the raw tar bytes as they are read (the integrity hash). */
 export interface ByteSink {
-  /** Every byte read, in order, as slices (PAX global headers only if `onGlobal` says so). */
-  update?(bytes: Uint8Array): void;
+  update(bytes: Uint8Array): void;
   /** Called before the reader moves on to the next input chunk (a sink may batch until then). */
   flush?(): void;
-  /**
-   * Every input chunk, whole, as it arrives (before any slice of it); a
-   * returned promise is awaited before the reader goes on (backpressure).
-   */
-  chunk?(chunk: Uint8Array): Promise<void> | undefined;
 }
 
 /** The most PAX bytes accepted for one entry (its `x` headers together, or one global header). */
@@ -509,8 +503,6 @@ export class TarReader {
       }
       this.#chunk = value;
       this.#pos = 0;
-      const wait = this.#sink?.chunk?.(value);
-      if (wait) await wait;
     }
     return true;
   }
@@ -530,7 +522,7 @@ export class TarReader {
     const out = this.#chunk.subarray(this.#pos, this.#pos + n);
     this.#pos += n;
     this.offset += n;
-    if (hash) this.#sink?.update?.(out);
+    if (hash) this.#sink?.update(out);
     return out;
   }
 
@@ -572,7 +564,7 @@ export class TarReader {
     const out = this.#chunk.subarray(this.#pos, this.#pos + n);
     this.#pos += n;
     this.offset += n;
-    this.#sink?.update?.(out);
+    this.#sink?.update(out);
     this.#remaining = 0;
     return out;
   }
@@ -641,13 +633,13 @@ export class TarReader {
         }
         const hash = this.#onGlobal ? this.#onGlobal(records) : true;
         if (hash && this.#sink) {
-          this.#sink.update?.(block);
-          this.#sink.update?.(data);
-          this.#sink.update?.(pad);
+          this.#sink.update(block);
+          this.#sink.update(data);
+          this.#sink.update(pad);
         }
         continue;
       }
-      this.#sink?.update?.(block);
+      this.#sink?.update(block);
       if (isZeroBlock(block)) {
         // The marker is two zero blocks; a cut inside the second one is still a truncated stream.
         const second = await this.#exact(BLOCK, "the end-of-archive marker", false);

@@ -26,9 +26,7 @@
  * - Integrity: the SHA-256 of the tar bytes before our trailer and its entry
  *   count must match; truncation or any parse error is a
  *   {@link CorruptArchiveError}. The digest is computed by the zstd decoder
- *   worker when the archive came through it (producer.ts), else by a
- *   hashing worker fed copies of the input once it passed 8 MiB (smaller
- *   archives are hashed here, from those copies: hasher.ts). Only
+ *   worker when the archive came through it (producer.ts), else here. Only
  *   archives that begin with a PAX global header (ours open with one) are
  *   hashed; a trailer in any other archive is refused as unverifiable. After the trailer, exactly one repeat of the
  *   root directory's entry is accepted (written so that every tar reader,
@@ -46,12 +44,12 @@
  * @module
  */
 import { posix } from "node:path";
+import { createHash, type Hash } from "node:crypto";
 import type { Logger } from "../log.ts";
 import { CorruptArchiveError, UnsafeArchiveError } from "./errors.ts";
 import type { ArchiveStats } from "./pack.ts";
 import { insideRoot, pathSegments } from "./paths.ts";
-import { type ByteSink, TarFormatError, type TarHeader, TarReader, TYPE } from "./tar.ts";
-import { ChunkHasher } from "./hasher.ts";
+import { TarFormatError, type TarHeader, TarReader, TYPE } from "./tar.ts";
 import { type ArchiveInfo, parseOpening, parseTrailer, type Trailer } from "./trailer.ts";
 import { producerOf, type StreamProducer } from "./producer.ts";
 import { onCancel } from "../cache/cleanup.ts";
@@ -367,42 +365,54 @@ class Extractor {
 }
 
 /**
- * The digest of the tar bytes before the trailer, as a sink of the reader
- * (whole input chunks; the cut at the trailer is made by the hasher, see
- * hasher.ts).
+ * The digest of the tar bytes before the trailer, as a sink of the reader.
  *
- * Decided on the first chunk: an archive that does not begin with a PAX
- * global header is none of ours (Go plugin, GNU tar) and is not hashed at
- * all (a trailer in it is refused as unverifiable); ours are hashed by the
- * stream's producer when it offers that ({@link producerOf}: the zstd
- * decoder worker), else by a {@link ChunkHasher} (a worker of its own once
- * the archive is big enough).
+ * Which bytes are hashed, and where, is decided on the first header: an
+ * archive that does not begin with a PAX global header is none of ours (Go
+ * plugin, GNU tar) and is not hashed at all (a trailer in it is refused as
+ * unverifiable); ours are hashed by the stream's producer when it offers
+ * that ({@link producerOf}: the zstd decoder worker), else here. Here, the
+ * reader hands over many small slices (headers, file data); adjacent slices
+ * of one input chunk are hashed in one call, which saves most of the
+ * per-call cost. Hashing stops once the trailer was reached.
  */
-class TarHash implements ByteSink {
-  #mode: "undecided" | "producer" | "chunks" | "off" = "undecided";
-  #producer: StreamProducer | undefined;
-  #chunks: ChunkHasher | undefined;
+class TarHash {
+  #hash: Hash | undefined;
+  #mode: "undecided" | "local" | "remote" | "off" = "undecided";
+  #remote: StreamProducer | undefined;
   #source: ReadableStream<Uint8Array>;
+  #done = false;
+  #pending: Uint8Array | undefined;
 
   constructor(source: ReadableStream<Uint8Array>) {
     this.#source = source;
   }
 
-  chunk(c: Uint8Array): Promise<void> | undefined {
-    if (this.#mode === "undecided") {
-      if (c.length > 156 && c[156] !== TYPE.paxGlobal) {
-        this.#mode = "off";
-        return;
-      }
-      this.#producer = producerOf(this.#source);
-      if (this.#producer) {
-        this.#mode = "producer";
-        return;
-      }
-      this.#chunks = new ChunkHasher();
-      this.#mode = "chunks";
+  update(bytes: Uint8Array): void {
+    if (this.#mode === "undecided") this.#decide(bytes);
+    if (this.#mode !== "local" || this.#done || bytes.length === 0) return;
+    const p = this.#pending;
+    if (p && p.buffer === bytes.buffer && p.byteOffset + p.length === bytes.byteOffset) {
+      this.#pending = new Uint8Array(p.buffer, p.byteOffset, p.length + bytes.length);
+      return;
     }
-    if (this.#mode === "chunks") return this.#chunks!.chunk(c);
+    this.flush();
+    this.#pending = bytes;
+  }
+  /** The first bytes hashed are the first header block (never a partial one). */
+  #decide(first: Uint8Array): void {
+    if (first[156] !== TYPE.paxGlobal) {
+      this.#mode = "off";
+      return;
+    }
+    this.#remote = producerOf(this.#source);
+    this.#mode = this.#remote ? "remote" : "local";
+    if (this.#mode === "local") this.#hash = createHash("sha256");
+  }
+
+  flush(): void {
+    if (this.#pending) this.#hash!.update(this.#pending);
+    this.#pending = undefined;
   }
 
   /**
@@ -413,14 +423,11 @@ class TarHash implements ByteSink {
   digest(at: { chunkStart: number; head: Uint8Array }): Promise<string | null> {
     const mode = this.#mode;
     this.#mode = "off";
-    if (mode === "producer") return this.#producer!.digest(at.chunkStart, at.head);
-    if (mode === "chunks") return this.#chunks!.digest(at.chunkStart, at.head);
-    return Promise.resolve(null);
-  }
-
-  /** Stops a hashing worker. */
-  close(): void {
-    this.#chunks?.close();
+    if (mode === "remote") return this.#remote!.digest(at.chunkStart, at.head);
+    if (mode !== "local") return Promise.resolve(null);
+    this.flush();
+    this.#done = true;
+    return Promise.resolve(this.#hash!.digest("hex"));
   }
 }
 
@@ -622,9 +629,7 @@ export async function unpackToMount(
   let extracted: Extracted;
   try {
     extracted = await extractAll(reader, state, counter, ex, options, target);
-    hash.close();
   } catch (err) {
-    hash.close();
     unregister();
     await reader.cancel(err);
     removeStaging(staging, log);
