@@ -305,7 +305,7 @@ for (const format of ["zstd", "gzip", "tar"] as const) {
     fn: async () => {
       const { dir, cleanup } = await tempDir("unpack");
       try {
-        for (const target of [(2 << 20) - 1024, (2 << 20) - 512, 2 << 20, (2 << 20) + 512]) {
+        for (const target of [(2 << 20) - 1024, (2 << 20) - 512, 2 << 20, (2 << 20) + 512, 10 << 20]) {
           const { tar, file } = await trailerAt(dir, target);
           const encode = (t: Uint8Array) =>
             format === "tar"
