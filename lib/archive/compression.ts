@@ -129,7 +129,7 @@ function zstdFrame(input, params, out) {
   return { data: dst, length: dst.length - availOut };
 }
 
-// ---- the SHA-256 of the decompressed output (the archive's integrity digest, see stream_digest.ts) ----
+// ---- the SHA-256 of the decompressed output (the archive's integrity digest, see producer.ts) ----
 // Every output chunk is hashed before it is posted, and the hash state from before each recent chunk is
 // kept (a copy is a few hundred bytes): the reader later names the chunk holding the trailer and sends
 // that chunk's bytes before it, and the digest is finished from that state. States of chunks more than

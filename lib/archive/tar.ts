@@ -728,7 +728,7 @@ export class TarReader {
    * chunk it begins in as `chunkStart` (that chunk's stream offset) and
    * `head` (the chunk's bytes before the header). For `onGlobal`, which
    * wants the digest of the bytes before the trailer header from a producer
-   * that hashed the stream by its chunks (see stream_digest.ts).
+   * that hashed the stream by its chunks (see producer.ts).
    */
   headerPosition(): { chunkStart: number; head: Uint8Array } {
     const head = this.#headerChunk.subarray(0, this.#headerStart - this.#headerChunkStart);

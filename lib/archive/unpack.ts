@@ -28,11 +28,11 @@
  *   {@link CorruptArchiveError}. The digest is computed by the zstd decoder
  *   worker when the archive came through it (producer.ts), else here. Only
  *   archives that begin with a PAX global header (ours open with one) are
- *   hashed; a trailer in any other archive is refused as unverifiable. After the trailer, exactly one repeat of the
- *   root directory's entry is accepted (written so that every tar reader,
- *   Python's included, sees a member after the last global header). Archives
- *   without our headers (Go plugin, GNU tar) restore with `verified: false`
- *   and a warning.
+ *   hashed; a trailer in any other archive is refused as unverifiable.
+ *   After the trailer, exactly one repeat of the root directory's entry is
+ *   accepted (written so that every tar reader, Python's included, sees a
+ *   member after the last global header). Archives without our headers (Go
+ *   plugin, GNU tar) restore with `verified: false` and a warning.
  * - Small files whose data is in the input chunk at hand are created in one
  *   call (create-new, write, close; their mode passed only when the umask
  *   would not give it).
