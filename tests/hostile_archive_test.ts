@@ -10,7 +10,7 @@
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { CorruptArchiveError, unpackToMount, UnsafeArchiveError } from "../lib/archive/unpack.ts";
-import { decompressStream } from "../lib/archive/compression.ts";
+import { compressStream, decompressStream } from "../lib/archive/compression.ts";
 import {
   END_OF_ARCHIVE,
   globalHeader,
@@ -20,7 +20,7 @@ import {
   TYPE,
   writeHeader,
 } from "../lib/archive/tar.ts";
-import { run, streamOf, tempDir } from "./fixtures/archive/helpers.ts";
+import { collect, run, streamOf, tempDir } from "./fixtures/archive/helpers.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const enc = new TextEncoder();
@@ -569,6 +569,42 @@ Deno.test({
         );
       }
       assertEquals([...Deno.readDirSync(`${dir}/dst`)].map((e) => e.name), ["m"], "no staging left");
+    } finally {
+      await cleanup();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "hostile archive: a well-formed integrity trailer in an archive not beginning with our opening header is refused (tar, zstd)",
+  fn: async () => {
+    // Such archives are not hashed at all (Go plugin and GNU tar archives never carry a trailer), so a
+    // trailer in one cannot be verified: refused, even though its digest is right.
+    const { dir, cleanup } = await tempDir("hostile");
+    try {
+      const body = entries([{ name: "m", type: "dir" }, { name: "m/f", body: "hello" }]);
+      const before = body.subarray(0, body.length - END_OF_ARCHIVE.length);
+      const digest = createHash("sha256").update(before).digest("hex");
+      const tar = concat([
+        before,
+        globalHeader("m/pax_global_header", { "cicache.sha256": digest, "cicache.entries": "2" }),
+        END_OF_ARCHIVE,
+      ]);
+      for (const format of ["tar", "zstd"] as const) {
+        const data = format === "tar"
+          ? tar
+          : await collect(streamOf(tar).pipeThrough(compressStream("zstd", -1)));
+        const cwd = `${dir}/${format}`;
+        await Deno.mkdir(cwd);
+        const err = await assertRejects(
+          () => unpackToMount(streamOf(data).pipeThrough(decompressStream().stream), { mount: "m", cwd }),
+          CorruptArchiveError,
+        );
+        assert(/does not begin with our opening header/.test(err.message), err.message);
+        assertEquals([...Deno.readDirSync(cwd)], [], "no mount, no staging left");
+      }
     } finally {
       await cleanup();
     }

@@ -1,10 +1,11 @@
-import { assert, assertEquals, assertNotEquals } from "./assert.ts";
-import { unpackToMount } from "../lib/archive/unpack.ts";
-import { decompressStream } from "../lib/archive/compression.ts";
+import { assert, assertEquals, assertNotEquals, assertRejects } from "./assert.ts";
+import { CorruptArchiveError, unpackToMount } from "../lib/archive/unpack.ts";
+import { compressStream, decompressStream } from "../lib/archive/compression.ts";
 import type { Logger } from "../lib/log.ts";
 import {
   archive,
   buildTree,
+  collect,
   exists,
   listDir,
   snapshot,
@@ -263,3 +264,83 @@ Deno.test("unpack: small files written in one call keep exact modes under any um
     await cleanup();
   }
 });
+
+/** The stream offset of our archive's trailer header: the last PAX global header block. */
+function trailerOffset(tar: Uint8Array): number {
+  for (let at = tar.length - 512; at >= 0; at -= 512) {
+    if (
+      tar[at + 156] === 0x67 &&
+      new TextDecoder().decode(tar.subarray(at + 512, at + 1024)).includes("cicache.sha256")
+    ) {
+      return at;
+    }
+  }
+  throw new Error("no trailer");
+}
+
+/**
+ * Our archive of a mount holding one file of zeros, sized so that the trailer
+ * header begins exactly at `target` (a multiple of 512): the zstd decoder
+ * worker cuts its output into 1 MiB chunks, so targets around 2 MiB put the
+ * trailer at, just before and just after one of its chunk boundaries.
+ */
+async function trailerAt(dir: string, target: number): Promise<{ tar: Uint8Array; file: number }> {
+  const src = `${dir}/src-${target}`;
+  await Deno.mkdir(`${src}/m`, { recursive: true });
+  await Deno.writeFile(`${src}/m/z`, new Uint8Array(1 << 20));
+  const first = await archive({ mount: "m", cwd: src });
+  const size = (1 << 20) + target - trailerOffset(first);
+  await Deno.writeFile(`${src}/m/z`, new Uint8Array(size));
+  const tar = await archive({ mount: "m", cwd: src });
+  assertEquals(trailerOffset(tar), target, "the trailer is where the test wants it");
+  return { tar, file: size };
+}
+
+for (const format of ["zstd", "gzip", "tar"] as const) {
+  Deno.test({
+    name:
+      `unpack: ${format}: trailer at, before and after a decoder chunk boundary verifies; a flipped byte just before it or early on is refused, the mount untouched`,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const { dir, cleanup } = await tempDir("unpack");
+      try {
+        for (const target of [(2 << 20) - 1024, (2 << 20) - 512, 2 << 20, (2 << 20) + 512, 10 << 20]) {
+          const { tar, file } = await trailerAt(dir, target);
+          const encode = (t: Uint8Array) =>
+            format === "tar"
+              ? Promise.resolve(t)
+              : collect(streamOf(t).pipeThrough(compressStream(format, -1)));
+          const out = `${dir}/out-${target}`;
+          await Deno.mkdir(out);
+          const ok = await restore(await encode(tar), "m", out);
+          assertEquals(ok.verified, true, `trailer at ${target}`);
+          assertEquals((await Deno.stat(`${out}/m/z`)).size, file);
+          // The last byte before the trailer (in the decoder's latest chunk) and a byte hashed long before.
+          for (const at of [target - 1, target - file + 1]) {
+            const bad = tar.slice();
+            bad[at] ^= 0x01;
+            const data = await encode(bad);
+            const missing = `${dir}/missing-${target}-${at}`;
+            await Deno.mkdir(missing);
+            const err = await assertRejects(() => restore(data, "m", missing), CorruptArchiveError);
+            assert(
+              /SHA-256/.test(err.message),
+              `${format} trailer at ${target}, flip at ${at}: ${err.message}`,
+            );
+            assertEquals(await listDir(missing), [], "no mount, no staging left");
+            // Into an existing mount: refused the same way, the mount byte for byte as it was.
+            await restore(data, "m", out).then(() => assert(false, "restored"), (e) => {
+              assert(e instanceof CorruptArchiveError, `${e}`);
+            });
+            assertEquals(await listDir(out), ["m"]);
+            assertEquals(await listDir(`${out}/m`), ["z"]);
+            assertEquals(await Deno.readFile(`${out}/m/z`), new Uint8Array(file));
+          }
+        }
+      } finally {
+        await cleanup();
+      }
+    },
+  });
+}

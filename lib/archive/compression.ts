@@ -15,12 +15,16 @@
  * the input ends on a frame boundary. zstd is decoded in a worker because a
  * checksum mismatch in Deno's `node:zlib` zstd decoder is raised as an
  * uncaught exception instead of a stream error; inside a worker it is caught
- * and turned into a {@link CorruptArchiveError}.
+ * and turned into a {@link CorruptArchiveError}. That worker also computes
+ * the SHA-256 of the tar stream for the integrity trailer, as it produces the
+ * bytes, and takes its output buffers back once extracted (see producer.ts):
+ * the extracting thread neither hashes nor allocates for a zstd restore.
  *
  * @module
  */
 import zlib from "node:zlib";
 import { CorruptArchiveError } from "./errors.ts";
+import { attachProducer, type StreamProducer } from "./producer.ts";
 
 export { CorruptArchiveError };
 
@@ -41,6 +45,12 @@ const OUT_CHUNK = 1 << 20;
 const IN_CHUNK = 1 << 20;
 /** Input buffers sent to the decoder worker and not yet consumed (they are recycled). */
 const IN_FLIGHT = 3;
+/**
+ * How far behind the reader's acknowledged position the decoder worker keeps
+ * hash states: the trailer header starts at most one PAX header (1 MiB) and
+ * two output chunks before it.
+ */
+const HASH_KEEP = 8 << 20;
 
 /**
  * The worker, as source text (a module URL would not survive `deno bundle`/`deno compile`).
@@ -55,7 +65,9 @@ const IN_FLIGHT = 3;
  */
 const WORKER_SOURCE = `
 import zlib from "node:zlib";
+import { createHash } from "node:crypto";
 const OUT_LIMIT = ${OUT_LIMIT};
+const HASH_KEEP = ${HASH_KEEP};
 const OUT_CHUNK = ${OUT_CHUNK};
 const C = zlib.constants;
 function own(b) {
@@ -117,6 +129,43 @@ function zstdFrame(input, params, out) {
   return { data: dst, length: dst.length - availOut };
 }
 
+// ---- the SHA-256 of the decompressed output (the archive's integrity digest, see producer.ts) ----
+// Every output chunk is hashed before it is posted, and the hash state from before each recent chunk is
+// kept (a copy is a few hundred bytes): the reader later names the chunk holding the trailer and sends
+// that chunk's bytes before it, and the digest is finished from that state. States of chunks more than
+// HASH_KEEP bytes behind what the reader acknowledged are dropped (the trailer header starts at most
+// one PAX header, 1 MiB, before the reader's position).
+let hs = null; // { hash, produced, acked, snaps: [{ start, state }], active }
+function hashOut(u) {
+  if (hs === null || hs.active === false) return;
+  if (hs.active === undefined) {
+    // Only our archives carry a digest, and they begin with a PAX global header (typeflag 'g'):
+    // anything else (Go plugin, GNU tar) is not hashed at all.
+    hs.active = u.byteLength <= 156 || u[156] === 0x67;
+    if (!hs.active) {
+      hs.hash = null;
+      return;
+    }
+  }
+  hs.snaps.push({ start: hs.produced, state: hs.hash.copy() });
+  hs.hash.update(u);
+  hs.produced += u.byteLength;
+  trimStates();
+}
+function trimStates() {
+  while (hs.snaps.length > 1 && hs.snaps[1].start + HASH_KEEP <= hs.acked) hs.snaps.shift();
+}
+function digest(m) {
+  let hex = null;
+  let why = "the stream does not begin with a PAX global header";
+  if (hs !== null && hs.active !== false) {
+    const snap = hs.snaps.find((s) => s.start === m.start);
+    if (snap) hex = snap.state.copy().update(m.head).digest("hex");
+    else why = "no hash state kept for the chunk at byte " + m.start;
+  }
+  self.postMessage({ type: "digest", id: m.id, hex, why });
+}
+
 // ---- decompression: a stream of input buffers in, OUT_CHUNK buffers out ----
 let dz = null; // native decoder
 let stream = null; // fallback decoder (a node:zlib stream)
@@ -127,6 +176,7 @@ let closing = false;
 let ended = false;
 let out = null;
 let outPos = 0;
+const spare = []; // output buffers the reader handed back (recycle), written into again
 function emit() {
   if (outPos === 0) return;
   let u;
@@ -141,6 +191,7 @@ function emit() {
   }
   outPos = 0;
   unacked += u.byteLength;
+  hashOut(u);
   self.postMessage({ type: "out", data: u }, [u.buffer]);
 }
 function consumed(data) {
@@ -151,7 +202,7 @@ function pump() {
   while (unacked <= OUT_LIMIT && inq.length > 0) {
     const cur = inq[0];
     if (out === null) {
-      out = new Uint8Array(OUT_CHUNK);
+      out = spare.pop() ?? new Uint8Array(OUT_CHUNK);
       outPos = 0;
     }
     dz.h.writeSync(C.ZSTD_e_continue, cur.data, cur.off, cur.len, out, outPos, out.length - outPos);
@@ -190,6 +241,7 @@ function openFallback() {
   stream.on("data", (c) => {
     const u = own(c);
     unacked += u.byteLength;
+    hashOut(u);
     self.postMessage({ type: "out", data: u }, [u.buffer]);
     if (unacked > OUT_LIMIT && !paused) { paused = true; stream.pause(); }
   });
@@ -218,6 +270,7 @@ self.onmessage = (e) => {
       self.postMessage({ type: "failed", id: m.id, message: messageOf(err) });
     }
   } else if (m.type === "open") {
+    hs = { hash: createHash("sha256"), produced: 0, acked: 0, snaps: [], active: undefined };
     dz = nativeHandle(zlib.createZstdDecompress());
     if (dz === null) openFallback();
   } else if (m.type === "in") {
@@ -227,8 +280,16 @@ self.onmessage = (e) => {
     } else {
       stream.write(m.data.subarray(0, m.length), (err) => { if (!err) consumed(m.data); });
     }
+  } else if (m.type === "digest") {
+    digest(m);
+  } else if (m.type === "recycle") {
+    if (spare.length < 4 && m.data.byteLength === OUT_CHUNK) spare.push(m.data);
   } else if (m.type === "ack") {
     unacked -= m.n;
+    if (hs !== null) {
+      hs.acked += m.n;
+      if (hs.active) trimStates();
+    }
     if (dz) safely(pump);
     else if (paused && unacked <= OUT_LIMIT / 2) { paused = false; stream.resume(); }
   } else if (m.type === "close") {
@@ -549,6 +610,8 @@ interface Decoder {
   write(chunk: Uint8Array): Promise<void>;
   close(): Promise<void>;
   abort(): void;
+  /** The consumer read the end of the output. */
+  drained?(): void;
 }
 
 function corrupt(format: ArchiveFormat, detail: string, cause?: unknown): CorruptArchiveError {
@@ -731,8 +794,14 @@ export class ZstdFrameTracker {
  * truncation. Input is copied into 1 MiB buffers that travel to the worker
  * and back (up to three in flight, so decoding overlaps with the download),
  * and the worker's output chunks are handed on without a copy.
+ *
+ * The worker also hashes its output when it begins with a PAX global header
+ * (our archives): it is the {@link StreamProducer} of the stream, so the
+ * extracting thread does not hash, and it takes its output buffers back once
+ * extracted. It therefore outlives the input: it is stopped once its output
+ * was all read, or the digest was answered.
  */
-class ZstdDecoder implements Decoder {
+class ZstdDecoder implements Decoder, StreamProducer {
   #q: ChunkQueue;
   #w: Worker;
   #tracker = new ZstdFrameTracker();
@@ -743,6 +812,14 @@ class ZstdDecoder implements Decoder {
   #wake?: { resolve: () => void; reject: (e: unknown) => void };
   #ended: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void };
   #closed = false;
+  /** All output arrived (the worker said "end"). */
+  #complete = false;
+  #drained = false;
+  #digestAsked = false;
+  #digests = new Map<number, { resolve: (hex: string) => void; reject: (e: unknown) => void }>();
+  /** Output buffers of the full chunk size this decoder handed out (only those are taken back). */
+  #issued = new WeakSet<ArrayBufferLike>();
+  #nextDigest = 0;
 
   constructor(q: ChunkQueue) {
     this.#q = q;
@@ -753,13 +830,21 @@ class ZstdDecoder implements Decoder {
     this.#w = newWorker();
     this.#w.onmessage = (e: MessageEvent) => {
       const m = e.data;
-      if (m.type === "out") q.push(m.data);
-      else if (m.type === "consumed") {
+      if (m.type === "out") {
+        if (m.data.buffer.byteLength === OUT_CHUNK) this.#issued.add(m.data.buffer);
+        q.push(m.data);
+      } else if (m.type === "consumed") {
         this.#inFlight--;
         this.#free.push(m.data);
         this.#wake?.resolve();
       } else if (m.type === "end") this.#ended.resolve();
-      else if (m.type === "error") this.#fail(corrupt("zstd", m.message));
+      else if (m.type === "digest") {
+        const pending = this.#digests.get(m.id);
+        this.#digests.delete(m.id);
+        if (m.hex !== null) pending?.resolve(m.hex);
+        else pending?.reject(new CorruptArchiveError(`the archive's SHA-256 cannot be verified: ${m.why}`));
+        this.#stopWhenDone();
+      } else if (m.type === "error") this.#fail(corrupt("zstd", m.message));
     };
     this.#w.onerror = (e) => {
       e.preventDefault();
@@ -821,13 +906,46 @@ class ZstdDecoder implements Decoder {
     this.#w.postMessage({ type: "close" });
     await this.#ended.promise;
     this.#q.end();
-    this.abort();
+    this.#complete = true;
+    this.#stopWhenDone();
+  }
+
+  digest(chunkStart: number, head: Uint8Array): Promise<string> {
+    if (this.#closed) {
+      return Promise.reject(new Error("the zstd decoder was stopped before the archive's digest was asked"));
+    }
+    this.#digestAsked = true;
+    const id = this.#nextDigest++;
+    const own = head.slice(); // a view would clone its whole buffer
+    const p = new Promise<string>((resolve, reject) => this.#digests.set(id, { resolve, reject }));
+    this.#w.postMessage({ type: "digest", id, start: chunkStart, head: own }, [own.buffer]);
+    return p;
+  }
+
+  recycle(chunk: Uint8Array): void {
+    const buffer = chunk.buffer;
+    if (this.#closed || !this.#issued.has(buffer)) return;
+    this.#issued.delete(buffer);
+    this.#w.postMessage({ type: "recycle", data: new Uint8Array(buffer) }, [buffer as ArrayBuffer]);
+  }
+
+  drained(): void {
+    this.#drained = true;
+    this.#stopWhenDone();
+  }
+
+  /** Stops the worker once nothing more can be asked of it. */
+  #stopWhenDone(): void {
+    if (this.#complete && this.#digests.size === 0 && (this.#drained || this.#digestAsked)) this.abort();
   }
 
   abort(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#w.terminate();
+    const err = this.#q.error ?? new Error("the zstd decoder was stopped before it answered the digest");
+    for (const d of this.#digests.values()) d.reject(err);
+    this.#digests.clear();
   }
 }
 
@@ -909,7 +1027,10 @@ export function decompressStream(): {
     async pull(controller) {
       const c = await q.shift();
       if (c) controller.enqueue(c);
-      else controller.close();
+      else {
+        controller.close();
+        decoder?.drained?.();
+      }
     },
     cancel(reason) {
       cancelled = reason ?? new Error("decompression cancelled");
@@ -917,6 +1038,7 @@ export function decompressStream(): {
       q.fail(cancelled);
     },
   }, { highWaterMark: 0 });
+  attachProducer(readable, () => (decoder instanceof ZstdDecoder ? decoder : undefined));
 
   return { stream: { writable, readable } as TransformStream<Uint8Array, Uint8Array>, format };
 }

@@ -425,6 +425,15 @@ export const MAX_PAX_BYTES = 1 << 20;
 export const MAX_GNU_LONG = 64 << 10;
 /** The most extended headers (`x`, `g`, `L`, `K`) accepted in a row before an entry. */
 export const MAX_EXTENDED_HEADERS = 16;
+/**
+ * How far (in stream bytes) the reader must have moved past the end of an
+ * input chunk before it hands the chunk to `recycle`. A slice the reader
+ * returned is dead once the caller asks for more (the extractor writes it
+ * first), except inside `next()`, which keeps the header block it read while
+ * it reads that header's PAX data and padding (at most MAX_PAX_BYTES + 2
+ * blocks further), and `headerPosition()`'s chunk, where that header began.
+ */
+const RECYCLE_LAG = MAX_PAX_BYTES + (1 << 20);
 
 /**
  * Streaming tar reader. `next()` returns the next entry header (skipping any
@@ -455,15 +464,30 @@ export class TarReader {
   offset = 0;
   /** True once the end-of-archive marker was read. */
   ended = false;
+  /** The input chunk the header being read begins in, its stream offset, and the header's offset. */
+  #headerChunk: Uint8Array = this.#chunk;
+  #headerChunkStart = 0;
+  #headerStart = 0;
+  #recycle?: (chunk: Uint8Array) => void;
+  /** Spent input chunks not yet recycled, with the stream offset where each ended. */
+  #spent: { chunk: Uint8Array; end: number }[] = [];
 
+  /**
+   * `recycle`, when given, receives every input chunk once no slice of it
+   * can be in use any more (RECYCLE_LAG bytes later), for the producer to
+   * reuse its memory (see producer.ts). Only for a caller that uses every
+   * slice `read()`/`readWhole()` returned before it calls the reader again.
+   */
   constructor(
     reader: ReadableStreamDefaultReader<Uint8Array>,
     sink?: ByteSink,
     onGlobal?: (records: Record<string, string>) => boolean,
+    recycle?: (chunk: Uint8Array) => void,
   ) {
     this.#reader = reader;
     this.#sink = sink;
     this.#onGlobal = onGlobal;
+    this.#recycle = recycle;
   }
 
   /** Makes at least one unread byte available; false at end of input. */
@@ -471,6 +495,7 @@ export class TarReader {
     while (this.#pos >= this.#chunk.length) {
       if (this.#eof) return false;
       this.#sink?.flush?.();
+      if (this.#recycle) this.#spend();
       const { value, done } = await this.#reader.read();
       if (done) {
         this.#eof = true;
@@ -480,6 +505,14 @@ export class TarReader {
       this.#pos = 0;
     }
     return true;
+  }
+
+  /** Queues the chunk just used up and recycles those far enough behind (see RECYCLE_LAG). */
+  #spend(): void {
+    if (this.#chunk.length > 0) this.#spent.push({ chunk: this.#chunk, end: this.offset });
+    while (this.#spent.length > 0 && this.#spent[0].end + RECYCLE_LAG <= this.offset) {
+      this.#recycle!(this.#spent.shift()!.chunk);
+    }
   }
 
   /** Takes up to `max` bytes as a slice of the current chunk (no copy). */
@@ -576,6 +609,9 @@ export class TarReader {
       }
       this.#pos -= 1;
       this.offset -= 1;
+      this.#headerChunk = this.#chunk;
+      this.#headerChunkStart = start - this.#pos;
+      this.#headerStart = start;
       const block = await this.#exact(BLOCK, "a header", false);
       const typeflag = block[156];
       if (typeflag === TYPE.paxGlobal) {
@@ -685,6 +721,18 @@ export class TarReader {
       if (!hasData) h.size = 0;
       return h;
     }
+  }
+
+  /**
+   * Where the header being read (or the last one read) begins: the input
+   * chunk it begins in as `chunkStart` (that chunk's stream offset) and
+   * `head` (the chunk's bytes before the header). For `onGlobal`, which
+   * wants the digest of the bytes before the trailer header from a producer
+   * that hashed the stream by its chunks (see producer.ts).
+   */
+  headerPosition(): { chunkStart: number; head: Uint8Array } {
+    const head = this.#headerChunk.subarray(0, this.#headerStart - this.#headerChunkStart);
+    return { chunkStart: this.#headerChunkStart, head };
   }
 
   /** Releases the underlying reader (after an error). */

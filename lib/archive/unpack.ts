@@ -25,11 +25,14 @@
  *   through it, and the move into place never follows one.
  * - Integrity: the SHA-256 of the tar bytes before our trailer and its entry
  *   count must match; truncation or any parse error is a
- *   {@link CorruptArchiveError}. After the trailer, exactly one repeat of the
- *   root directory's entry is accepted (written so that every tar reader,
- *   Python's included, sees a member after the last global header). Archives
- *   without our headers (Go plugin, GNU tar) restore with `verified: false`
- *   and a warning.
+ *   {@link CorruptArchiveError}. The digest is computed by the zstd decoder
+ *   worker when the archive came through it (producer.ts), else here. Only
+ *   archives that begin with a PAX global header (ours open with one) are
+ *   hashed; a trailer in any other archive is refused as unverifiable.
+ *   After the trailer, exactly one repeat of the root directory's entry is
+ *   accepted (written so that every tar reader, Python's included, sees a
+ *   member after the last global header). Archives without our headers (Go
+ *   plugin, GNU tar) restore with `verified: false` and a warning.
  * - Small files whose data is in the input chunk at hand are created in one
  *   call (create-new, write, close; their mode passed only when the umask
  *   would not give it).
@@ -48,6 +51,7 @@ import type { ArchiveStats } from "./pack.ts";
 import { insideRoot, pathSegments } from "./paths.ts";
 import { TarFormatError, type TarHeader, TarReader, TYPE } from "./tar.ts";
 import { type ArchiveInfo, parseOpening, parseTrailer, type Trailer } from "./trailer.ts";
+import { producerOf, type StreamProducer } from "./producer.ts";
 import { onCancel } from "../cache/cleanup.ts";
 
 export { CorruptArchiveError, UnsafeArchiveError };
@@ -361,16 +365,32 @@ class Extractor {
 }
 
 /**
- * Hash sink that stops once the trailer was reached. The reader hands it
- * many small slices (headers, file data); adjacent slices of one input chunk
- * are hashed in one call, which saves most of the per-call cost.
+ * The digest of the tar bytes before the trailer, as a sink of the reader.
+ *
+ * Which bytes are hashed, and where, is decided on the first header: an
+ * archive that does not begin with a PAX global header is none of ours (Go
+ * plugin, GNU tar) and is not hashed at all (a trailer in it is refused as
+ * unverifiable); ours are hashed by the stream's producer when it offers
+ * that ({@link producerOf}: the zstd decoder worker), else here. Here, the
+ * reader hands over many small slices (headers, file data); adjacent slices
+ * of one input chunk are hashed in one call, which saves most of the
+ * per-call cost. Hashing stops once the trailer was reached.
  */
 class TarHash {
-  #hash: Hash = createHash("sha256");
+  #hash: Hash | undefined;
+  #mode: "undecided" | "local" | "remote" | "off" = "undecided";
+  #remote: StreamProducer | undefined;
+  #source: ReadableStream<Uint8Array>;
   #done = false;
   #pending: Uint8Array | undefined;
+
+  constructor(source: ReadableStream<Uint8Array>) {
+    this.#source = source;
+  }
+
   update(bytes: Uint8Array): void {
-    if (this.#done || bytes.length === 0) return;
+    if (this.#mode === "undecided") this.#decide(bytes);
+    if (this.#mode !== "local" || this.#done || bytes.length === 0) return;
     const p = this.#pending;
     if (p && p.buffer === bytes.buffer && p.byteOffset + p.length === bytes.byteOffset) {
       this.#pending = new Uint8Array(p.buffer, p.byteOffset, p.length + bytes.length);
@@ -379,15 +399,42 @@ class TarHash {
     this.flush();
     this.#pending = bytes;
   }
+  /** The first bytes hashed are the first header block (never a partial one). */
+  #decide(first: Uint8Array): void {
+    if (first[156] !== TYPE.paxGlobal) {
+      this.#mode = "off";
+      return;
+    }
+    this.#remote = producerOf(this.#source);
+    this.#mode = this.#remote ? "remote" : "local";
+    if (this.#mode === "local") this.#hash = createHash("sha256");
+  }
+
   flush(): void {
-    if (this.#pending) this.#hash.update(this.#pending);
+    if (this.#pending) this.#hash!.update(this.#pending);
     this.#pending = undefined;
   }
-  digest(): string {
+
+  /**
+   * The hex digest of the bytes before the trailer header, whose position
+   * the reader gives; null when this archive was not hashed (see the class
+   * doc). Call once, when the trailer was read.
+   */
+  digest(at: { chunkStart: number; head: Uint8Array }): Promise<string | null> {
+    const mode = this.#mode;
+    this.#mode = "off";
+    if (mode === "remote") return this.#remote!.digest(at.chunkStart, at.head);
+    if (mode !== "local") return Promise.resolve(null);
     this.flush();
     this.#done = true;
-    return this.#hash.digest("hex");
+    return Promise.resolve(this.#hash!.digest("hex"));
   }
+}
+
+/** What the global headers said: the opening, and the trailer with the digest of the bytes before it. */
+interface ExtractState {
+  trailer?: Trailer & { actual: Promise<string | null>; entriesBefore: number };
+  opening?: ArchiveInfo;
 }
 
 /** Everything the stream said about itself once it ended. */
@@ -403,7 +450,7 @@ interface Extracted {
  */
 async function extractAll(
   reader: TarReader,
-  state: { trailer?: Trailer & { actual: string; entriesBefore: number }; opening?: ArchiveInfo },
+  state: ExtractState,
   counter: { entries: number },
   ex: Extractor,
   options: UnpackOptions,
@@ -434,9 +481,16 @@ async function extractAll(
   }
   const trailer = state.trailer;
   if (trailer) {
-    if (trailer.sha256 !== trailer.actual) {
+    const actual = await trailer.actual;
+    if (actual === null) {
       throw new CorruptArchiveError(
-        `integrity check failed: the archive's SHA-256 is ${trailer.actual}, its trailer says ${trailer.sha256}`,
+        "integrity check failed: the archive has an integrity trailer but does not begin with our opening " +
+          "header (its SHA-256 cannot be verified)",
+      );
+    }
+    if (trailer.sha256 !== actual) {
+      throw new CorruptArchiveError(
+        `integrity check failed: the archive's SHA-256 is ${actual}, its trailer says ${trailer.sha256}`,
       );
     }
     if (trailer.entries !== trailer.entriesBefore) {
@@ -548,21 +602,29 @@ export async function unpackToMount(
   // A cancelled build (SIGINT/SIGTERM) removes the staging directory before it exits.
   const unregister = onCancel(`staging directory ${staging} removed`, () => removeStaging(staging, log));
 
-  const hash = new TarHash();
-  const state: { trailer?: Trailer & { actual: string; entriesBefore: number }; opening?: ArchiveInfo } = {};
+  const hash = new TarHash(tar);
+  const state: ExtractState = {};
   const counter = { entries: 0 };
   const onGlobal = (records: Record<string, string>): boolean => {
     const t = parseTrailer(records);
     if (t) {
       if (state.trailer) throw new CorruptArchiveError("the archive has two integrity trailers");
-      state.trailer = { ...t, actual: hash.digest(), entriesBefore: counter.entries };
+      const actual = hash.digest(reader.headerPosition());
+      actual.catch(() => {}); // awaited at the end; an earlier failure must not leave it unhandled
+      state.trailer = { ...t, actual, entriesBefore: counter.entries };
       return false;
     }
     const o = parseOpening(records);
     if (o && counter.entries === 0 && state.opening === undefined) state.opening = o;
     return true;
   };
-  const reader = new TarReader(tar.getReader(), hash, onGlobal);
+  // The zstd decoder takes its output buffers back once extracted (see producer.ts).
+  let producer: StreamProducer | undefined | null = null;
+  const recycle = (chunk: Uint8Array) => {
+    if (producer === null) producer = producerOf(tar);
+    producer?.recycle(chunk);
+  };
+  const reader = new TarReader(tar.getReader(), hash, onGlobal, recycle);
 
   let extracted: Extracted;
   try {
