@@ -8,20 +8,10 @@
  */
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { sendBody, uploadAgent } from "../lib/storage/transfer/send_body.ts";
+import { seededBytes } from "./backend_conformance.ts";
 
 const MiB = 1024 * 1024;
-
-function seeded(n: number, seed: number): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(n);
-  let x = seed || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+const seeded = (n: number, seed: number) => seededBytes(n, seed) as Uint8Array<ArrayBuffer>;
 
 interface Seen {
   method: string;

@@ -42,7 +42,7 @@ import { blobMissing, networkFailure, shortCause } from "./errors.ts";
 import { ShortReadError } from "../transfer/body.ts";
 import type { AzureRest } from "./rest.ts";
 import { blockPut } from "./upload.ts";
-import { type UploadAgent, uploadAgent } from "../transfer/send_body.ts";
+import { type UploadAgent, withUploadAgent } from "../transfer/send_body.ts";
 import type { AzureAuthInfo } from "./target.ts";
 
 const KIND = "azure";
@@ -178,12 +178,11 @@ export class FetchAzureBackend implements Backend {
     meta: ObjectMeta,
     options: TransferOptions = {},
   ): Promise<void> {
-    const agent = uploadAgent(this.rest.url(name), this.concurrency + 1);
-    try {
-      await this.#put(name, body, meta, options, agent);
-    } finally {
-      agent.close();
-    }
+    await withUploadAgent(
+      this.rest.url(name),
+      this.concurrency + 1,
+      (agent) => this.#put(name, body, meta, options, agent),
+    );
   }
 
   /** One Put Blob, or blocks and a block list. */

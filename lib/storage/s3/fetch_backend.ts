@@ -46,7 +46,7 @@ import { httpStatus, isCode, shortMessage } from "./errors.ts";
 import { S3HttpError, type S3Meta } from "./meta.ts";
 import { DELETE_BATCH, DOWNLOAD_RANGE_SIZE, partSizeFor } from "./parts.ts";
 import { multipartPut } from "./upload.ts";
-import { type UploadAgent, uploadAgent } from "../transfer/send_body.ts";
+import { type UploadAgent, withUploadAgent } from "../transfer/send_body.ts";
 
 const MiB = 1024 * 1024;
 
@@ -219,12 +219,11 @@ export class FetchS3Backend implements Backend {
 
   async put(name: string, body: ReadableStream<Uint8Array>, meta: ObjectMeta, options: TransferOptions = {}) {
     options.signal?.throwIfAborted();
-    const agent = uploadAgent(this.meta.url(name), this.concurrency + 1);
-    try {
-      await this.#put(name, body, meta, options, agent);
-    } finally {
-      agent.close();
-    }
+    await withUploadAgent(
+      this.meta.url(name),
+      this.concurrency + 1,
+      (agent) => this.#put(name, body, meta, options, agent),
+    );
   }
 
   /** One PutObject, or a multipart upload. */

@@ -103,6 +103,28 @@ export function uploadAgent(url: URL, maxSockets = 8): UploadAgent {
 }
 
 /**
+ * Runs `fn` (one upload's requests) with a fresh {@link uploadAgent}, closed
+ * when `fn` settles.
+ *
+ * @example
+ * ```ts
+ * await withUploadAgent(url, 5, (agent) => sendBody(url, { method: "PUT", headers, body, signal, agent }));
+ * ```
+ */
+export async function withUploadAgent<T>(
+  url: URL,
+  maxSockets: number,
+  fn: (agent: UploadAgent) => Promise<T>,
+): Promise<T> {
+  const agent = uploadAgent(url, maxSockets);
+  try {
+    return await fn(agent);
+  } finally {
+    agent.close();
+  }
+}
+
+/**
  * Sends `r.body` to `url` and resolves with the answer as a `Response`
  * (status, headers, body stream) once its headers arrived; any status
  * resolves (the caller decides what is an error).
