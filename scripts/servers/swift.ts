@@ -397,7 +397,10 @@ async function createBucket(endpoint: string, region: string, bucket: string): P
     credentials: { accessKeyId: "test:tester", secretAccessKey: "testing" },
   });
   try {
-    // The account is auto-created on first use; the backends may need a moment, so retry briefly.
+    // The account is auto-created on first use; the backends may need a moment (on a loaded machine, with
+    // another test process starting its own Swift, the proxy answered with non-XML errors for over 5 s:
+    // CI failure), so retry for up to 30 s.
+    const deadline = Date.now() + 30_000;
     for (let attempt = 0;; attempt++) {
       try {
         await client.send(new CreateBucketCommand({ Bucket: bucket }), {
@@ -407,8 +410,8 @@ async function createBucket(endpoint: string, region: string, bucket: string): P
       } catch (err) {
         const name = (err as { name?: string }).name;
         if (name === "BucketAlreadyOwnedByYou" || name === "BucketAlreadyExists") return;
-        if (attempt >= 20) throw err;
-        await new Promise((r) => setTimeout(r, 250));
+        if (Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, Math.min(1000, 250 * (attempt + 1))));
       }
     }
   } finally {
