@@ -210,44 +210,39 @@ export async function sendBody(url: URL, r: BodyRequest): Promise<Response> {
       }, { highWaterMark: 4 });
       resolve(new Response(body, { status: res.statusCode, statusText: res.statusMessage, headers }));
     });
-    const body = r.body;
-    if (body instanceof Uint8Array) {
-      let offset = 0;
-      const writeMore = () => {
-        while (offset < body.length) {
-          const end = Math.min(offset + SLICE, body.length);
-          const more = req.write(body.subarray(offset, end), () => r.touch?.());
-          offset = end;
-          if (!more) {
-            req.once("drain", writeMore);
-            return;
-          }
-        }
-        req.end();
-      };
-      writeMore();
-    } else {
-      writeFile(req, body.path, () => r.touch?.()).catch((err) => req.destroy(err as Error));
-    }
+    const slices = r.body instanceof Uint8Array ? bytesSlices(r.body) : fileSlices(r.body.path);
+    writeSlices(req, slices, () => r.touch?.()).catch((err) => req.destroy(err as Error));
   });
 }
 
-/** Streams a file into `req` slice by slice, with back-pressure, then ends it. */
-async function writeFile(
+/** The body's bytes as views of {@link SLICE} bytes (no copy). */
+function* bytesSlices(body: Uint8Array): Generator<Uint8Array> {
+  for (let offset = 0; offset < body.length; offset += SLICE) yield body.subarray(offset, offset + SLICE);
+}
+
+/** A file's bytes, {@link SLICE} at a time. */
+async function* fileSlices(path: string): AsyncGenerator<Uint8Array> {
+  using file = await Deno.open(path);
+  for (;;) {
+    const buf = new Uint8Array(SLICE); // a fresh buffer each: the socket may still hold the last one
+    const n = await file.read(buf);
+    if (n === null) return;
+    yield buf.subarray(0, n);
+  }
+}
+
+/** Writes `slices` into `req` with back-pressure (`touch` once the socket took each), then ends it. */
+async function writeSlices(
   req: {
     write(chunk: Uint8Array, done: () => void): boolean;
     once(event: "drain", f: () => void): unknown;
     end(): void;
   },
-  path: string,
+  slices: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
   touch: () => void,
 ): Promise<void> {
-  using file = await Deno.open(path);
-  for (;;) {
-    const buf = new Uint8Array(SLICE); // a fresh buffer each: the socket may still hold the last one
-    const n = await file.read(buf);
-    if (n === null) break;
-    if (!req.write(buf.subarray(0, n), touch)) await new Promise<void>((r) => req.once("drain", r));
+  for await (const slice of slices) {
+    if (!req.write(slice, touch)) await new Promise<void>((r) => req.once("drain", r));
   }
   req.end();
 }
