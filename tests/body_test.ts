@@ -1,5 +1,5 @@
 import { assertEquals, assertRejects } from "./assert.ts";
-import { guardedChunks, readRange, ShortReadError } from "../lib/storage/transfer/body.ts";
+import { guardedChunks, readRange, ShortReadError, streamRange } from "../lib/storage/transfer/body.ts";
 
 /** A body that sends `chunks` and then stalls forever (as a stalled connection whose abort never arrives). */
 function stallingBody(chunks: Uint8Array[]) {
@@ -50,4 +50,22 @@ Deno.test("body: readRange returns the chunks of an exact range; short and long 
     ShortReadError,
     "more bytes",
   );
+});
+
+Deno.test("body: an attempt that was aborted before its answer came does not restart the range, and its body is cancelled", async () => {
+  // The retry abandons an aborted attempt without waiting; when its HTTP client answers late, the attempt
+  // must not begin the range again under the attempt that replaced it.
+  const body = stallingBody([new Uint8Array(10)]);
+  const controller = new AbortController();
+  const reason = new Error("no progress for 1.5 s");
+  controller.abort(reason);
+  let begun = 0;
+  const sink = { begin: () => (begun++, () => {}) };
+  await assertRejects(
+    () => streamRange(body.stream, 10, sink, controller.signal, () => {}),
+    Error,
+    "no progress",
+  );
+  assertEquals(begun, 0, "the range was restarted by an abandoned attempt");
+  assertEquals(body.cancelled(), reason, "the late body was not cancelled");
 });

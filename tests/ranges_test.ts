@@ -14,11 +14,11 @@ function gatedReads(all: Uint8Array, piece: number) {
   const gates: (() => void)[] = [];
   const read = async (start: number, count: number, sink: RangeSink, signal: AbortSignal) => {
     started.push(start);
-    sink.begin();
+    const push = sink.begin();
     for (let off = 0; off < count; off += piece) {
       await new Promise<void>((r) => gates.push(r));
       signal.throwIfAborted();
-      sink.push(all.slice(start + off, start + Math.min(count, off + piece)));
+      push(all.slice(start + off, start + Math.min(count, off + piece)));
     }
   };
   const open = () => {
@@ -76,6 +76,50 @@ Deno.test({
 
 Deno.test({
   ...opts,
+  name: "ranges: an abandoned attempt's late begin or bytes cannot move the attempt that replaced it",
+  fn: async () => {
+    // The retry abandons an aborted attempt without waiting for it (an HTTP client may settle late). Before,
+    // all attempts of a range shared one position: a late `begin` or late bytes of the abandoned attempt
+    // moved the new attempt's place, and the range came out shifted.
+    const all = data(4_000);
+    const read = async (start: number, count: number, sink: RangeSink) => {
+      const slice = (off: number, n: number) => all.slice(start + off, start + Math.min(count, off + n));
+      const stale = sink.begin();
+      stale(slice(0, 700)); // attempt 1 got 700 bytes, then was abandoned (aborted, not settled)
+      const fresh = sink.begin(); // attempt 2
+      fresh(slice(0, 500));
+      stale(slice(700, 300)); // attempt 1's late bytes: dropped
+      fresh(slice(500, 400));
+      sink.begin(); // attempt 1 restarting late would be the next begin: the one after it is current
+      await Promise.resolve();
+    };
+    // With a third begin the second attempt's remaining pushes are dropped: the range must fail short,
+    // never hand on wrong bytes. Without it (the normal case) the bytes are exact.
+    await assertRejects(
+      () => readAll(orderedRanges({ size: all.length, rangeSize: 1000, concurrency: 2, read })),
+      ShortReadError,
+      "short read",
+    );
+    const exact = async (start: number, count: number, sink: RangeSink) => {
+      const slice = (off: number, n: number) => all.slice(start + off, start + Math.min(count, off + n));
+      const stale = sink.begin();
+      stale(slice(0, 700));
+      const fresh = sink.begin();
+      fresh(slice(0, 500));
+      stale(slice(700, 300)); // late, dropped: the old code moved the shared position here
+      fresh(slice(500, 400));
+      fresh(slice(900, count));
+      await Promise.resolve();
+    };
+    assertEquals(
+      await readAll(orderedRanges({ size: all.length, rangeSize: 1000, concurrency: 2, read: exact })),
+      all,
+    );
+  },
+});
+
+Deno.test({
+  ...opts,
   name: "ranges: a retried range skips the bytes already handed on; a failed range fails the stream",
   fn: async () => {
     const all = data(5_000);
@@ -84,12 +128,12 @@ Deno.test({
       for (;;) {
         const n = (attempts.get(start) ?? 0) + 1;
         attempts.set(start, n);
-        sink.begin();
+        const push = sink.begin();
         try {
           // The first attempt of every range breaks after 300 bytes (a reset), the retry reads it all.
           for (let off = 0; off < count; off += 128) {
             if (n === 1 && off >= 300) throw new ShortReadError("connection reset");
-            sink.push(all.slice(start + off, start + Math.min(count, off + 128)));
+            push(all.slice(start + off, start + Math.min(count, off + 128)));
             await Promise.resolve();
           }
           return;
@@ -112,12 +156,12 @@ Deno.test({
 
     const abort = new AbortController();
     const failing = async (start: number, count: number, sink: RangeSink, signal: AbortSignal) => {
-      sink.begin();
+      const push = sink.begin();
       if (start === 2048) throw new Error("access denied on range 2048");
       for (let off = 0; off < count; off += 512) {
         await new Promise((r) => setTimeout(r, 1));
         signal.throwIfAborted();
-        sink.push(all.slice(start + off, start + Math.min(count, off + 512)));
+        push(all.slice(start + off, start + Math.min(count, off + 512)));
       }
     };
     await assertRejects(

@@ -31,7 +31,7 @@ import { type Settings, SettingsError } from "../lib/settings.ts";
 import { FetchS3Backend } from "../lib/storage/s3/fetch_backend.ts";
 import { S3Meta } from "../lib/storage/s3/meta.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "../lib/storage/transfer/retry.ts";
-import { startFaultProxy } from "../scripts/servers/faults.ts";
+import { startFaultProxy, writeAll } from "../scripts/servers/faults.ts";
 import { freePort, startSwift, type SwiftServer } from "../scripts/servers/swift.ts";
 import { startSts, type StsRole, type StsServer } from "../scripts/servers/sts.ts";
 
@@ -233,7 +233,9 @@ Deno.test({
 /**
  * A TCP proxy in front of Swift (bytes pass untouched, so SigV4 still verifies) that stalls the
  * response of the first ranged GET whose range starts at `stallAt`: after a few KB the bytes stop
- * flowing but the connection stays open.
+ * flowing but the connection stays open. Every byte read is written on in full (`writeAll`): a
+ * partial `write` under load once dropped bytes mid-range, which the client then read as a stall
+ * of that range and retried, appending the range's true tail after the gap ("bytes differ").
  */
 function stallingProxy(target: number, stallAt: number) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -254,7 +256,7 @@ function stallingProxy(target: number, stallAt: number) {
             stalled++;
             stallThis = true;
           }
-          await server.write(buf.subarray(0, n)).catch(() => {});
+          await writeAll(server, buf.subarray(0, n)).catch(() => {});
         }
       })();
       (async () => {
@@ -267,7 +269,7 @@ function stallingProxy(target: number, stallAt: number) {
             if (passed > 8192) continue; // swallow: the client sees an idle connection
             passed += n;
           }
-          await client.write(buf.subarray(0, n)).catch(() => {});
+          await writeAll(client, buf.subarray(0, n)).catch(() => {});
         }
       })();
     }

@@ -129,7 +129,7 @@ function closeHead(text: string): Uint8Array {
  * nearly full, e.g. a busy server reading slowly); the rest must be written again, or the peer waits forever
  * for bytes that were silently dropped.
  */
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
 }
 

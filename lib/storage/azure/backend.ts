@@ -268,7 +268,6 @@ export class AzureBackend implements Backend {
         touch();
         if (res.status !== 206 && !(res.status === 200 && count === size)) throw await responseError(res);
         // Read under the attempt's signal: an abort must end a read pending on a stalled connection.
-        sink.begin();
         await streamRange(res.body!, count, sink, signal, touch).catch((err) => {
           throw signal.aborted || err instanceof ShortReadError ? err : networkFailure(err);
         });

@@ -148,7 +148,6 @@ export class FetchAzureBackend implements Backend {
         },
         signal,
         read: async (res, attempt) => {
-          sink.begin();
           // A body that breaks off is a network failure (retried), as in the SDK backend.
           await streamRange(res.body!, count, sink, attempt.signal, attempt.touch).catch((err) => {
             throw attempt.signal.aborted || err instanceof ShortReadError ? err : networkFailure(err);

@@ -569,7 +569,6 @@ export class S3Backend implements Backend {
         );
         attempt.touch();
         const body = res.Body as unknown as { transformToWebStream(): ReadableStream<Uint8Array> };
-        sink.begin();
         await streamRange(body.transformToWebStream(), end - start + 1, sink, attempt.signal, attempt.touch);
       }, `range ${start}-${end}`);
     } catch (err) {

@@ -178,7 +178,6 @@ export class FetchS3Backend implements Backend {
         headers: { range: `bytes=${start}-${end}`, ...(etag ? { "if-match": etag } : {}) },
         signal,
         read: async (res, attempt) => {
-          sink.begin();
           await streamRange(res.body!, end - start + 1, sink, attempt.signal, attempt.touch);
         },
       });

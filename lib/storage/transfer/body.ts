@@ -76,22 +76,29 @@ export async function readRange(
   touch: () => void,
 ): Promise<Uint8Array[]> {
   const chunks: Uint8Array[] = [];
-  await streamRange(body, want, { begin() {}, push: (chunk) => chunks.push(chunk) }, signal, touch);
+  await streamRange(body, want, { begin: () => (chunk) => chunks.push(chunk) }, signal, touch);
   return chunks;
 }
 
 /** Receives one range's bytes from the backend's read attempts. */
 export interface RangeSink {
-  /** A new attempt starts reading the range from its first byte. */
-  begin(): void;
-  /** The next chunk of the current attempt. */
-  push(chunk: Uint8Array): void;
+  /**
+   * A new attempt starts reading the range from its first byte: returns
+   * where that attempt's chunks go. From then on, chunks an earlier attempt
+   * still pushes are dropped: a retry abandons an aborted attempt without
+   * waiting for it (its HTTP client may settle late, see `retry.ts`), and
+   * its late bytes must not move the new attempt's place in the range.
+   */
+  begin(): (chunk: Uint8Array) => void;
 }
 
 /**
- * Reads `body` (a ranged response) into `sink`, calling `touch` on each
- * chunk, and checks that exactly `want` bytes came (else a
- * {@link ShortReadError}, which the retry treats as transient).
+ * Reads `body` (a ranged response) into `sink` as one attempt (it calls
+ * {@link RangeSink.begin}), calling `touch` on each chunk, and checks that
+ * exactly `want` bytes came (else a {@link ShortReadError}, which the retry
+ * treats as transient). An attempt whose signal already aborted (abandoned
+ * by its retry) throws before it begins, so it cannot restart the range
+ * under the attempt that replaced it.
  *
  * @example
  * ```ts
@@ -105,11 +112,16 @@ export async function streamRange(
   signal: AbortSignal,
   touch: () => void,
 ): Promise<void> {
+  if (signal.aborted) {
+    await body.cancel(signal.reason).catch(() => {});
+    throw signal.reason;
+  }
+  const push = sink.begin();
   let got = 0;
   for await (const chunk of guardedChunks(body, signal, touch)) {
     got += chunk.length;
     if (got > want) throw new ShortReadError(`the server sent more bytes than the range asked for (${want})`);
-    sink.push(chunk);
+    push(chunk);
   }
   if (got !== want) throw new ShortReadError(`short read: ${got} of ${want} bytes (connection closed early)`);
 }

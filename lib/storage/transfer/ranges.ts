@@ -9,7 +9,8 @@
  * A range is read by the backend's own request code under its own retry;
  * each attempt starts with {@link RangeSink.begin} and re-reads the range
  * from its start: bytes already handed on are skipped (ranges are pinned to
- * one version of the object, so they are the same bytes).
+ * one version of the object, so they are the same bytes). An attempt the
+ * retry abandoned can no longer add bytes once the next one began.
  *
  * @module
  */
@@ -26,7 +27,8 @@ class Range implements RangeSink {
   chunks: Uint8Array[] = [];
   /** Bytes of the range received so far (over all attempts). */
   got = 0;
-  #pos = 0;
+  /** The current attempt's number: only its chunks are taken. */
+  #attempt = 0;
   done = false;
   error: unknown;
   #wake?: () => void;
@@ -35,18 +37,19 @@ class Range implements RangeSink {
     this.count = count;
   }
 
-  begin(): void {
-    this.#pos = 0;
-  }
-
-  push(chunk: Uint8Array): void {
-    const end = this.#pos + chunk.length;
-    if (end > this.got) {
-      this.chunks.push(this.#pos < this.got ? chunk.subarray(this.got - this.#pos) : chunk);
-      this.got = end;
-      this.notify();
-    }
-    this.#pos = end;
+  begin(): (chunk: Uint8Array) => void {
+    const attempt = ++this.#attempt;
+    let pos = 0;
+    return (chunk) => {
+      if (attempt !== this.#attempt || this.done) return; // an abandoned attempt's late bytes
+      const end = pos + chunk.length;
+      if (end > this.got) {
+        this.chunks.push(pos < this.got ? chunk.subarray(this.got - pos) : chunk);
+        this.got = end;
+        this.notify();
+      }
+      pos = end;
+    };
   }
 
   notify(): void {
