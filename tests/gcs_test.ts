@@ -26,6 +26,7 @@ import {
 import { Logger } from "../lib/log.ts";
 import type { Settings } from "../lib/settings.ts";
 import { type GcsServer, startGcs } from "../scripts/servers/gcs.ts";
+import { writeAll } from "../scripts/servers/faults.ts";
 import { type GoogleSts, startGoogleSts } from "../scripts/servers/google_sts.ts";
 
 const KiB = 1024;
@@ -166,9 +167,13 @@ Deno.test({
         partSize: 256 * KiB,
         concurrency: 2,
       });
-      await backend.put("big", streamOf(seededBytes(4 * 1024 * KiB, 2)), {});
+      const data = seededBytes(4 * 1024 * KiB, 2);
+      await backend.put("big", streamOf(data), {});
       const reader = (await backend.get("big")).getReader();
-      assertEquals((await reader.read()).value?.length, 256 * KiB);
+      // The head range is handed on as its bytes arrive: the first chunk may be shorter than the range.
+      const first = (await reader.read()).value!;
+      assert(first.length > 0 && first.length <= 256 * KiB, `first chunk of ${first.length} bytes`);
+      assert(first.every((b, i) => b === data[i]), "the first chunk is not the object's first bytes");
       await reader.cancel();
       await new Promise((r) => setTimeout(r, 200));
       const gets = (await gcs.requests()).filter((r) =>
@@ -176,6 +181,86 @@ Deno.test({
       );
       assert(gets.length <= 3, `read-ahead is bounded by the concurrency, saw ${gets.length} range requests`);
     } finally {
+      await gcs.stop();
+    }
+  },
+});
+
+/**
+ * A TCP proxy in front of the emulator that drops the `Range` header of every request: a server that ignores
+ * ranges and answers 200 with the whole object. Only GETs (no bodies) go through it.
+ */
+function rangeIgnoringProxy(target: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const pump = async (from: Deno.Conn, to: Deno.Conn, edit: (b: Uint8Array) => Uint8Array) => {
+    const buf = new Uint8Array(64 * 1024);
+    for (;;) {
+      const n = await from.read(buf).catch(() => null);
+      if (n === null) break;
+      await writeAll(to, edit(buf.subarray(0, n))).catch(() => {});
+    }
+    try {
+      to.close();
+    } catch { /* closed */ }
+  };
+  const latin1 = new TextDecoder("latin1");
+  const strip = (b: Uint8Array) =>
+    Uint8Array.from(latin1.decode(b).replace(/^range:[^\r\n]*\r\n/gim, ""), (c) => c.charCodeAt(0));
+  (async () => {
+    for await (const client of listener) {
+      const server = await Deno.connect({ hostname: "127.0.0.1", port: target });
+      conns.push(client, server);
+      pump(client, server, strip);
+      pump(server, client, (b) => b);
+    }
+  })().catch(() => {});
+  return {
+    endpoint: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    close() {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+    },
+  };
+}
+
+Deno.test({
+  name: "gcs: a server that ignores ranges: an object within one range downloads whole, a larger one fails",
+  ...opts,
+  async fn() {
+    const gcs = await startGcs();
+    const proxy = rangeIgnoringProxy(Number(new URL(gcs.endpoint).port));
+    try {
+      const owner = new GcsBackend({
+        bucket: "b",
+        endpoint: gcs.endpoint,
+        auth: noAuth,
+        partSize: 256 * KiB,
+      });
+      const reader = new GcsBackend({
+        bucket: "b",
+        endpoint: proxy.endpoint,
+        auth: noAuth,
+        partSize: 256 * KiB,
+        retries: 1,
+        retryBaseMs: 1,
+      });
+      const small = seededBytes(100 * KiB, 5);
+      await owner.put("small", streamOf(small), {});
+      assertEquals(await readAll(await reader.get("small")), small);
+      // The 200 of the first range is cut at the range's end (256 KiB), the second range's 200 is refused.
+      await owner.put("large", streamOf(seededBytes(600 * KiB, 6)), {});
+      await assertRejects(
+        async () => await readAll(await reader.get("large")),
+        Error,
+        "came back as the whole object",
+      );
+    } finally {
+      proxy.close();
       await gcs.stop();
     }
   },

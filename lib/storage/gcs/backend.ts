@@ -13,9 +13,10 @@
  *   streams the whole object in one request (what the stock firebase emulator supports; no resume). Either
  *   way the object is finalized only by the last request after the source stream ended; on a stream error
  *   or an abort the session is cancelled and no object appears (an older one stays intact).
- * - Download: ranged reads of `partSize` (at most 8 MiB), `concurrency` in flight, each read chunk by
- *   chunk into one buffer of its size, fed in order into the returned stream with backpressure, pinned to
- *   the object generation seen by `stat`.
+ * - Download: ranged reads of `partSize` (at most 8 MiB), `concurrency` in flight, through the shared
+ *   ordered-ranges scheduler (`transfer/ranges.ts`, as S3 and Azure): the head range is handed on chunk by
+ *   chunk as it arrives, a retried range skips the bytes already handed on, and every range is pinned to
+ *   the object generation the metadata call saw.
  *
  * @module
  */
@@ -36,7 +37,7 @@ import { decodeMeta, encodeMeta } from "../metadata.ts";
 import { type GcsAuth, resolveGcsAuth } from "./auth.ts";
 import type { Logger } from "../../log.ts";
 import { type Attempt, parseRetryAfter, withRetry } from "../transfer/retry.ts";
-import { guardedChunks } from "../transfer/body.ts";
+import { orderedRanges, type RangeSink, streamRange } from "../transfer/ranges.ts";
 import { restartingGet } from "../transfer/restart.ts";
 import { sendBody } from "../transfer/send_body.ts";
 import { describeSource, type Settings } from "../../settings.ts";
@@ -273,66 +274,31 @@ export class GcsBackend implements Backend {
     const size = Number(md.size ?? 0);
     const url = `${this.#objectUrl("download/storage/v1", name)}?alt=media` +
       (md.generation ? `&generation=${encodeURIComponent(md.generation)}` : "");
-    const count = Math.ceil(size / this.#rangeSize);
-    const abort = new AbortController();
-    const onAbort = () => abort.abort(options.signal?.reason);
-    options.signal?.addEventListener("abort", onAbort, { once: true });
-    const inflight = new Map<number, Promise<Uint8Array>>();
-    let launched = 0;
-    let next = 0;
-    const launch = () => {
-      while (launched < count && launched < next + this.#concurrency) {
-        const start = launched * this.#rangeSize;
-        const end = Math.min(size, start + this.#rangeSize) - 1;
-        const p = this.#readRange(url, name, start, end, abort.signal, md.generation);
-        p.catch(() => {});
-        inflight.set(launched++, p);
-      }
-    };
-    const done = () => options.signal?.removeEventListener("abort", onAbort);
-    return new ReadableStream<Uint8Array>({
-      pull: async (controller) => {
-        if (next >= count) {
-          done();
-          controller.close();
-          return;
-        }
-        launch();
-        const p = inflight.get(next)!;
-        inflight.delete(next);
-        next++;
-        try {
-          controller.enqueue(await p);
-        } catch (err) {
-          abort.abort(err);
-          done();
-          throw err;
-        }
-        if (next >= count) {
-          done();
-          controller.close();
-        }
-      },
-      cancel: (reason) => {
-        abort.abort(reason);
-        done();
-      },
-    }, { highWaterMark: 0 });
+    return orderedRanges({
+      size,
+      rangeSize: this.#rangeSize,
+      concurrency: this.#concurrency,
+      signal: options.signal,
+      read: (start, count, sink, signal) =>
+        this.#readRange(url, name, start, count, sink, signal, md.generation),
+    });
   }
 
   /**
-   * Reads bytes [start, end] into one buffer of the range's size, chunk by chunk as they arrive (not
-   * `arrayBuffer()`, which grows its own buffer and holds the response twice over).
+   * Reads bytes [start, start + count) into `sink` as they arrive, retried. A 200 (a server that ignores
+   * ranges) is taken only for the first range, and cut at its end.
    */
   async #readRange(
     url: string,
     name: string,
     start: number,
-    end: number,
+    count: number,
+    sink: RangeSink,
     signal: AbortSignal,
     generation?: string,
-  ) {
-    return await this.#retrying("get", name, signal, async ({ signal: attempt, touch }) => {
+  ): Promise<void> {
+    const end = start + count - 1;
+    await this.#retrying("get", name, signal, async ({ signal: attempt, touch }) => {
       const res = await fetch(url, {
         headers: { ...(await this.#auth.headers()), ...this.#csek, range: `bytes=${start}-${end}` },
         signal: attempt,
@@ -354,21 +320,9 @@ export class GcsBackend implements Backend {
         await res.body?.cancel();
         throw new HttpError(502, `range ${start}-${end} came back as the whole object`);
       }
-      // A 200 (a server that ignores ranges) is cut at the end of the first range.
-      const out = new Uint8Array(end - start + 1);
-      let got = 0;
+      const body = res.status === 200 ? res.body!.pipeThrough(firstBytes(count)) : res.body!;
       // Read under the attempt's signal: an idle abort must end a read pending on a stalled connection.
-      for await (const value of guardedChunks(res.body!, attempt, touch)) {
-        if (res.status === 206 && got + value.length > out.length) {
-          throw new HttpError(502, `range ${start}-${end} came back with more bytes`);
-        }
-        const take = Math.min(value.length, out.length - got);
-        out.set(take === value.length ? value : value.subarray(0, take), got);
-        got += take;
-        if (got === out.length) break;
-      }
-      if (got !== out.length) throw new HttpError(502, `range ${start}-${end} came back with ${got} bytes`);
-      return out;
+      await streamRange(body, count, sink, attempt, touch);
     }, { part: `range ${start}-${end}` });
   }
 
@@ -804,6 +758,19 @@ function retryable(err: unknown): boolean {
   const status = statusOf(err);
   if (status === undefined) return true; // network error or timeout
   return status === 408 || status === 429 || status >= 500;
+}
+
+/** Passes the first `count` bytes of a stream and ends it there (cancelling the rest of the body). */
+function firstBytes(count: number): TransformStream<Uint8Array, Uint8Array> {
+  let left = count;
+  return new TransformStream({
+    transform(chunk, controller) {
+      if (left <= 0) return;
+      controller.enqueue(chunk.length <= left ? chunk : chunk.subarray(0, left));
+      left -= chunk.length;
+      if (left <= 0) controller.terminate();
+    },
+  });
 }
 
 async function httpError(res: Response): Promise<HttpError> {
