@@ -343,6 +343,36 @@ async function warmTree(parent: string): Promise<void> {
   if (!out.success) throw new Error(`warming the tree failed: ${new TextDecoder().decode(out.stderr)}`);
 }
 
+/**
+ * Flushes dirty pages and waits (at most `maxSeconds`) until the disks have written nothing for 3 seconds
+ * in a row. Deleting a large tree (an earlier run's restores, 100k+ files) keeps the disk writing for tens
+ * of seconds after `rm` returns, and file creation meanwhile costs several times its system time: on this
+ * VM `tar -x` of the bench tree took 5.4–5.9 s during such writeback against 2.2 s on a quiet disk. Rows
+ * that start in that state measure the previous step. Reads `/proc/diskstats` (Linux); elsewhere it only
+ * syncs.
+ */
+async function settleDisk(maxSeconds = 120): Promise<void> {
+  await new Deno.Command("sync").output().catch(() => {});
+  const disk = (name = "") => /^([sv]|xv|h)d[a-z]+$/.test(name) || /^(nvme\d+n\d+|mmcblk\d+)$/.test(name);
+  const written = async () => {
+    const text = await Deno.readTextFile("/proc/diskstats").catch(() => "");
+    // Sectors written (the 10th field) of whole disks, not their partitions.
+    const rows = text.split("\n").map((l) => l.trim().split(/\s+/));
+    return rows.filter((f) => disk(f[2])).reduce((n, f) => n + Number(f[9]), 0);
+  };
+  const started = performance.now();
+  let last = await written();
+  let quiet = 0;
+  while (quiet < 3 && performance.now() - started < maxSeconds * 1000) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = await written();
+    quiet = now - last < 2048 ? quiet + 1 : 0; // under 1 MiB a second
+    last = now;
+  }
+  const waited = (performance.now() - started) / 1000;
+  if (waited > 5) console.error(`waited ${waited.toFixed(0)} s for the disk to settle (earlier deletions)`);
+}
+
 /** Two steps run one after the other, as one measure (peak RSS: the larger). */
 function both(a: Measure, b: Measure): Measure {
   const add = (x?: number, y?: number) => (x === undefined || y === undefined ? undefined : x + y);
@@ -490,6 +520,7 @@ function rcloneSteps(
 }
 
 async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<void> {
+  await settleDisk();
   const work = await Deno.makeTempDir({ dir: BENCH, prefix: `run-${name}-` });
   const cacheRoot = join(work, "cache-root");
   const server = await startBackend(name, cacheRoot);
