@@ -26,7 +26,7 @@ import {
 import { Logger } from "../lib/log.ts";
 import type { Settings } from "../lib/settings.ts";
 import { type GcsServer, startGcs } from "../scripts/servers/gcs.ts";
-import { writeAll } from "../scripts/servers/faults.ts";
+import { startEditingProxy } from "../scripts/servers/faults.ts";
 import { type GoogleSts, startGoogleSts } from "../scripts/servers/google_sts.ts";
 
 const KiB = 1024;
@@ -186,46 +186,10 @@ Deno.test({
   },
 });
 
-/**
- * A TCP proxy in front of the emulator that drops the `Range` header of every request: a server that ignores
- * ranges and answers 200 with the whole object. Only GETs (no bodies) go through it.
- */
-function rangeIgnoringProxy(target: number) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns: Deno.Conn[] = [];
-  const pump = async (from: Deno.Conn, to: Deno.Conn, edit: (b: Uint8Array) => Uint8Array) => {
-    const buf = new Uint8Array(64 * 1024);
-    for (;;) {
-      const n = await from.read(buf).catch(() => null);
-      if (n === null) break;
-      await writeAll(to, edit(buf.subarray(0, n))).catch(() => {});
-    }
-    try {
-      to.close();
-    } catch { /* closed */ }
-  };
-  const latin1 = new TextDecoder("latin1");
-  const strip = (b: Uint8Array) =>
-    Uint8Array.from(latin1.decode(b).replace(/^range:[^\r\n]*\r\n/gim, ""), (c) => c.charCodeAt(0));
-  (async () => {
-    for await (const client of listener) {
-      const server = await Deno.connect({ hostname: "127.0.0.1", port: target });
-      conns.push(client, server);
-      pump(client, server, strip);
-      pump(server, client, (b) => b);
-    }
-  })().catch(() => {});
-  return {
-    endpoint: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
-    close() {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-    },
-  };
+/** Drops the `Range` header lines of request heads (GETs only, no bodies): a server that ignores ranges. */
+function stripRange(chunk: Uint8Array): Uint8Array {
+  const text = new TextDecoder("latin1").decode(chunk).replace(/^range:[^\r\n]*\r\n/gim, "");
+  return Uint8Array.from(text, (c) => c.charCodeAt(0));
 }
 
 Deno.test({
@@ -233,7 +197,7 @@ Deno.test({
   ...opts,
   async fn() {
     const gcs = await startGcs();
-    const proxy = rangeIgnoringProxy(Number(new URL(gcs.endpoint).port));
+    const proxy = startEditingProxy(Number(new URL(gcs.endpoint).port), () => ({ request: stripRange }));
     try {
       const owner = new GcsBackend({
         bucket: "b",
@@ -243,7 +207,7 @@ Deno.test({
       });
       const reader = new GcsBackend({
         bucket: "b",
-        endpoint: proxy.endpoint,
+        endpoint: `http://127.0.0.1:${proxy.port}`,
         auth: noAuth,
         partSize: 256 * KiB,
         retries: 1,

@@ -31,7 +31,7 @@ import { type Settings, SettingsError } from "../lib/settings.ts";
 import { FetchS3Backend } from "../lib/storage/s3/fetch_backend.ts";
 import { S3Meta } from "../lib/storage/s3/meta.ts";
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "../lib/storage/transfer/retry.ts";
-import { startFaultProxy, writeAll } from "../scripts/servers/faults.ts";
+import { startEditingProxy, startFaultProxy } from "../scripts/servers/faults.ts";
 import { freePort, startSwift, type SwiftServer } from "../scripts/servers/swift.ts";
 import { startSts, type StsRole, type StsServer } from "../scripts/servers/sts.ts";
 
@@ -233,59 +233,34 @@ Deno.test({
 /**
  * A TCP proxy in front of Swift (bytes pass untouched, so SigV4 still verifies) that stalls the
  * response of the first ranged GET whose range starts at `stallAt`: after a few KB the bytes stop
- * flowing but the connection stays open. Every byte read is written on in full (`writeAll`): a
- * partial `write` under load once dropped bytes mid-range, which the client then read as a stall
- * of that range and retried, appending the range's true tail after the gap ("bytes differ").
+ * flowing but the connection stays open. Every byte passed on is written in full (the editing proxy
+ * uses `writeAll`): this test's own proxy once ignored partial writes under load and dropped bytes
+ * mid-range, which the client read as a stall and retried, appending the range's true tail after
+ * the gap ("bytes differ after the retry").
  */
 function stallingProxy(target: number, stallAt: number) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns: Deno.Conn[] = [];
   let stalled = 0;
-  (async () => {
-    for await (const client of listener) {
-      const server = await Deno.connect({ hostname: "127.0.0.1", port: target });
-      conns.push(client, server);
-      let stallThis = false;
-      (async () => {
-        const buf = new Uint8Array(64 * 1024);
-        for (;;) {
-          const n = await client.read(buf).catch(() => null);
-          if (n === null) break;
-          const head = new TextDecoder().decode(buf.subarray(0, Math.min(n, 4096)));
-          if (stalled === 0 && new RegExp(`range: bytes=${stallAt}-`, "i").test(head)) {
-            stalled++;
-            stallThis = true;
-          }
-          await writeAll(server, buf.subarray(0, n)).catch(() => {});
+  const proxy = startEditingProxy(target, () => {
+    let stallThis = false;
+    let passed = 0;
+    return {
+      request: (chunk) => {
+        const head = new TextDecoder().decode(chunk.subarray(0, 4096));
+        if (stalled === 0 && new RegExp(`range: bytes=${stallAt}-`, "i").test(head)) {
+          stalled++;
+          stallThis = true;
         }
-      })();
-      (async () => {
-        const buf = new Uint8Array(64 * 1024);
-        let passed = 0;
-        for (;;) {
-          const n = await server.read(buf).catch(() => null);
-          if (n === null) break;
-          if (stallThis) {
-            if (passed > 8192) continue; // swallow: the client sees an idle connection
-            passed += n;
-          }
-          await writeAll(client, buf.subarray(0, n)).catch(() => {});
-        }
-      })();
-    }
-  })().catch(() => {});
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    stalls: () => stalled,
-    close() {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-    },
-  };
+        return chunk;
+      },
+      response: (chunk) => {
+        if (!stallThis) return chunk;
+        if (passed > 8192) return null; // swallow: the client sees an idle connection
+        passed += chunk.length;
+        return chunk;
+      },
+    };
+  });
+  return { port: proxy.port, stalls: () => stalled, close: proxy.close };
 }
 
 Deno.test({

@@ -133,6 +133,65 @@ export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void
   for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
 }
 
+/** What an {@link startEditingProxy} does with one chunk: the bytes to send on, or null to drop it. */
+export type ChunkEdit = (chunk: Uint8Array) => Uint8Array | null;
+
+/**
+ * A bare TCP proxy to `targetPort` on 127.0.0.1 that passes each chunk of a
+ * connection through that connection's edits (request: client → server,
+ * response: server → client), for a test that needs one odd server behaviour
+ * the fault proxies do not model (a server that ignores `Range`, a stall
+ * chosen by the request's head). `connection` is called once per accepted
+ * connection, so its edits can keep per-connection state. Every byte an edit
+ * returns is written in full ({@link writeAll}).
+ *
+ * @example
+ * ```ts
+ * const proxy = startEditingProxy(port, () => ({ request: (b) => stripRangeHeaders(b) }));
+ * // point the client at 127.0.0.1:proxy.port
+ * proxy.close();
+ * ```
+ */
+export function startEditingProxy(
+  targetPort: number,
+  connection: () => { request?: ChunkEdit; response?: ChunkEdit },
+): { port: number; close(): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const pump = async (from: Deno.Conn, to: Deno.Conn, edit: ChunkEdit = (b) => b) => {
+    const buf = new Uint8Array(64 * 1024);
+    for (;;) {
+      const n = await from.read(buf).catch(() => null);
+      if (n === null) break;
+      const out = edit(buf.subarray(0, n));
+      if (out !== null && out.length > 0) await writeAll(to, out).catch(() => {});
+    }
+    try {
+      to.close();
+    } catch { /* closed */ }
+  };
+  (async () => {
+    for await (const client of listener) {
+      const server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+      conns.push(client, server);
+      const edits = connection();
+      pump(client, server, edits.request);
+      pump(server, client, edits.response);
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    close() {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+    },
+  };
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The connection bookkeeping both proxy modes share: the listener, open connections, log and counters. */
