@@ -109,9 +109,9 @@ function isFsError(err: unknown): boolean {
 /**
  * Creates the directory `path` when nothing is there: true when it did. Tried before any `lstat`, because
  * extraction goes into a fresh staging directory where almost nothing exists yet, and each `lstat` of a
- * missing path costs a thrown NotFound error (≈ 50–90 µs each with its message and stack: 80–100 ms per
- * restore of the bench tree's 1,000 directories). `mkdir` never follows a symlink in the last component (it
- * fails with EEXIST), and callers have checked the parents.
+ * missing path costs a thrown NotFound error (18 µs in a microbenchmark; restoring 100,000 files in 5,000
+ * directories took 0.5 s less user CPU without them). `mkdir` never follows a symlink in the last component
+ * (it fails with EEXIST), and callers have checked the parents.
  */
 function mkdirIfAbsent(path: string, mode?: number): boolean {
   try {

@@ -765,7 +765,6 @@ function firstBytes(count: number): TransformStream<Uint8Array, Uint8Array> {
   let left = count;
   return new TransformStream({
     transform(chunk, controller) {
-      if (left <= 0) return;
       controller.enqueue(chunk.length <= left ? chunk : chunk.subarray(0, left));
       left -= chunk.length;
       if (left <= 0) controller.terminate();

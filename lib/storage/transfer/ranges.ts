@@ -41,7 +41,7 @@ class Range implements RangeSink {
     const attempt = ++this.#attempt;
     let pos = 0;
     return (chunk) => {
-      if (attempt !== this.#attempt || this.done) return; // an abandoned attempt's late bytes
+      if (attempt !== this.#attempt) return; // an abandoned attempt's late bytes
       const end = pos + chunk.length;
       if (end > this.got) {
         this.chunks.push(pos < this.got ? chunk.subarray(this.got - pos) : chunk);
