@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertMatch, assertThrows } from "./assert.ts";
 import { MountNotFoundError, pack } from "../lib/archive/pack.ts";
+import { libcFiles } from "../lib/archive/libc_files.ts";
 import { Logger } from "../lib/log.ts";
 import { FilesystemBackend } from "../lib/storage/filesystem/backend.ts";
 import { buildTree, bytes, collect, sh, tempDir } from "./fixtures/archive/helpers.ts";
@@ -382,3 +383,81 @@ Deno.test("pack: files on both sides of the read-whole (4 KiB) and growth-check 
     await cleanup();
   }
 });
+
+Deno.test("pack: reading through libc and through Deno's file API give the same archive, byte for byte", async () => {
+  // On this Linux machine the libc path must be the one in use: a silent fallback would make this test moot.
+  if (Deno.build.os === "linux") assert(libcFiles() !== undefined, "libc file calls are available on Linux");
+  const { dir, cleanup } = await tempDir("pack");
+  try {
+    await chunkyTree(`${dir}/m`);
+    await Deno.mkdir(`${dir}/m/modes`);
+    for (const mode of [0o400, 0o640, 0o755, 0o4755, 0o2750, 0o1777]) {
+      await Deno.writeTextFile(`${dir}/m/modes/f-${mode.toString(8)}`, "m");
+      await Deno.chmod(`${dir}/m/modes/f-${mode.toString(8)}`, mode);
+    }
+    await Deno.writeTextFile(`${dir}/m/modes/old`, "before 1970");
+    await Deno.utime(`${dir}/m/modes/old`, -315619199.5, -315619199.5);
+    await Deno.writeTextFile(`${dir}/m/modes/subsecond`, "s");
+    const touch = await sh(`touch -d @1700000000.987654321 ${dir}/m/modes/subsecond`); // nanoseconds
+    assertEquals(touch.code, 0, touch.stdout);
+    await Deno.link(`${dir}/m/many/f7`, `${dir}/m/modes/hard-small`);
+    await Deno.link(`${dir}/m/big`, `${dir}/m/modes/hard-big`);
+    const fifo = await sh(`mkfifo ${dir}/m/modes/pipe`);
+    assertEquals(fifo.code, 0, fifo.stdout);
+    for (const preserveMetadata of [false, true]) {
+      const viaDeno = await collect(pack({ mount: "m", cwd: dir, preserveMetadata, libc: false }).stream);
+      const viaLibc = await collect(pack({ mount: "m", cwd: dir, preserveMetadata }).stream);
+      assertEquals(viaLibc.length, viaDeno.length, `preserveMetadata ${preserveMetadata}: archive length`);
+      const digest = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+      assertEquals(digest(viaLibc), digest(viaDeno), `preserveMetadata ${preserveMetadata}: archives differ`);
+      const entries = rawEntries(viaLibc);
+      assertEquals(
+        entries.filter((e) => e.type === "1").length,
+        3,
+        "the hard links stored as links (one from buildTree)",
+      );
+      assert(!entries.some((e) => e.name.endsWith("/pipe")), "the FIFO is left out");
+    }
+  } finally {
+    await cleanup();
+  }
+});
+
+for (const libc of [true, false]) {
+  Deno.test(`pack (${libc ? "libc" : "Deno's file API"}): a file swapped for a symlink or a FIFO after the listing is never followed and never blocks`, async () => {
+    const { dir, cleanup } = await tempDir("pack");
+    try {
+      await Deno.mkdir(`${dir}/m`);
+      await Deno.writeFile(`${dir}/m/a`, bytes(6 << 20, 3)); // spans several chunks: b and c are opened later
+      await Deno.writeTextFile(`${dir}/m/b`, "b");
+      await Deno.writeTextFile(`${dir}/m/c`, "c");
+      await Deno.writeTextFile(`${dir}/secret`, "outside the mount");
+      const lines: string[] = [];
+      const log = new Logger({ sink: (l) => lines.push(l) });
+      const { stream, stats } = pack({ mount: "m", cwd: dir, log, libc });
+      const reader = stream.getReader();
+      const parts: Uint8Array[] = [(await reader.read()).value!];
+      // The listing said b and c are regular files; now b points outside the mount and c is a FIFO
+      // (opening it for reading, blocking, would wait for a writer forever).
+      await Deno.remove(`${dir}/m/b`);
+      await Deno.symlink(`${dir}/secret`, `${dir}/m/b`);
+      await Deno.remove(`${dir}/m/c`);
+      const fifo = await sh(`mkfifo ${dir}/m/c`);
+      assertEquals(fifo.code, 0, fifo.stdout);
+      for (let r = await reader.read(); !r.done; r = await reader.read()) parts.push(r.value);
+      const archive = await collect(ReadableStream.from(parts));
+      const entries = rawEntries(archive).filter((e) => e.type !== "g");
+      assertEquals(entries.map((e) => `${e.type} ${e.name.slice(dir.length)} ${e.linkname}`), [
+        "5 /m ",
+        "0 /m/a ",
+        `2 /m/b ${dir}/secret`,
+        "5 /m ",
+      ]);
+      assert(!dec.decode(archive).includes("outside the mount"), "the symlink's target was read");
+      assertEquals((await stats).files, 1);
+      assert(lines.some((l) => l.includes("FIFO") && l.includes("/m/c")), lines.join("\n"));
+    } finally {
+      await cleanup();
+    }
+  });
+}

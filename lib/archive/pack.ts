@@ -13,10 +13,12 @@
  * archive too; a file mount's archive ends with the trailer.
  *
  * The producer fills 1 MiB chunks: headers and file data are written straight
- * into the chunk (a large file's data read in place, never whole in memory;
- * a small file, up to 4 KiB, read whole in one call after its `lstat`), so
- * thousands of small files cost two runtime calls each and no per-entry
- * stream objects.
+ * into the chunk (a file's data read in place, never whole in memory), with
+ * no per-entry stream objects. On Linux a regular file is opened, described
+ * and read through libc ({@link libcFiles}: four system calls, no
+ * allocation); elsewhere through Deno's file API, a small file (up to 4 KiB)
+ * read whole in one call after its `lstat`. The archive is the same either
+ * way.
  *
  * @module
  */
@@ -24,6 +26,7 @@ import { posix } from "node:path";
 import { createHash } from "node:crypto";
 import type { Logger } from "../log.ts";
 import { MountNotFoundError } from "./errors.ts";
+import { ERRNO, type LibcFiles, libcFiles, type ReadableFile } from "./libc_files.ts";
 import {
   END_OF_ARCHIVE,
   globalHeader,
@@ -62,7 +65,16 @@ export interface PackOptions {
    * patterns. Never asked about the mount itself.
    */
   exclude?: (path: string) => boolean;
+  /**
+   * Read regular files through libc where this process can (Linux, FFI
+   * permission; the default), or `false`: always Deno's file API. The
+   * archive is the same either way; tests compare the two.
+   */
+  libc?: boolean;
 }
+
+/** The fields of a file's status that go into its header (a `Deno.FileInfo` or libc's `fstat`). */
+type EntryInfo = Pick<Deno.FileInfo, "mode" | "mtime" | "uid" | "gid" | "nlink" | "ino" | "dev">;
 
 /** Counts of what an archive holds. */
 export interface ArchiveStats {
@@ -153,7 +165,7 @@ function childName(parent: string, child: string): string {
 /** A regular file whose data is being archived. */
 interface OpenFile {
   path: string;
-  file: Deno.FsFile;
+  file: ReadableFile;
   /** The listed size (what the header says). */
   size: number;
   /** Data bytes still to copy. */
@@ -207,6 +219,7 @@ export function pack(options: PackOptions): {
   }
   const preserve = options.preserveMetadata ?? false;
   const log = options.log;
+  const libc: LibcFiles | undefined = options.libc === false ? undefined : libcFiles();
   const stats: ArchiveStats = { entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, bytes: 0 };
   const hash = createHash("sha256");
   const links = new Map<string, string>();
@@ -276,7 +289,7 @@ export function pack(options: PackOptions): {
   const fields = (
     name: string,
     typeflag: number,
-    info: Deno.FileInfo,
+    info: EntryInfo,
     size: number,
     linkname = "",
   ): HeaderFields => {
@@ -394,7 +407,7 @@ export function pack(options: PackOptions): {
    * true when another name of it was archived already, else remembers this
    * name as its first.
    */
-  const linkedBefore = (name: string, info: Deno.FileInfo): boolean => {
+  const linkedBefore = (name: string, info: EntryInfo): boolean => {
     if (info.nlink === null || info.nlink <= 1 || info.ino === null) return false;
     const key = `${info.dev}:${info.ino}`;
     const first = links.get(key);
@@ -457,6 +470,7 @@ export function pack(options: PackOptions): {
    * regular file (replaced during the walk).
    */
   const visitFile = (path: string, name: string, listed?: Deno.FileInfo): boolean => {
+    if (libc) return visitFileLibc(libc, path, name);
     let stat = listed;
     if (!stat) {
       try {
@@ -486,6 +500,43 @@ export function pack(options: PackOptions): {
       file.close();
       return false;
     }
+    return archiveOpenFile(path, name, file, info);
+  };
+
+  /**
+   * {@link visitFile} through libc: the file opened without following a
+   * symlink or blocking on a FIFO, then described by `fstat` of the open
+   * file, its data read straight into the chunk. A listing's `lstat` is not
+   * needed. Returns false when the path is not a regular file (any more).
+   */
+  const visitFileLibc = (libc: LibcFiles, path: string, name: string): boolean => {
+    const file = libc.open(path);
+    if (typeof file === "number") {
+      if (file === ERRNO.ENOENT) return true; // vanished during the walk
+      if (file === ERRNO.ELOOP || file === ERRNO.ENXIO) return false; // a symlink or a socket now
+      throw new Error(`archive: cannot open ${path}: ${libc.error(file).message}`);
+    }
+    let info;
+    try {
+      info = file.stat();
+    } catch (err) {
+      file.close();
+      throw new Error(`archive: cannot stat ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    if (!info.isFile) {
+      file.close();
+      return false;
+    }
+    return archiveOpenFile(path, name, file, info);
+  };
+
+  /** Writes the header of an open regular file (or a hardlink entry) and copies its data. */
+  const archiveOpenFile = (
+    path: string,
+    name: string,
+    file: ReadableFile,
+    info: EntryInfo & { size: number },
+  ): boolean => {
     if (linkedBefore(name, info)) {
       file.close();
       return true;
