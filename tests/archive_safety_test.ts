@@ -252,6 +252,38 @@ Deno.test({
   },
 });
 
+Deno.test({
+  ...opts,
+  name:
+    "safety: a header checksum summed as signed bytes (old writers) is accepted; one off by one is refused",
+  fn: async () => {
+    const { dir, cleanup } = await tempDir("safety");
+    try {
+      const tar = await craft([{ name: "m", type: "directory" }, { name: "m/f", body: "signed" }]);
+      // The file's header: put bytes above 127 in its owner name (ignored on restore), then store the
+      // checksum as a signed-char sum, which differs from the unsigned one.
+      const at = 512;
+      const header = tar.subarray(at, at + 512);
+      header.set([0xc3, 0xa9, 0xc3, 0xa9], 265);
+      header.fill(0x20, 148, 156);
+      let signed = 0;
+      for (const b of header) signed += b > 127 ? b - 256 : b;
+      const write = (sum: number) =>
+        header.set(new TextEncoder().encode(`${sum.toString(8).padStart(6, "0")}\0 `), 148);
+      write(signed);
+      await Deno.mkdir(`${dir}/dst`);
+      await restore(tar, "m", `${dir}/dst`);
+      assertEquals(await Deno.readTextFile(`${dir}/dst/m/f`), "signed");
+      await Deno.remove(`${dir}/dst/m`, { recursive: true });
+      write(signed + 1);
+      await assertRejects(() => restore(tar, "m", `${dir}/dst`), CorruptArchiveError);
+      assertEquals(await listDir(`${dir}/dst`), []);
+    } finally {
+      await cleanup();
+    }
+  },
+});
+
 for (const format of ["tar", "gzip", "zstd"] as const) {
   Deno.test({
     ...opts,

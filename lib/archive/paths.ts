@@ -68,11 +68,38 @@ export function cleanPath(path: string): string | null {
  */
 export function insideRoot(name: string, root: string): string | null {
   if (name.startsWith("/") !== root.startsWith("/")) return null;
+  // Fast path for the usual entry: the clean root, a slash, then a clean rest (no empty, `.` or `..`
+  // segment, no backslash, no NUL), which the segment rule below would return unchanged. Anything
+  // else takes the segment rule. Restoring 100,000 entries spent ≈0.25 s splitting names otherwise.
+  const prefix = cleanRootPrefix(root);
+  if (prefix !== null && name.length > prefix.length && name.startsWith(prefix)) {
+    const rest = name.slice(prefix.length);
+    if (!NOT_PLAIN.test(rest)) return rest;
+  }
   const n = pathSegments(name);
   const r = pathSegments(root);
   if (n === null || r === null || n.length < r.length) return null;
   for (let i = 0; i < r.length; i++) if (n[i] !== r[i]) return null;
   return n.slice(r.length).join("/");
+}
+
+/** Anything in a relative path that the segment rule would change or refuse. */
+const NOT_PLAIN = /\0|\\|\/\/|^\/|\/$|(?:^|\/)\.\.?(?:\/|$)/;
+
+let lastRoot: string | undefined;
+let lastPrefix: string | null = null;
+
+/**
+ * `root` plus a slash when `root` is already clean (what {@link cleanPath}
+ * returns for it, and not `.`), else null. Remembers the last root: an
+ * archive asks about the same one for every entry.
+ */
+function cleanRootPrefix(root: string): string | null {
+  if (root !== lastRoot) {
+    lastRoot = root;
+    lastPrefix = root === "/" ? "/" : root !== "." && cleanPath(root) === root ? `${root}/` : null;
+  }
+  return lastPrefix;
 }
 
 /**
