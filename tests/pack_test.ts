@@ -461,3 +461,106 @@ for (const libc of [true, false]) {
     }
   });
 }
+
+for (const libc of [true, false]) {
+  Deno.test(`pack (${libc ? "libc" : "Deno's file API"}): a name that is not valid UTF-8 is left out with a warning; the rest is archived`, async () => {
+    const { dir, cleanup } = await tempDir("pack");
+    try {
+      await Deno.mkdir(`${dir}/m/d`, { recursive: true });
+      await Deno.writeTextFile(`${dir}/m/d/ok`, "ok");
+      const made = await sh(
+        `printf x > "${dir}/m/d/$(printf 'bad\\377name')" && mkdir "${dir}/m/$(printf 'dir\\376')"`,
+      );
+      assertEquals(made.code, 0, made.stdout);
+      const lines: string[] = [];
+      const log = new Logger({ sink: (l) => lines.push(l) });
+      const entries = rawEntries(await collect(pack({ mount: "m", cwd: dir, log, libc }).stream));
+      assertEquals(
+        entries.filter((e) => e.type !== "g").map((e) => `${e.type} ${e.name.slice(dir.length)}`),
+        [
+          "5 /m",
+          "5 /m/d",
+          "0 /m/d/ok",
+          "5 /m",
+        ],
+      );
+      const warned = lines.filter((l) => l.includes("not valid UTF-8"));
+      assertEquals(warned.length, 2, lines.join("\n"));
+    } finally {
+      await cleanup();
+    }
+  });
+}
+
+/** The process's open file descriptors (Linux). */
+function openFds(): number {
+  return Array.from(Deno.readDirSync("/proc/self/fd")).length;
+}
+
+Deno.test({
+  name: "pack: no descriptor stays open after a complete pack, a cancelled one, or one that fails midway",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const { dir, cleanup } = await tempDir("pack");
+    try {
+      let path = `${dir}/m`;
+      for (let depth = 0; depth < 12; depth++) {
+        path += `/level-${depth}`;
+        await Deno.mkdir(path, { recursive: true });
+        await Deno.writeFile(`${path}/big`, bytes(3 << 20, depth + 1)); // several chunks per level
+        await Deno.writeTextFile(`${path}/small`, "s");
+      }
+      const before = openFds();
+      await collect(pack({ mount: "m", cwd: dir }).stream);
+      assertEquals(openFds(), before, "after a complete pack");
+
+      const reader = pack({ mount: "m", cwd: dir }).stream.getReader();
+      for (let i = 0; i < 20; i++) await reader.read(); // deep in the tree: directories open on the stack
+      assert(openFds() > before, "the walk holds its directories open");
+      await reader.cancel();
+      assertEquals(openFds(), before, "after a cancel");
+
+      // An error deep in the walk (here from the exclude predicate) ends the stream with that error.
+      const exclude = (p: string) => {
+        if (p.endsWith("/level-6/small")) throw new Error("predicate failed");
+        return false;
+      };
+      const err = await collect(pack({ mount: "m", cwd: dir, exclude }).stream).then(
+        () => undefined,
+        (e) => e,
+      );
+      assertMatch(String(err), /predicate failed/);
+      assertEquals(openFds(), before, "after a failed pack");
+    } finally {
+      await cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "pack (libc): a parent directory swapped for a symlink mid-walk cannot redirect its files outside the mount",
+  ignore: libcFiles() === undefined,
+  fn: async () => {
+    const { dir, cleanup } = await tempDir("pack");
+    try {
+      await Deno.mkdir(`${dir}/m/d`, { recursive: true });
+      await Deno.writeFile(`${dir}/m/d/a`, bytes(6 << 20, 3)); // spans several chunks: f is opened later
+      await Deno.writeTextFile(`${dir}/m/d/f`, "the file as listed");
+      await Deno.mkdir(`${dir}/outside`);
+      await Deno.writeTextFile(`${dir}/outside/f`, "outside the mount");
+      const { stream } = pack({ mount: "m", cwd: dir });
+      const reader = stream.getReader();
+      const parts: Uint8Array[] = [(await reader.read()).value!];
+      // d was listed and is being walked; now its path leads outside the mount.
+      await Deno.rename(`${dir}/m/d`, `${dir}/m/d-moved`);
+      await Deno.symlink(`${dir}/outside`, `${dir}/m/d`);
+      for (let r = await reader.read(); !r.done; r = await reader.read()) parts.push(r.value);
+      const text = dec.decode(await collect(ReadableStream.from(parts)));
+      assert(!text.includes("outside the mount"), "a file was read through the swapped-in symlink");
+      assert(text.includes("the file as listed"), "the listed file is archived from the directory walked");
+    } finally {
+      await cleanup();
+    }
+  },
+});

@@ -6,14 +6,18 @@
  * the cost is per file, not per byte. Deno's `lstatSync` + `readFileSync`
  * make seven system calls per file (`statx` twice, `open`, `lseek`, `read`
  * twice, `close`) and allocate a `FileInfo` with four `Date`s and a fresh
- * buffer for the data. Through libc it is four calls (`open`, `statx` of the
- * descriptor, one `read` straight into the archive chunk, `close`) and no
- * allocation but the header's fields: on 100,000 files of ≈60 bytes, 3–4 µs
- * against 9–10 µs per file (`/work/probe/ffi.ts`-style microbenchmark).
+ * buffer for the data. Through libc it is four calls (`openat` relative to
+ * the directory, `statx` of the descriptor, one `read` straight into the
+ * archive chunk, `close`) and no allocation but the header's fields: on
+ * 100,000 files of ≈60 bytes, 3–4 µs against 9–10 µs per file. A directory
+ * is listed with `getdents64` into one reused buffer: 24–29 µs against
+ * `readDirSync`'s 52–60 µs for 20 entries.
  *
- * The file is opened with `O_NOFOLLOW | O_NONBLOCK`: a symlink swapped in
- * after the directory listing is refused (never followed), and a FIFO cannot
- * hang the walk; the caller looks at the entry again in both cases. Used
+ * Files are opened with `O_NOFOLLOW | O_NONBLOCK`, directories with
+ * `O_NOFOLLOW | O_DIRECTORY`: a symlink swapped in after the listing is
+ * refused (never followed), and a FIFO cannot hang the walk; the caller
+ * looks at the entry again. A file is opened relative to its directory's
+ * descriptor, so a parent replaced by a symlink cannot redirect it either. Used
  * only where it is known to be right: Linux on x86-64 or ARM64 with glibc
  * (`libc.so.6` with `statx`), and the FFI permission granted (`-A`, or
  * `--allow-ffi`). Anywhere else, or with `--deny-ffi`, {@link libcFiles}
@@ -82,21 +86,32 @@ export class LibcFile implements ReadableFile {
 /** Linux errno values the walk tells apart (the same on every Linux architecture). */
 export const ERRNO = { ENOENT: 2, ENXIO: 6, ENOTDIR: 20, ELOOP: 40 } as const;
 
+/** A directory's entries, in the order the file system returned them (`.` and `..` left out). */
+export interface DirListing {
+  names: string[];
+  /** Whether the listing says the entry is a regular file (`DT_REG`; `DT_UNKNOWN` is not). */
+  isFile: boolean[];
+}
+
 /** `open` flags that differ between architectures. */
-const OPEN_FLAGS: Partial<Record<typeof Deno.build.arch, { noFollow: number }>> = {
-  x86_64: { noFollow: 0o400000 },
-  aarch64: { noFollow: 0o100000 },
+const OPEN_FLAGS: Partial<Record<typeof Deno.build.arch, { noFollow: number; directory: number }>> = {
+  x86_64: { noFollow: 0o400000, directory: 0o200000 },
+  aarch64: { noFollow: 0o100000, directory: 0o40000 },
 };
 const O_RDONLY = 0;
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
+const AT_FDCWD = -100;
+const DT_REG = 8;
 const AT_EMPTY_PATH = 0x1000;
 const STATX_BASIC_STATS = 0x7ff;
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
+const EINVAL = 22;
 
 const SYMBOLS = {
-  open: { parameters: ["buffer", "i32"], result: "i32" },
+  openat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  getdents64: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
@@ -108,26 +123,73 @@ const SYMBOLS = {
 export class LibcFiles {
   readonly #lib: Deno.DynamicLibrary<typeof SYMBOLS>;
   readonly #openFlags: number;
+  readonly #dirFlags: number;
+  readonly #decoder = new TextDecoder();
+  #dirents = new Uint8Array(32 << 10);
   readonly #encoder = new TextEncoder();
   #path = new Uint8Array(4096);
   readonly #statx = new Uint8Array(256);
   readonly #statxView = new DataView(this.#statx.buffer);
   readonly #emptyPath = new Uint8Array(1);
 
-  constructor(lib: Deno.DynamicLibrary<typeof SYMBOLS>, noFollow: number) {
+  constructor(lib: Deno.DynamicLibrary<typeof SYMBOLS>, flags: { noFollow: number; directory: number }) {
     this.#lib = lib;
-    this.#openFlags = O_RDONLY | noFollow | O_NONBLOCK | O_CLOEXEC;
+    this.#openFlags = O_RDONLY | flags.noFollow | O_NONBLOCK | O_CLOEXEC;
+    this.#dirFlags = O_RDONLY | flags.noFollow | flags.directory | O_CLOEXEC;
   }
 
   /**
-   * Opens `path` for reading without following a final symlink and without
+   * Opens `path` (relative to the open directory `dirFd`, or to the working
+   * directory) for reading without following a final symlink and without
    * blocking. Returns the file, or the errno when it cannot be opened
    * (`ELOOP`: it is a symlink now; `ENOENT`: it is gone; `ENXIO`: a socket).
    */
-  open(path: string): LibcFile | number {
-    const fd = this.#lib.symbols.open(this.#cPath(path), this.#openFlags);
+  open(path: string, dirFd = AT_FDCWD): LibcFile | number {
+    const fd = this.#lib.symbols.openat(dirFd, this.#cPath(path), this.#openFlags);
     if (fd < 0) return this.#errno();
     return new LibcFile(this, fd);
+  }
+
+  /**
+   * Opens the directory at `path` for listing (and for opening its files
+   * relative to it), never through a symlink. Returns the descriptor, or
+   * minus the errno (`-ELOOP`, `-ENOTDIR`: not a directory any more;
+   * `-ENOENT`: gone).
+   */
+  openDir(path: string): number {
+    const fd = this.#lib.symbols.openat(AT_FDCWD, this.#cPath(path), this.#dirFlags);
+    return fd < 0 ? -this.#errno() : fd;
+  }
+
+  /** Lists the open directory `fd` (from {@link openDir}). Throws on a read error. */
+  readDir(fd: number): DirListing {
+    const names: string[] = [];
+    const isFile: boolean[] = [];
+    const buf = this.#dirents;
+    for (;;) {
+      const got = Number(this.#lib.symbols.getdents64(fd, buf, BigInt(buf.length)));
+      if (got < 0) {
+        const errno = this.#errno();
+        if (errno === EINVAL && buf.length < 1 << 20) {
+          this.#dirents = new Uint8Array(buf.length * 4); // a name longer than the buffer: start over
+          return this.readDir(fd);
+        }
+        throw this.error(errno);
+      }
+      if (got === 0) return { names, isFile };
+      // struct linux_dirent64: u64 d_ino, i64 d_off, u16 d_reclen, u8 d_type, char d_name[] (NUL-terminated)
+      for (let off = 0; off < got;) {
+        const reclen = buf[off + 16] | (buf[off + 17] << 8);
+        let end = off + 19;
+        while (buf[end] !== 0) end++;
+        const dot = end - off - 19;
+        if (!(buf[off + 19] === 0x2e && (dot === 1 || (dot === 2 && buf[off + 20] === 0x2e)))) {
+          names.push(this.#decoder.decode(buf.subarray(off + 19, end)));
+          isFile.push(buf[off + 18] === DT_REG);
+        }
+        off += reclen;
+      }
+    }
   }
 
   /** `fstat` through `statx(fd, "", AT_EMPTY_PATH)`: one layout on every architecture. */
@@ -161,6 +223,7 @@ export class LibcFiles {
     return n;
   }
 
+  /** Closes a descriptor (a file's, or a directory's from {@link openDir}). */
   close(fd: number): void {
     this.#lib.symbols.close(fd);
   }
@@ -225,7 +288,7 @@ export function libcFiles(): LibcFiles | undefined {
   if (!flags) return undefined;
   try {
     if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return undefined;
-    shared = new LibcFiles(Deno.dlopen("libc.so.6", SYMBOLS), flags.noFollow);
+    shared = new LibcFiles(Deno.dlopen("libc.so.6", SYMBOLS), flags);
   } catch {
     // musl, no statx in this glibc, or FFI unavailable: Deno's file API it is
   }

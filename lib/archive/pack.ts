@@ -26,7 +26,7 @@ import { posix } from "node:path";
 import { createHash } from "node:crypto";
 import type { Logger } from "../log.ts";
 import { MountNotFoundError } from "./errors.ts";
-import { ERRNO, type LibcFiles, libcFiles, type ReadableFile } from "./libc_files.ts";
+import { type DirListing, ERRNO, type LibcFiles, libcFiles, type ReadableFile } from "./libc_files.ts";
 import {
   END_OF_ARCHIVE,
   globalHeader,
@@ -182,6 +182,8 @@ interface DirFrame {
   /** Whether the listing says the child is a regular file (then no `lstat` is needed). */
   isFile: boolean[];
   next: number;
+  /** The open directory its files are opened relative to (libc), else -1. */
+  fd: number;
 }
 
 /**
@@ -314,6 +316,18 @@ export function pack(options: PackOptions): {
     return f;
   };
 
+  /**
+   * A listed entry that is not there when opened: removed during the walk
+   * (nothing to say), or listed by a name that is not valid UTF-8, which the
+   * listing turned into U+FFFD and which cannot be stored in a tar entry
+   * name: say so instead of leaving it out silently.
+   */
+  const missing = (path: string): void => {
+    if (path.includes("\uFFFD")) {
+      log?.warn("skipping an entry whose name is not valid UTF-8 (tar entry names are UTF-8)", { path });
+    }
+  };
+
   /** The regular file whose data is being copied (it may span several chunks, so several pulls). */
   let current: OpenFile | undefined;
 
@@ -434,7 +448,10 @@ export function pack(options: PackOptions): {
     try {
       data = Deno.readFileSync(path);
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return true; // vanished during the walk
+      if (err instanceof Deno.errors.NotFound) {
+        missing(path); // vanished during the walk
+        return true;
+      }
       if (err instanceof Deno.errors.IsADirectory) return false; // replaced during the walk
       throw new Error(`archive: cannot read ${path}: ${(err as Error).message}`, { cause: err });
     }
@@ -469,14 +486,23 @@ export function pack(options: PackOptions): {
    * {@link continueFile}. Returns false when the path turned out not to be a
    * regular file (replaced during the walk).
    */
-  const visitFile = (path: string, name: string, listed?: Deno.FileInfo): boolean => {
-    if (libc) return visitFileLibc(libc, path, name);
+  const visitFile = (
+    path: string,
+    name: string,
+    listed?: Deno.FileInfo,
+    at?: DirFrame,
+    child?: string,
+  ): boolean => {
+    if (libc) return visitFileLibc(libc, path, name, at?.fd ?? -1, child);
     let stat = listed;
     if (!stat) {
       try {
         stat = Deno.lstatSync(path);
       } catch (err) {
-        if (err instanceof Deno.errors.NotFound) return true; // vanished during the walk
+        if (err instanceof Deno.errors.NotFound) {
+          missing(path); // vanished during the walk
+          return true;
+        }
         throw new Error(`archive: cannot stat ${path}: ${(err as Error).message}`, { cause: err });
       }
     }
@@ -504,15 +530,25 @@ export function pack(options: PackOptions): {
   };
 
   /**
-   * {@link visitFile} through libc: the file opened without following a
-   * symlink or blocking on a FIFO, then described by `fstat` of the open
-   * file, its data read straight into the chunk. A listing's `lstat` is not
-   * needed. Returns false when the path is not a regular file (any more).
+   * {@link visitFile} through libc: the file opened (relative to its open
+   * directory `dirFd`, when given) without following a symlink or blocking
+   * on a FIFO, then described by `fstat` of the open file, its data read
+   * straight into the chunk. A listing's `lstat` is not needed. Returns
+   * false when the path is not a regular file (any more).
    */
-  const visitFileLibc = (libc: LibcFiles, path: string, name: string): boolean => {
-    const file = libc.open(path);
+  const visitFileLibc = (
+    libc: LibcFiles,
+    path: string,
+    name: string,
+    dirFd: number,
+    child?: string,
+  ): boolean => {
+    const file = dirFd >= 0 && child !== undefined ? libc.open(child, dirFd) : libc.open(path);
     if (typeof file === "number") {
-      if (file === ERRNO.ENOENT) return true; // vanished during the walk
+      if (file === ERRNO.ENOENT) {
+        missing(path); // vanished during the walk
+        return true;
+      }
       if (file === ERRNO.ELOOP || file === ERRNO.ENXIO) return false; // a symlink or a socket now
       throw new Error(`archive: cannot open ${path}: ${libc.error(file).message}`);
     }
@@ -581,25 +617,25 @@ export function pack(options: PackOptions): {
       return;
     }
     if (info.isDirectory) {
-      let entries: Deno.DirEntry[];
+      const listing = listDir(path);
+      if (!listing) return;
+      const { names, isFile, fd } = listing;
+      const order = names.map((_, i) => i).sort((a, b) => compareNames(names[a], names[b]));
       try {
-        entries = Array.from(Deno.readDirSync(path));
+        header(fields(name, TYPE.dir, info, 0));
       } catch (err) {
-        if (err instanceof Deno.errors.NotFound) return;
-        throw new Error(`archive: cannot list the directory ${path}: ${(err as Error).message}`, {
-          cause: err,
-        });
+        if (fd >= 0) libc?.close(fd);
+        throw err;
       }
-      entries.sort((a, b) => compareNames(a.name, b.name));
-      header(fields(name, TYPE.dir, info, 0));
       stats.dirs++;
       stats.entries++;
       stack.push({
         path,
         name,
-        children: entries.map((e) => e.name),
-        isFile: entries.map((e) => e.isFile),
+        children: order.map((i) => names[i]),
+        isFile: order.map((i) => isFile[i]),
         next: 0,
+        fd,
       });
       return;
     }
@@ -619,12 +655,65 @@ export function pack(options: PackOptions): {
     log?.warn(`skipping a ${kind}: only files, directories and links are cached`, { path });
   };
 
+  /**
+   * Lists the directory at `path`: through libc (`getdents64` on the
+   * directory opened without following a symlink; the descriptor stays open
+   * for its files), else with `readDirSync`. Undefined when it is gone or is
+   * no directory any more (then it is left out, with a warning).
+   */
+  const listDir = (path: string): (DirListing & { fd: number }) | undefined => {
+    if (!libc) {
+      let entries: Deno.DirEntry[];
+      try {
+        entries = Array.from(Deno.readDirSync(path));
+      } catch (err) {
+        if (err instanceof Deno.errors.NotFound) {
+          missing(path);
+          return undefined;
+        }
+        throw new Error(`archive: cannot list the directory ${path}: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+      return { names: entries.map((e) => e.name), isFile: entries.map((e) => e.isFile), fd: -1 };
+    }
+    const fd = libc.openDir(path);
+    if (fd < 0) {
+      if (-fd === ERRNO.ENOENT) {
+        missing(path);
+        return undefined;
+      }
+      if (-fd === ERRNO.ELOOP || -fd === ERRNO.ENOTDIR) {
+        log?.warn("skipping a directory that changed type while being archived", { path });
+        return undefined;
+      }
+      throw new Error(`archive: cannot list the directory ${path}: ${libc.error(-fd).message}`);
+    }
+    try {
+      return { ...libc.readDir(fd), fd };
+    } catch (err) {
+      libc.close(fd);
+      throw new Error(`archive: cannot list the directory ${path}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  };
+
+  /** Closes what the walk holds open (the current file, the directories on the stack). */
+  const closeAll = () => {
+    try {
+      current?.file.close();
+    } catch { /* already closed */ }
+    current = undefined;
+    for (const frame of stack.splice(0)) if (frame.fd >= 0) libc?.close(frame.fd);
+  };
+
   const lstatAndVisit = (path: string, name: string) => {
     let info: Deno.FileInfo;
     try {
       info = Deno.lstatSync(path);
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return; // removed during the walk
+      if (err instanceof Deno.errors.NotFound) return missing(path); // removed during the walk
       throw new Error(`archive: cannot stat ${path}: ${(err as Error).message}`, { cause: err });
     }
     visit(path, name, info);
@@ -682,6 +771,7 @@ export function pack(options: PackOptions): {
           }
           if (top.next >= top.children.length) {
             stack.pop();
+            if (top.fd >= 0) libc?.close(top.fd);
             continue;
           }
           const i = top.next++;
@@ -689,19 +779,17 @@ export function pack(options: PackOptions): {
           const path = `${top.path === "/" ? "" : top.path}/${child}`;
           if (options.exclude?.(path)) continue;
           const name = childName(top.name, child);
-          if (top.isFile[i] && visitFile(path, name)) continue;
+          if (top.isFile[i] && visitFile(path, name, undefined, top, child)) continue;
           lstatAndVisit(path, name);
         }
       } catch (err) {
+        closeAll();
         rejectStats(err);
         throw err;
       }
     },
     cancel(reason) {
-      try {
-        current?.file.close();
-      } catch { /* already closed */ }
-      current = undefined;
+      closeAll();
       rejectStats(reason ?? new Error("archive stream cancelled"));
     },
   }, { highWaterMark: 1 });
