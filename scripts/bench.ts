@@ -293,6 +293,10 @@ const hasTime = await Deno.stat("/usr/bin/time").then(() => true, () => false);
 /**
  * Runs a command under /usr/bin/time, returning wall seconds, CPU and peak
  * RSS (of the command and its children), plus the server's CPU meanwhile.
+ * Every timed step starts with nothing left to write back (`sync`, untimed):
+ * the write-back of the previous step's files (a restore of 100,000 files
+ * takes tens of seconds here) would otherwise slow whichever step comes
+ * next, ours or the reference's.
  */
 async function measure(
   cmd: string[],
@@ -300,6 +304,7 @@ async function measure(
   cwd: string,
   server?: ServerCpu,
 ): Promise<Measure> {
+  await new Deno.Command("sync").output().catch(() => {});
   const statsFile = await Deno.makeTempFile();
   const serverBefore = server?.seconds();
   const argv = hasTime ? ["/usr/bin/time", "-o", statsFile, "-f", "%U %S %M", ...cmd] : cmd;
@@ -485,20 +490,32 @@ function shellSteps(format: string): { compress: string; decompress: string } {
   };
 }
 
-/** The rclone reference's save and restore for one object, or undefined without rclone. */
+/** The reference's save and restore commands (bash) for one object. */
+interface ReferenceSteps {
+  /** Stores the output of the shell command `archive` (`tar -cf - cache | zstd …`) as the object. */
+  save: (archive: string) => string;
+  /** Extracts the object into the working directory, decompressed by the shell command `decompress`. */
+  restore: (decompress: string) => string;
+  env: Record<string, string>;
+}
+
+/** The reference's save and restore for one object, or undefined without rclone. */
 function rcloneSteps(
   name: string,
   server: Server,
   rclone: RcloneRemote | undefined,
   cacheRoot: string,
   object: string,
-): { save: string; restore: string; env: Record<string, string> } | undefined {
+): ReferenceSteps | undefined {
+  const pipe = (source: string, decompress: string) =>
+    `${source}${decompress === "cat" ? "" : ` | ${decompress}`} | tar -xf -`;
   if (name === "filesystem") {
-    // The user's pipeline writes the archive straight into the cache volume.
+    // The user's pipeline reads and writes the archive file in the cache volume itself, no `cat` between.
     const file = join(cacheRoot, object);
     return {
-      save: `{ mkdir -p '${join(file, "..")}' && cat > '${file}'; }`,
-      restore: `cat '${file}'`,
+      save: (archive) => `mkdir -p '${join(file, "..")}' && ${archive} > '${file}'`,
+      restore: (decompress) =>
+        decompress === "cat" ? `tar -xf '${file}'` : `${decompress} < '${file}' | tar -xf -`,
       env: {},
     };
   }
@@ -506,15 +523,16 @@ function rcloneSteps(
     // sftp: OpenSSH's own client streams the archive into the same server.
     const remote = `${server.cacheRoot}/${object}`;
     return {
-      save: `${server.sshCommand} "mkdir -p '${resolve(remote, "..")}' && cat > '${remote}'"`,
-      restore: `${server.sshCommand} "cat '${remote}'"`,
+      save: (archive) =>
+        `${archive} | ${server.sshCommand} "mkdir -p '${resolve(remote, "..")}' && cat > '${remote}'"`,
+      restore: (decompress) => pipe(`${server.sshCommand} "cat '${remote}'"`, decompress),
       env: {},
     };
   }
   if (!rclone) return undefined;
   return {
-    save: `rclone rcat '${rclone.path(object)}'`,
-    restore: `rclone cat '${rclone.path(object)}'`,
+    save: (archive) => `${archive} | rclone rcat '${rclone.path(object)}'`,
+    restore: (decompress) => pipe(`rclone cat '${rclone.path(object)}'`, decompress),
     env: rclone.env,
   };
 }
@@ -584,7 +602,7 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
           if (steps) {
             runs.rSave.push(
               await measure(
-                ["bash", "-c", `tar -cf - cache${compress} | ${steps.save}`],
+                ["bash", "-c", steps.save(`tar -cf - cache${compress}`)],
                 steps.env,
                 srcParent,
                 cpu,
@@ -593,7 +611,7 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
             const rDir = await freshDir(work, `restore-rclone-${format}-${t.files}-${i}`);
             runs.rRestore.push(
               await measure(
-                ["bash", "-c", `${steps.restore} | ${decompress} | tar -xf -`],
+                ["bash", "-c", steps.restore(decompress)],
                 steps.env,
                 rDir,
                 cpu,
@@ -603,7 +621,7 @@ async function benchBackend(name: string, trees: Tree[], rows: Row[]): Promise<v
             if (EXISTING) {
               runs.rExisting.push(
                 await measure(
-                  ["bash", "-c", `${steps.restore} | ${decompress} | tar -xf -`],
+                  ["bash", "-c", steps.restore(decompress)],
                   steps.env,
                   rDir,
                   cpu,

@@ -82,6 +82,47 @@ Deno.test({
   },
 });
 
+Deno.test({
+  ...opts,
+  name: "compression: an archive that fits one block is compressed without a worker, into one checked frame",
+  fn: async () => {
+    const real = globalThis.Worker;
+    let started = 0;
+    globalThis.Worker = class extends real {
+      constructor(...args: ConstructorParameters<typeof Worker>) {
+        super(...args);
+        started++;
+      }
+    };
+    const { dir, cleanup } = await tempDir("compression");
+    try {
+      for (const size of [1, 1 << 20, (4 << 20) - 1, 4 << 20, (4 << 20) + 1]) {
+        const input = sample.subarray(0, size);
+        await Deno.writeFile(`${dir}/plain`, input);
+        for (const format of ["zstd", "gzip"] as const) {
+          started = 0;
+          const packed = await collect(streamOf(input).pipeThrough(compressStream(format, -1)));
+          assertEquals(started > 0, size >= 4 << 20, `${format} ${size}: ${started} workers started`);
+          await Deno.writeFile(`${dir}/c`, packed);
+          const check = format === "zstd"
+            ? "zstd -q -dc c | cmp - plain && zstd -lv c"
+            : "gzip -dc c | cmp - plain";
+          const r = await sh(check, dir);
+          assertEquals(r.code, 0, `${format} ${size}: ${r.stderr}`);
+          if (format === "zstd") {
+            assertMatch(r.stdout, /Check: XXH64/, "a content checksum");
+            const frames = Number(/# Zstandard Frames: *(\d+)/.exec(r.stdout)?.[1]);
+            assertEquals(frames, size <= 4 << 20 ? 1 : 2, `${size}: frames`);
+          }
+        }
+      }
+    } finally {
+      globalThis.Worker = real;
+      await cleanup();
+    }
+  },
+});
+
 Deno.test("compression: detectFormat reads the magic bytes", () => {
   assertEquals(detectFormat(new Uint8Array([0x1f, 0x8b, 8, 0])), "gzip");
   assertEquals(detectFormat(new Uint8Array([0x28, 0xb5, 0x2f, 0xfd])), "zstd");

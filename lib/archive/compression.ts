@@ -92,17 +92,7 @@ function nativeHandle(z) {
 
 // ---- compression: one block in, one zstd frame / gzip member out ----
 let cz; // undefined: not tried yet; null: no native handle
-// zstdCompressSync sometimes appends an empty 13-byte frame (magic, single-segment header with
-// content size 0, an empty last raw block, checksum). It carries no data, but a stream cut right
-// before it would still look complete: drop it, so the last bytes of every block are its real checksum.
-function dropEmptyFrame(u) {
-  const n = u.byteLength;
-  if (n <= 13) return u;
-  const t = u.subarray(n - 13);
-  const empty = t[0] === 0x28 && t[1] === 0xb5 && t[2] === 0x2f && t[3] === 0xfd && t[4] === 0x24 &&
-    t[5] === 0 && t[6] === 1 && t[7] === 0 && t[8] === 0;
-  return empty ? u.slice(0, n - 13) : u;
-}
+${dropEmptyFrame.toString()}
 // Returns { data, length }: the frame is data[0..length). With the native handle the frame is written
 // straight into \`out\` (a buffer the main thread handed back for reuse) or a new buffer of the bound's size,
 // and that whole buffer travels back: no copy, and the main thread can return it for the next block.
@@ -351,6 +341,41 @@ const LEVEL3_TABLES: Record<number, number> = {
   [zlib.constants.ZSTD_c_chainLog]: 15,
 };
 
+/**
+ * zstdCompressSync sometimes appends an empty 13-byte frame (magic,
+ * single-segment header with content size 0, an empty last raw block,
+ * checksum). It carries no data, but a stream cut right before it would
+ * still look complete: drop it, so the last bytes of every block are its
+ * real checksum. Also part of the worker's source (self-contained).
+ */
+function dropEmptyFrame(u: Uint8Array): Uint8Array {
+  const n = u.byteLength;
+  if (n <= 13) return u;
+  const t = u.subarray(n - 13);
+  const empty = t[0] === 0x28 && t[1] === 0xb5 && t[2] === 0x2f && t[3] === 0xfd && t[4] === 0x24 &&
+    t[5] === 0 && t[6] === 1 && t[7] === 0 && t[8] === 0;
+  return empty ? u.slice(0, n - 13) : u;
+}
+
+/**
+ * Compresses an archive that fits one block on the calling thread, as the
+ * worker would (same parameters, one frame or member): starting a worker
+ * (a new isolate loading `node:zlib` and `node:crypto`) cost more than the
+ * compression of a small cache.
+ */
+function compressHere(
+  format: "gzip" | "zstd",
+  params: Record<string, unknown>,
+  input: Uint8Array,
+): Uint8Array {
+  if (format === "zstd") {
+    const out = zlib.zstdCompressSync(input, params as zlib.ZstdOptions);
+    return dropEmptyFrame(new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
+  }
+  const out = zlib.gzipSync(input, params as zlib.ZlibOptions);
+  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+}
+
 /** A pool of compression workers, started on first use; blocks come back to be reused. */
 class CompressPool {
   #workers: { w: Worker; busy: number }[] = [];
@@ -499,8 +524,10 @@ export function compressStream(
   const pending: Promise<Uint8Array>[] = [];
   let block: Uint8Array | undefined;
   let fill = 0;
+  let submitted = 0;
 
   const submit = () => {
+    submitted++;
     const p = pool.compress(block ?? new Uint8Array(0), fill);
     p.catch(() => {}); // observed in order below; avoid an unhandled rejection meanwhile
     pending.push(p);
@@ -526,7 +553,12 @@ export function compressStream(
     },
     async flush(controller) {
       try {
-        if (fill > 0 || pending.length === 0) submit(); // an empty input still yields one valid (empty) frame
+        if (submitted === 0) {
+          // The whole archive fits one block (an empty one included: one valid, empty frame).
+          controller.enqueue(compressHere(format, params, block?.subarray(0, fill) ?? new Uint8Array(0)));
+          return;
+        }
+        if (fill > 0) submit();
         while (pending.length > 0) controller.enqueue(await pending.shift()!);
       } finally {
         pool.close();
