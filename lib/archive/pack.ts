@@ -515,18 +515,7 @@ export function pack(options: PackOptions): {
       if (err instanceof Deno.errors.NotFound) return true; // vanished during the walk
       throw new Error(`archive: cannot open ${path}: ${(err as Error).message}`, { cause: err });
     }
-    let info: Deno.FileInfo;
-    try {
-      info = file.statSync();
-    } catch (err) {
-      file.close();
-      throw new Error(`archive: cannot stat ${path}: ${(err as Error).message}`, { cause: err });
-    }
-    if (!info.isFile) {
-      file.close();
-      return false;
-    }
-    return archiveOpenFile(path, name, file, info);
+    return archiveOpenFile(path, name, file, () => file.statSync());
   };
 
   /**
@@ -552,9 +541,24 @@ export function pack(options: PackOptions): {
       if (file === ERRNO.ELOOP || file === ERRNO.ENXIO) return false; // a symlink or a socket now
       throw new Error(`archive: cannot open ${path}: ${libc.error(file).message}`);
     }
+    return archiveOpenFile(path, name, file, () => file.stat());
+  };
+
+  /**
+   * Describes an open file (`fstat`, so the header matches the bytes read)
+   * and, when it is a regular file, writes its header (or a hardlink entry)
+   * and copies its data. Returns false, the file closed, when it is not a
+   * regular file (replaced during the walk).
+   */
+  const archiveOpenFile = (
+    path: string,
+    name: string,
+    file: ReadableFile,
+    fstat: () => EntryInfo & { size: number; isFile: boolean },
+  ): boolean => {
     let info;
     try {
-      info = file.stat();
+      info = fstat();
     } catch (err) {
       file.close();
       throw new Error(`archive: cannot stat ${path}: ${(err as Error).message}`, { cause: err });
@@ -563,16 +567,6 @@ export function pack(options: PackOptions): {
       file.close();
       return false;
     }
-    return archiveOpenFile(path, name, file, info);
-  };
-
-  /** Writes the header of an open regular file (or a hardlink entry) and copies its data. */
-  const archiveOpenFile = (
-    path: string,
-    name: string,
-    file: ReadableFile,
-    info: EntryInfo & { size: number },
-  ): boolean => {
     if (linkedBefore(name, info)) {
       file.close();
       return true;
