@@ -105,3 +105,39 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "libc_files: a directory whose listing spans several getdents64 calls lists every entry once, as readDirSync does",
+  ignore: !linux,
+  fn: async () => {
+    const libc = libcFiles()!;
+    const { dir, cleanup } = await tempDir("libc");
+    try {
+      // ≈3,000 entries of 20–60 bytes each: several 32 KiB batches.
+      for (let i = 0; i < 3000; i++) {
+        const name = `entry-${i}-${"x".repeat(i % 37)}`;
+        if (i % 10 === 0) await Deno.mkdir(`${dir}/${name}`);
+        else await Deno.writeFile(`${dir}/${name}`, new Uint8Array(0));
+      }
+      await Deno.symlink("entry-0-", `${dir}/a-link`); // to a directory: must not be opened through
+
+      const fd = libc.openDir(dir);
+      assert(fd >= 0, `openDir: errno ${-fd}`);
+      const listing = libc.readDir(fd);
+      libc.close(fd);
+      const got = listing.names.map((n, i) => `${n} ${listing.isFile[i]}`).sort();
+      const want = Array.from(Deno.readDirSync(dir)).map((e) => `${e.name} ${e.isFile}`).sort();
+      assertEquals(got.length, 3001);
+      assertEquals(got, want);
+      const viaLink = libc.openDir(`${dir}/a-link`);
+      assert(
+        viaLink === -ERRNO.ELOOP || viaLink === -ERRNO.ENOTDIR,
+        `a symlink opened as a directory: ${viaLink}`,
+      );
+      assertEquals(libc.openDir(`${dir}/entry-1-x`), -ERRNO.ENOTDIR);
+    } finally {
+      await cleanup();
+    }
+  },
+});
