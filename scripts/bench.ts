@@ -304,7 +304,7 @@ async function measure(
   cwd: string,
   server?: ServerCpu,
 ): Promise<Measure> {
-  await new Deno.Command("sync").output().catch(() => {});
+  await syncDisks();
   const statsFile = await Deno.makeTempFile();
   const serverBefore = server?.seconds();
   const argv = hasTime ? ["/usr/bin/time", "-o", statsFile, "-f", "%U %S %M", ...cmd] : cmd;
@@ -348,6 +348,11 @@ async function warmTree(parent: string): Promise<void> {
   if (!out.success) throw new Error(`warming the tree failed: ${new TextDecoder().decode(out.stderr)}`);
 }
 
+/** Writes back every dirty page (`sync`); a no-op where there is no `sync` command. */
+async function syncDisks(): Promise<void> {
+  await new Deno.Command("sync").output().catch(() => {});
+}
+
 /**
  * Flushes dirty pages and waits (at most `maxSeconds`) until the disks have written nothing for 3 seconds
  * in a row. Deleting a large tree (an earlier run's restores, 100k+ files) keeps the disk writing for tens
@@ -357,7 +362,7 @@ async function warmTree(parent: string): Promise<void> {
  * syncs.
  */
 async function settleDisk(maxSeconds = 120): Promise<void> {
-  await new Deno.Command("sync").output().catch(() => {});
+  await syncDisks();
   const disk = (name = "") => /^([sv]|xv|h)d[a-z]+$/.test(name) || /^(nvme\d+n\d+|mmcblk\d+)$/.test(name);
   const written = async () => {
     const text = await Deno.readTextFile("/proc/diskstats").catch(() => "");
