@@ -290,3 +290,137 @@ Deno.test({
     }
   },
 });
+
+/** Runs `fn` counting the workers it starts. */
+async function countingWorkers<T>(fn: () => Promise<T>): Promise<{ result: T; started: number }> {
+  const real = globalThis.Worker;
+  let started = 0;
+  globalThis.Worker = class extends real {
+    constructor(...args: ConstructorParameters<typeof Worker>) {
+      super(...args);
+      started++;
+    }
+  };
+  try {
+    return { result: await fn(), started };
+  } finally {
+    globalThis.Worker = real;
+  }
+}
+
+/** Decompresses `packed`, fed in `chunk`-byte pieces. */
+function decompress(packed: Uint8Array, chunk = 64 << 10): Promise<Uint8Array> {
+  return collect(streamOf(packed, chunk).pipeThrough(decompressStream().stream));
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "compression: a small zstd archive is decoded without a worker: one frame, several frames, skippable frames",
+  fn: async () => {
+    const small = bytes(300 << 10, 3); // random: ≈300 KiB compressed, one frame
+    const packed = await collect(streamOf(small).pipeThrough(compressStream("zstd", -1)));
+    // 7 MiB of a pattern: two frames (4 MiB blocks), a few KiB compressed, 7 MiB out (below the 8 MiB cap)
+    const pattern = new Uint8Array(7 << 20).map((_, i) => (i >> 9) & 0xff);
+    const twoFrames = await collect(streamOf(pattern, 1 << 20).pipeThrough(compressStream("zstd", -1)));
+    const tiny = bytes(1000, 4);
+    const tinyFrame = await collect(streamOf(tiny).pipeThrough(compressStream("zstd", -1)));
+    const skip = new Uint8Array([0x50, 0x2a, 0x4d, 0x18, 5, 0, 0, 0, 1, 2, 3, 4, 5]);
+    const join = (...parts: Uint8Array[]) => {
+      const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+      let off = 0;
+      for (const p of parts) all.set(p, (off += p.length) - p.length);
+      return all;
+    };
+    for (
+      const [what, input, expected] of [
+        ["one frame", packed, small],
+        ["two frames of the compressor", twoFrames, pattern],
+        // The one-shot decoder alone would stop after the first of these.
+        [
+          "three frames, skippable frames between and after",
+          join(packed, skip, tinyFrame, tinyFrame, skip),
+          join(small, tiny, tiny),
+        ],
+      ] as const
+    ) {
+      for (const chunk of [1000, 64 << 10, 1 << 20]) {
+        const { result, started } = await countingWorkers(() => decompress(input, chunk));
+        assertEquals(started, 0, `${what}, ${chunk}-byte pieces: workers started`);
+        assertEquals(result, expected, `${what}, ${chunk}-byte pieces`);
+      }
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "compression: a small zstd archive cut anywhere, with a flipped byte or trailing garbage is a CorruptArchiveError, without a worker",
+  fn: async () => {
+    const small = bytes(200 << 10, 9);
+    small.fill(0, 50_000, 120_000); // compressible in part, so blocks of several kinds
+    const packed = await collect(streamOf(small).pipeThrough(compressStream("zstd", -1)));
+    assert(packed.length < 1 << 20);
+    const broken: [string, Uint8Array][] = [];
+    for (
+      // (Below 4 bytes the input is not recognised as zstd: it goes on as tar, and the tar reader refuses it.)
+      const cut of [
+        4,
+        5,
+        8,
+        100,
+        packed.length >> 1,
+        packed.length - 5,
+        packed.length - 4,
+        packed.length - 1,
+      ]
+    ) {
+      broken.push([`cut at ${cut}/${packed.length}`, packed.subarray(0, cut)]);
+    }
+    for (const at of [packed.length >> 1, packed.length - 2, 20]) {
+      const bad = packed.slice();
+      bad[at] ^= 0x10;
+      broken.push([`flip at ${at}`, bad]);
+    }
+    const garbage = new Uint8Array(packed.length + 4);
+    garbage.set(packed);
+    garbage.set([0x78, 0x78, 0x78, 0x78], packed.length);
+    broken.push(["4 bytes of garbage after the frame", garbage]);
+    for (const [what, input] of broken) {
+      const { result, started } = await countingWorkers(() =>
+        decompress(input).then(() => undefined, (e: unknown) => e)
+      );
+      assert(result instanceof CorruptArchiveError, `${what}: ${result}`);
+      assertMatch(result.message, /^zstd stream is corrupt: /, what);
+      assertEquals(started, 0, `${what}: workers started`);
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "compression: a small zstd input that decodes past 8 MiB (a bomb) goes to the worker and streams, output bounded",
+  fn: async () => {
+    // 256 MiB of zeros: a few KiB compressed. Decoded inline it would need 256 MiB at once.
+    const zeros = new Uint8Array(256 << 20);
+    const packed = await collect(streamOf(zeros, 8 << 20).pipeThrough(compressStream("zstd", -1)));
+    assert(packed.length < 1 << 20, `${packed.length} bytes compressed`);
+    const { result, started } = await countingWorkers(async () => {
+      let total = 0;
+      let largest = 0;
+      let nonZero = false;
+      for await (const c of streamOf(packed).pipeThrough(decompressStream().stream)) {
+        total += c.length;
+        largest = Math.max(largest, c.length);
+        nonZero ||= c.some((b) => b !== 0);
+      }
+      return { total, largest, nonZero };
+    });
+    assertEquals(result.total, zeros.length);
+    assert(!result.nonZero, "zeros out");
+    assert(result.largest <= 1 << 20, `chunks of at most 1 MiB, not ${result.largest}`);
+    assertEquals(started, 1, "the worker decoded it");
+  },
+});

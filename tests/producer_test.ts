@@ -90,10 +90,26 @@ Deno.test({
   ...opts,
   name: "producer: a stream not beginning with a PAX global header is not hashed (digest refused)",
   fn: async () => {
-    const data = tarLike(1 << 20, 0x30); // a regular file header first: Go plugin, GNU tar
+    // A regular file header first (Go plugin, GNU tar); 3 MiB, so that it is decoded by the worker.
+    const data = tarLike(3 << 20, 0x30);
     const zst = await collect(streamOf(data).pipeThrough(compressStream("zstd", -1)));
     const err = await assertRejects(() => digestAt(zst, 1000), CorruptArchiveError);
     assert(/PAX global header/.test(err.message), err.message);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "producer: a small zstd archive is decoded without the worker and has no producer (the reader hashes)",
+  fn: async () => {
+    const data = tarLike(600 << 10);
+    const zst = await collect(streamOf(data).pipeThrough(compressStream("zstd", -1)));
+    assert(zst.length < 1 << 20, `${zst.length} bytes: below the inline limit`);
+    const { stream } = decompressStream();
+    const readable = streamOf(zst, 16 << 10).pipeThrough(stream);
+    assertEquals(await collect(readable), data);
+    assertEquals(producerOf(readable), undefined);
   },
 });
 

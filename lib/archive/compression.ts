@@ -19,6 +19,10 @@
  * the SHA-256 of the tar stream for the integrity trailer, as it produces the
  * bytes, and takes its output buffers back once extracted (see producer.ts):
  * the extracting thread neither hashes nor allocates for a zstd restore.
+ * A small archive (up to 1 MiB compressed, 8 MiB decoded) is decoded on the
+ * calling thread instead, by the one-shot decoder, which reports a checksum
+ * mismatch as an ordinary error: starting the worker would cost more than
+ * the whole decoding.
  *
  * @module
  */
@@ -41,6 +45,10 @@ const OUT_FREE_MAX = 8;
 const OUT_LIMIT = 8 << 20;
 /** Size of the decoder's output chunks (transferred to the caller as they are, no copy). */
 const OUT_CHUNK = 1 << 20;
+/** Compressed zstd input up to this size is decoded on the calling thread, without the worker. */
+const INLINE_IN = 1 << 20;
+/** Output cap of that inline decoding: a small input that decodes to more goes to the worker. */
+const INLINE_OUT = OUT_LIMIT;
 /** Compressed input is batched into buffers of this size before it is sent to the decoder worker. */
 const IN_CHUNK = 1 << 20;
 /** Input buffers sent to the decoder worker and not yet consumed (they are recycled). */
@@ -722,6 +730,7 @@ type FrameState = "magic" | "skipsize" | "skip" | "fhd" | "fhrest" | "block" | "
 /**
  * Follows zstd frame and block headers (without decoding) so that an input
  * cut anywhere, even inside the final checksum, is reported as truncated.
+ * It also tells where each frame ends ({@link ZstdFrameTracker.onFrame}).
  */
 export class ZstdFrameTracker {
   #need = 4; // bytes wanted for the current header field
@@ -731,17 +740,24 @@ export class ZstdFrameTracker {
   #skip = 0;
   #checksum = false;
   #last = false;
+  /** Stream offset of the byte after the current header field or skipped run. */
+  #at = 0;
+  #frameStart = 0;
   /** Number of complete frames seen. */
   frames = 0;
+  /** Called with the stream offsets of every complete data frame (skippable frames are not reported). */
+  onFrame?: (start: number, end: number) => void;
 
   /** Feeds compressed bytes; throws CorruptArchiveError on an impossible header. */
   push(data: Uint8Array): void {
+    const base = this.#at;
     let i = 0;
     while (i < data.length) {
       if (this.#state === "skip" || this.#state === "content") {
         const n = Math.min(this.#skip, data.length - i);
         this.#skip -= n;
         i += n;
+        this.#at = base + i;
         if (this.#skip === 0) this.#afterSkip();
         continue;
       }
@@ -749,8 +765,14 @@ export class ZstdFrameTracker {
       this.#buf.set(data.subarray(i, i + n), this.#have);
       this.#have += n;
       i += n;
+      this.#at = base + i;
       if (this.#have === this.#need) this.#field();
     }
+  }
+
+  #frameDone(): void {
+    this.frames++;
+    this.onFrame?.(this.#frameStart, this.#at);
   }
 
   #want(state: FrameState, n: number): void {
@@ -765,7 +787,7 @@ export class ZstdFrameTracker {
     // end of a block's content
     if (!this.#last) return this.#want("block", 3);
     if (this.#checksum) return this.#want("checksum", 4);
-    this.frames++;
+    this.#frameDone();
     this.#want("magic", 4);
   }
 
@@ -774,6 +796,7 @@ export class ZstdFrameTracker {
     switch (this.#state) {
       case "magic": {
         const magic = (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
+        this.#frameStart = this.#at - 4;
         if (magic === 0xfd2fb528) return this.#want("fhd", 1);
         if ((magic & 0xfffffff0) === 0x184d2a50) return this.#want("skipsize", 4);
         throw corrupt("zstd", `bad frame magic 0x${magic.toString(16)}`);
@@ -808,7 +831,7 @@ export class ZstdFrameTracker {
         return;
       }
       case "checksum":
-        this.frames++;
+        this.#frameDone();
         return this.#want("magic", 4);
     }
   }
@@ -981,6 +1004,114 @@ class ZstdDecoder implements Decoder, StreamProducer {
   }
 }
 
+/**
+ * zstd for small archives, decoded on the calling thread: the compressed
+ * input is held until it ends or passes {@link INLINE_IN}; a whole input that
+ * small is checked by the frame tracker (truncation), then decoded in one
+ * `zstdDecompressSync` call, which reports a checksum mismatch as a catchable
+ * error and stops at {@link INLINE_OUT} bytes of output (a decompression
+ * bomb costs at most that). Starting the decoder worker costs ≈50 ms, most
+ * of a 1 MB restore. Anything larger, or a small input that decodes to more
+ * than the cap, goes to the worker ({@link ZstdDecoder}) with the held bytes
+ * first. Frames are decoded one by one, at the boundaries the tracker found. Without a worker the stream has no producer, so the extractor hashes
+ * the (few) tar bytes itself.
+ */
+class SmallZstdDecoder implements Decoder {
+  #q: ChunkQueue;
+  #held: Uint8Array[] = [];
+  #heldBytes = 0;
+  /** The worker decoder, once the input turned out too large to decode here. */
+  worker?: ZstdDecoder;
+
+  constructor(q: ChunkQueue) {
+    this.#q = q;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.worker) return this.worker.write(chunk);
+    if (this.#q.failed) throw this.#q.error;
+    if (this.#heldBytes + chunk.length <= INLINE_IN) {
+      this.#held.push(chunk.slice()); // the caller may reuse its buffer
+      this.#heldBytes += chunk.length;
+      return;
+    }
+    await this.#toWorker();
+    await this.worker!.write(chunk);
+  }
+
+  async close(): Promise<void> {
+    if (this.worker) return this.worker.close();
+    const input = concat(this.#held, this.#heldBytes);
+    this.#held = [];
+    const out: Uint8Array[] = [];
+    try {
+      // Frame by frame: the one-shot decoder stops at the end of the first frame it decodes.
+      const frames: [number, number][] = [];
+      const tracker = new ZstdFrameTracker();
+      tracker.onFrame = (start, end) => frames.push([start, end]);
+      tracker.push(input);
+      tracker.finish();
+      let room = INLINE_OUT;
+      for (const [start, end] of frames) {
+        if (room <= 0) {
+          throw Object.assign(new Error("over the inline cap"), { code: "ERR_BUFFER_TOO_LARGE" });
+        }
+        const frame = zlib.zstdDecompressSync(input.subarray(start, end), { maxOutputLength: room });
+        out.push(new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength));
+        room -= frame.byteLength;
+      }
+    } catch (err) {
+      if ((err as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") {
+        this.#held = [input];
+        this.#heldBytes = input.length;
+        await this.#toWorker();
+        return this.worker!.close();
+      }
+      const e = err instanceof CorruptArchiveError ? err : corrupt("zstd", messageOf(err), err);
+      this.#q.fail(e);
+      throw e;
+    }
+    for (const frame of out) {
+      for (let off = 0; off < frame.length; off += OUT_CHUNK) {
+        this.#q.push(frame.subarray(off, Math.min(frame.length, off + OUT_CHUNK)));
+      }
+    }
+    this.#q.end();
+  }
+
+  async #toWorker(): Promise<void> {
+    this.worker = new ZstdDecoder(this.#q);
+    const held = this.#held;
+    this.#held = [];
+    this.#heldBytes = 0;
+    for (const c of held) await this.worker.write(c);
+  }
+
+  drained(): void {
+    this.worker?.drained();
+  }
+
+  abort(): void {
+    this.#held = [];
+    this.worker?.abort();
+  }
+}
+
+function concat(chunks: Uint8Array[], length: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const all = new Uint8Array(length);
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  return all;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
 /** The format of a stream from its first bytes: gzip `1f 8b`, zstd `28 b5 2f fd`, else tar. */
 export function detectFormat(head: Uint8Array): ArchiveFormat {
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return "gzip";
@@ -1022,7 +1153,7 @@ export function decompressStream(): {
   const start = (): Decoder => {
     const f = detectFormat(head);
     resolveFormat(f);
-    decoder = f === "gzip" ? new GzipDecoder(q) : f === "zstd" ? new ZstdDecoder(q) : new TarDecoder(q);
+    decoder = f === "gzip" ? new GzipDecoder(q) : f === "zstd" ? new SmallZstdDecoder(q) : new TarDecoder(q);
     return decoder;
   };
 
@@ -1070,7 +1201,7 @@ export function decompressStream(): {
       q.fail(cancelled);
     },
   }, { highWaterMark: 0 });
-  attachProducer(readable, () => (decoder instanceof ZstdDecoder ? decoder : undefined));
+  attachProducer(readable, () => (decoder instanceof SmallZstdDecoder ? decoder.worker : undefined));
 
   return { stream: { writable, readable } as TransformStream<Uint8Array, Uint8Array>, format };
 }

@@ -53,7 +53,7 @@ const registry = new WeakMap<ReadableStream<Uint8Array>, () => StreamProducer | 
  *
  * @example
  * ```ts
- * attachProducer(stream.readable, () => (decoder instanceof ZstdDecoder ? decoder : undefined));
+ * attachProducer(readable, () => (decoder instanceof SmallZstdDecoder ? decoder.worker : undefined));
  * ```
  */
 export function attachProducer(
