@@ -126,6 +126,9 @@ Deno.test({
 Deno.test("compression: detectFormat reads the magic bytes", () => {
   assertEquals(detectFormat(new Uint8Array([0x1f, 0x8b, 8, 0])), "gzip");
   assertEquals(detectFormat(new Uint8Array([0x28, 0xb5, 0x2f, 0xfd])), "zstd");
+  assertEquals(detectFormat(new Uint8Array([0x50, 0x2a, 0x4d, 0x18])), "zstd", "a skippable frame");
+  assertEquals(detectFormat(new Uint8Array([0x5f, 0x2a, 0x4d, 0x18])), "zstd", "a skippable frame");
+  assertEquals(detectFormat(new Uint8Array([0x60, 0x2a, 0x4d, 0x18])), "tar");
   assertEquals(detectFormat(new TextEncoder().encode("/harness/node_modules")), "tar");
   assertEquals(detectFormat(new Uint8Array(0)), "tar");
 });
@@ -422,5 +425,29 @@ Deno.test({
     assert(!result.nonZero, "zeros out");
     assert(result.largest <= 1 << 20, `chunks of at most 1 MiB, not ${result.largest}`);
     assertEquals(started, 1, "the worker decoded it");
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "compression: pzstd's output (a skippable frame before every frame) is detected and decoded, small and large",
+  fn: async () => {
+    const { dir, cleanup } = await tempDir("pzstd");
+    try {
+      for (const [what, input] of [["small", sample.subarray(0, 200_000)], ["large", sample]] as const) {
+        await Deno.writeFile(`${dir}/plain`, input);
+        const r = await sh("pzstd -q -f -p 2 plain -o plain.zst", dir);
+        assertEquals(r.code, 0, r.stderr);
+        const packed = await Deno.readFile(`${dir}/plain.zst`);
+        assertEquals(packed[3], 0x18, `${what}: pzstd begins with a skippable frame`);
+        const { stream, format } = decompressStream();
+        const back = await collect(streamOf(packed, 100_000).pipeThrough(stream));
+        assertEquals(await format, "zstd", what);
+        assertEquals(back, input, what);
+      }
+    } finally {
+      await cleanup();
+    }
   },
 });

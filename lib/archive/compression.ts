@@ -1112,10 +1112,18 @@ function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** The format of a stream from its first bytes: gzip `1f 8b`, zstd `28 b5 2f fd`, else tar. */
+/**
+ * The format of a stream from its first bytes: gzip `1f 8b`; zstd `28 b5 2f fd`,
+ * or a zstd skippable frame `5? 2a 4d 18` first (as `pzstd` writes); else tar.
+ */
 export function detectFormat(head: Uint8Array): ArchiveFormat {
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return "gzip";
   if (head.length >= 4 && head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) {
+    return "zstd";
+  }
+  if (
+    head.length >= 4 && (head[0] & 0xf0) === 0x50 && head[1] === 0x2a && head[2] === 0x4d && head[3] === 0x18
+  ) {
     return "zstd";
   }
   return "tar";
