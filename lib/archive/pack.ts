@@ -95,13 +95,6 @@ const CHUNK = 1 << 20;
  * streamed through a file handle (and checked for shrinking only).
  */
 const SMALL_FILE = 64 << 10;
-/**
- * Files up to this size are read whole with `readFileSync` (two runtime calls instead of four); larger ones
- * through a reused buffer. Each whole read is a fresh buffer that lives until a later garbage collection:
- * at 64 KiB the bench tree's zstd save to S3 peaked 25–30 MB higher (274–286 against 242–250 MB), at 4 KiB
- * it does not, and `node_modules`-like trees (files of tens to hundreds of bytes) keep the saving.
- */
-const READ_WHOLE = 4 << 10;
 /** Released chunk buffers kept for reuse. */
 const MAX_SPARE = 4;
 
@@ -184,6 +177,19 @@ interface DirFrame {
   next: number;
   /** The open directory its files are opened relative to (libc), else -1. */
   fd: number;
+  /** The directory's identity as walked (Deno's file API: checked again before each of its files is read). */
+  id: FileId;
+}
+
+/** Device and inode of a file (null where the platform has none: Windows). */
+interface FileId {
+  dev: number | null;
+  ino: number | null;
+}
+
+/** Whether `now` is the same file as `then` (true when the platform gives no inode numbers). */
+function sameFile(then: FileId, now: FileId): boolean {
+  return then.ino === null || now.ino === null || (then.ino === now.ino && then.dev === now.dev);
 }
 
 /**
@@ -436,55 +442,20 @@ export function pack(options: PackOptions): {
   };
 
   /**
-   * Archives the small regular file at `path` (listed by `lstat` as `info`)
-   * in two calls: its data is read whole with `readFileSync` (open, read and
-   * close in one operation) and copied into the output. Cheaper per file
-   * than a file handle with `fstat`, `read` and `close` each crossing into
-   * the runtime, which is what most of a `node_modules` tree costs. Returns
-   * false when the path vanished or stopped being a regular file.
-   */
-  const smallFile = (path: string, name: string, info: Deno.FileInfo): boolean => {
-    let data: Uint8Array;
-    try {
-      data = Deno.readFileSync(path);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) {
-        missing(path); // vanished during the walk
-        return true;
-      }
-      if (err instanceof Deno.errors.IsADirectory) return false; // replaced during the walk
-      throw new Error(`archive: cannot read ${path}: ${(err as Error).message}`, { cause: err });
-    }
-    if (linkedBefore(name, info)) return true;
-    const size = info.size;
-    header(fields(name, TYPE.file, info, size));
-    if (data.length === size) put(data);
-    else {
-      log?.warn("file changed size while being archived; stored at its listed size", {
-        path,
-        listed: size,
-        read: data.length,
-      });
-      if (data.length > size) put(data.subarray(0, size));
-      else {
-        put(data);
-        put(new Uint8Array(size - data.length));
-      }
-    }
-    padTo(size);
-    stats.files++;
-    stats.bytes += size;
-    stats.entries++;
-    return true;
-  };
-
-  /**
-   * Starts archiving the regular file at `path`: a small one (listed by
-   * `lstat`) through {@link smallFile}, a larger one opened first, then described
-   * by `fstat` of the open file (one system call fewer than `lstat` + open,
-   * and the header matches the bytes read); its data follows through
-   * {@link continueFile}. Returns false when the path turned out not to be a
-   * regular file (replaced during the walk).
+   * Starts archiving the regular file at `path`: opened, then described by
+   * `fstat` of the open file (the header matches the bytes read); its data
+   * follows through {@link continueFile}. Returns false when the path turned
+   * out not to be a regular file (replaced during the walk).
+   *
+   * Deno's file API opens by path and follows symlinks, so a file (or one of
+   * its parent directories) swapped for a symlink during the walk could lead
+   * the read outside the mount. There, the open file must be the one `lstat`
+   * listed (same device and inode), and its directory must still be the one
+   * being walked (`lstat` of the directory path after the open: a swapped
+   * ancestor changes what it resolves to); else the file is left out with a
+   * warning. (A swap undone within microseconds between those calls can
+   * still slip through: only the libc path, which opens relative to the
+   * directory's descriptor without following links, closes it entirely.)
    */
   const visitFile = (
     path: string,
@@ -507,7 +478,6 @@ export function pack(options: PackOptions): {
       }
     }
     if (!stat.isFile) return false;
-    if (stat.size <= READ_WHOLE) return smallFile(path, name, stat);
     let file: Deno.FsFile;
     try {
       file = Deno.openSync(path, { read: true });
@@ -515,7 +485,22 @@ export function pack(options: PackOptions): {
       if (err instanceof Deno.errors.NotFound) return true; // vanished during the walk
       throw new Error(`archive: cannot open ${path}: ${(err as Error).message}`, { cause: err });
     }
-    return archiveOpenFile(path, name, file, () => file.statSync());
+    const listedAs = stat;
+    return archiveOpenFile(path, name, file, () => {
+      const info = file.statSync();
+      if (!sameFile(listedAs, info) || (at && !stillDir(at.path, at.id))) return { ...info, isFile: false };
+      return info;
+    });
+  };
+
+  /** Whether `path` is still the directory `id` (Deno's file API, see {@link visitFile}). */
+  const stillDir = (path: string, id: FileId): boolean => {
+    try {
+      const now = Deno.lstatSync(path);
+      return now.isDirectory && sameFile(id, now);
+    } catch {
+      return false;
+    }
   };
 
   /**
@@ -593,7 +578,8 @@ export function pack(options: PackOptions): {
     }
   };
 
-  const visit = (path: string, name: string, info: Deno.FileInfo) => {
+  /** Archives the entry at `path` (described by `lstat` as `info`), a child of the directory `at` walks. */
+  const visit = (path: string, name: string, info: Deno.FileInfo, at?: DirFrame) => {
     if (info.isSymlink) {
       if (options.skipSymlinks) return;
       let target: string;
@@ -611,7 +597,7 @@ export function pack(options: PackOptions): {
       return;
     }
     if (info.isDirectory) {
-      const listing = listDir(path);
+      const listing = listDir(path, info);
       if (!listing) return;
       const { names, isFile, fd } = listing;
       const order = names.map((_, i) => i).sort((a, b) => compareNames(names[a], names[b]));
@@ -630,11 +616,12 @@ export function pack(options: PackOptions): {
         isFile: order.map((i) => isFile[i]),
         next: 0,
         fd,
+        id: { dev: info.dev, ino: info.ino },
       });
       return;
     }
     if (info.isFile) {
-      if (!visitFile(path, name, info)) {
+      if (!visitFile(path, name, info, at)) {
         log?.warn("skipping a file that changed type while being archived", { path });
       }
       return;
@@ -655,7 +642,7 @@ export function pack(options: PackOptions): {
    * for its files), else with `readDirSync`. Undefined when it is gone or is
    * no directory any more (then it is left out, with a warning).
    */
-  const listDir = (path: string): (DirListing & { fd: number }) | undefined => {
+  const listDir = (path: string, listed: FileId): (DirListing & { fd: number }) | undefined => {
     if (!libc) {
       let entries: Deno.DirEntry[];
       try {
@@ -668,6 +655,11 @@ export function pack(options: PackOptions): {
         throw new Error(`archive: cannot list the directory ${path}: ${(err as Error).message}`, {
           cause: err,
         });
+      }
+      // readDirSync follows a symlink: the listing counts only if the path is still the directory lstat saw.
+      if (!stillDir(path, listed)) {
+        log?.warn("skipping a directory that changed type while being archived", { path });
+        return undefined;
       }
       return { names: entries.map((e) => e.name), isFile: entries.map((e) => e.isFile), fd: -1 };
     }
@@ -702,7 +694,7 @@ export function pack(options: PackOptions): {
     for (const frame of stack.splice(0)) if (frame.fd >= 0) libc?.close(frame.fd);
   };
 
-  const lstatAndVisit = (path: string, name: string) => {
+  const lstatAndVisit = (path: string, name: string, at: DirFrame) => {
     let info: Deno.FileInfo;
     try {
       info = Deno.lstatSync(path);
@@ -710,7 +702,7 @@ export function pack(options: PackOptions): {
       if (err instanceof Deno.errors.NotFound) return missing(path); // removed during the walk
       throw new Error(`archive: cannot stat ${path}: ${(err as Error).message}`, { cause: err });
     }
-    visit(path, name, info);
+    visit(path, name, info, at);
   };
 
   const finish = () => {
@@ -774,7 +766,7 @@ export function pack(options: PackOptions): {
           if (options.exclude?.(path)) continue;
           const name = childName(top.name, child);
           if (top.isFile[i] && visitFile(path, name, undefined, top, child)) continue;
-          lstatAndVisit(path, name);
+          lstatAndVisit(path, name, top);
         }
       } catch (err) {
         closeAll();
