@@ -82,26 +82,36 @@ Deno.test({
   },
 });
 
+/** Runs `fn` counting the workers it starts. */
+async function countingWorkers<T>(fn: () => Promise<T>): Promise<{ result: T; started: number }> {
+  const real = globalThis.Worker;
+  let started = 0;
+  globalThis.Worker = class extends real {
+    constructor(...args: ConstructorParameters<typeof Worker>) {
+      super(...args);
+      started++;
+    }
+  };
+  try {
+    return { result: await fn(), started };
+  } finally {
+    globalThis.Worker = real;
+  }
+}
+
 Deno.test({
   ...opts,
   name: "compression: an archive that fits one block is compressed without a worker, into one checked frame",
   fn: async () => {
-    const real = globalThis.Worker;
-    let started = 0;
-    globalThis.Worker = class extends real {
-      constructor(...args: ConstructorParameters<typeof Worker>) {
-        super(...args);
-        started++;
-      }
-    };
     const { dir, cleanup } = await tempDir("compression");
     try {
       for (const size of [1, 1 << 20, (4 << 20) - 1, 4 << 20, (4 << 20) + 1]) {
         const input = sample.subarray(0, size);
         await Deno.writeFile(`${dir}/plain`, input);
         for (const format of ["zstd", "gzip"] as const) {
-          started = 0;
-          const packed = await collect(streamOf(input).pipeThrough(compressStream(format, -1)));
+          const { result: packed, started } = await countingWorkers(() =>
+            collect(streamOf(input).pipeThrough(compressStream(format, -1)))
+          );
           assertEquals(started > 0, size >= 4 << 20, `${format} ${size}: ${started} workers started`);
           await Deno.writeFile(`${dir}/c`, packed);
           const check = format === "zstd"
@@ -117,7 +127,6 @@ Deno.test({
         }
       }
     } finally {
-      globalThis.Worker = real;
       await cleanup();
     }
   },
@@ -293,23 +302,6 @@ Deno.test({
     }
   },
 });
-
-/** Runs `fn` counting the workers it starts. */
-async function countingWorkers<T>(fn: () => Promise<T>): Promise<{ result: T; started: number }> {
-  const real = globalThis.Worker;
-  let started = 0;
-  globalThis.Worker = class extends real {
-    constructor(...args: ConstructorParameters<typeof Worker>) {
-      super(...args);
-      started++;
-    }
-  };
-  try {
-    return { result: await fn(), started };
-  } finally {
-    globalThis.Worker = real;
-  }
-}
 
 /** Decompresses `packed`, fed in `chunk`-byte pieces. */
 function decompress(packed: Uint8Array, chunk = 64 << 10): Promise<Uint8Array> {
