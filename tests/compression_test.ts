@@ -318,6 +318,8 @@ Deno.test({
     // 7 MiB of a pattern: two frames (4 MiB blocks), a few KiB compressed, 7 MiB out (below the 8 MiB cap)
     const pattern = new Uint8Array(7 << 20).map((_, i) => (i >> 9) & 0xff);
     const twoFrames = await collect(streamOf(pattern, 1 << 20).pipeThrough(compressStream("zstd", -1)));
+    const random = bytes(7 << 20, 8);
+    const randomFrames = await collect(streamOf(random, 1 << 20).pipeThrough(compressStream("zstd", -1)));
     const tiny = bytes(1000, 4);
     const tinyFrame = await collect(streamOf(tiny).pipeThrough(compressStream("zstd", -1)));
     const skip = new Uint8Array([0x50, 0x2a, 0x4d, 0x18, 5, 0, 0, 0, 1, 2, 3, 4, 5]);
@@ -331,6 +333,7 @@ Deno.test({
       const [what, input, expected] of [
         ["one frame", packed, small],
         ["two frames of the compressor", twoFrames, pattern],
+        ["two frames that barely compress (7 MiB of random bytes)", randomFrames, random],
         // The one-shot decoder alone would stop after the first of these.
         [
           "three frames, skippable frames between and after",

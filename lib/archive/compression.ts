@@ -19,10 +19,9 @@
  * the SHA-256 of the tar stream for the integrity trailer, as it produces the
  * bytes, and takes its output buffers back once extracted (see producer.ts):
  * the extracting thread neither hashes nor allocates for a zstd restore.
- * A small archive (up to 1 MiB compressed, 8 MiB decoded) is decoded on the
- * calling thread instead, by the one-shot decoder, which reports a checksum
- * mismatch as an ordinary error: starting the worker would cost more than
- * the whole decoding.
+ * A small archive (up to 8 MiB of tar) is decoded on the calling thread
+ * instead, by the one-shot decoder, which reports a checksum mismatch as an
+ * ordinary error: starting the worker would cost more than the decoding.
  *
  * @module
  */
@@ -45,10 +44,14 @@ const OUT_FREE_MAX = 8;
 const OUT_LIMIT = 8 << 20;
 /** Size of the decoder's output chunks (transferred to the caller as they are, no copy). */
 const OUT_CHUNK = 1 << 20;
-/** Compressed zstd input up to this size is decoded on the calling thread, without the worker. */
-const INLINE_IN = 1 << 20;
-/** Output cap of that inline decoding: a small input that decodes to more goes to the worker. */
+/** Output cap of the decoding on the calling thread: an input that decodes to more goes to the worker. */
 const INLINE_OUT = OUT_LIMIT;
+/**
+ * Compressed zstd input up to this size is decoded on the calling thread, without the worker: the frames
+ * of two blocks at most (see {@link compressStream}), so every archive of up to {@link INLINE_OUT} bytes of
+ * tar, however little it compresses.
+ */
+const INLINE_IN = 2 * OUT_BLOCK;
 /** Compressed input is batched into buffers of this size before it is sent to the decoder worker. */
 const IN_CHUNK = 1 << 20;
 /** Input buffers sent to the decoder worker and not yet consumed (they are recycled). */
@@ -1006,15 +1009,17 @@ class ZstdDecoder implements Decoder, StreamProducer {
 
 /**
  * zstd for small archives, decoded on the calling thread: the compressed
- * input is held until it ends or passes {@link INLINE_IN}; a whole input that
- * small is checked by the frame tracker (truncation), then decoded in one
- * `zstdDecompressSync` call, which reports a checksum mismatch as a catchable
- * error and stops at {@link INLINE_OUT} bytes of output (a decompression
- * bomb costs at most that). Starting the decoder worker costs ≈50 ms, most
- * of a 1 MB restore. Anything larger, or a small input that decodes to more
- * than the cap, goes to the worker ({@link ZstdDecoder}) with the held bytes
- * first. Frames are decoded one by one, at the boundaries the tracker found. Without a worker the stream has no producer, so the extractor hashes
- * the (few) tar bytes itself.
+ * input is held until it ends or passes {@link INLINE_IN}. A whole input that
+ * small is checked by the frame tracker (truncation), then each frame is
+ * decoded by `zstdDecompressSync`, which reports a checksum mismatch as a
+ * catchable error (it stops after the first frame of a multi-frame input, so
+ * frames are decoded one by one, at the boundaries the tracker found); the
+ * output stops at {@link INLINE_OUT} bytes (a decompression bomb costs at
+ * most that). Starting the decoder worker costs ≈50 ms, most of a 1 MB
+ * restore. Anything larger, or a small input that decodes to more than the
+ * cap, goes to the worker ({@link ZstdDecoder}) with the held bytes first.
+ * Without a worker the stream has no producer, so the extractor hashes the
+ * (few) tar bytes itself.
  */
 class SmallZstdDecoder implements Decoder {
   #q: ChunkQueue;
