@@ -1048,33 +1048,21 @@ class SmallZstdDecoder implements Decoder {
     if (this.worker) return this.worker.close();
     const input = concat(this.#held, this.#heldBytes);
     this.#held = [];
-    const out: Uint8Array[] = [];
+    let out: Uint8Array[] | null;
     try {
-      // Frame by frame: the one-shot decoder stops at the end of the first frame it decodes.
-      const frames: [number, number][] = [];
-      const tracker = new ZstdFrameTracker();
-      tracker.onFrame = (start, end) => frames.push([start, end]);
-      tracker.push(input);
-      tracker.finish();
-      let room = INLINE_OUT;
-      for (const [start, end] of frames) {
-        if (room <= 0) {
-          throw Object.assign(new Error("over the inline cap"), { code: "ERR_BUFFER_TOO_LARGE" });
-        }
-        const frame = zlib.zstdDecompressSync(input.subarray(start, end), { maxOutputLength: room });
-        out.push(new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength));
-        room -= frame.byteLength;
-      }
+      out = decodeFrames(input);
     } catch (err) {
-      if ((err as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") {
-        this.#held = [input];
-        this.#heldBytes = input.length;
-        await this.#toWorker();
-        return this.worker!.close();
-      }
-      const e = err instanceof CorruptArchiveError ? err : corrupt("zstd", messageOf(err), err);
+      const e = err instanceof CorruptArchiveError
+        ? err
+        : corrupt("zstd", err instanceof Error ? err.message : String(err), err);
       this.#q.fail(e);
       throw e;
+    }
+    if (out === null) {
+      this.#held = [input];
+      this.#heldBytes = input.length;
+      await this.#toWorker();
+      return this.worker!.close();
     }
     for (const frame of out) {
       for (let off = 0; off < frame.length; off += OUT_CHUNK) {
@@ -1113,8 +1101,33 @@ function concat(chunks: Uint8Array[], length: number): Uint8Array {
   return all;
 }
 
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+/**
+ * Decodes a whole zstd input frame by frame (the one-shot decoder stops at
+ * the end of the first frame it decodes), after the frame tracker checked
+ * that it ends on a frame boundary. Null when the frames decode to more than
+ * {@link INLINE_OUT} bytes; throws on corrupt input.
+ */
+function decodeFrames(input: Uint8Array): Uint8Array[] | null {
+  const frames: [number, number][] = [];
+  const tracker = new ZstdFrameTracker();
+  tracker.onFrame = (start, end) => frames.push([start, end]);
+  tracker.push(input);
+  tracker.finish();
+  const out: Uint8Array[] = [];
+  let room = INLINE_OUT;
+  for (const [start, end] of frames) {
+    if (room <= 0) return null;
+    let frame: Uint8Array;
+    try {
+      frame = zlib.zstdDecompressSync(input.subarray(start, end), { maxOutputLength: room });
+    } catch (err) {
+      if ((err as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") return null;
+      throw err;
+    }
+    out.push(new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength));
+    room -= frame.byteLength;
+  }
+  return out;
 }
 
 /**
