@@ -19,6 +19,7 @@
  * the SHA-256 of the tar stream for the integrity trailer, as it produces the
  * bytes, and takes its output buffers back once extracted (see producer.ts):
  * the extracting thread neither hashes nor allocates for a zstd restore.
+ * Plain tar and gzip output is hashed by a worker of spent_hash.ts.
  * A small archive (up to 8 MiB of tar) is decoded on the calling thread
  * instead, by the one-shot decoder, which reports a checksum mismatch as an
  * ordinary error: starting the worker would cost more than the decoding.
@@ -28,6 +29,7 @@
 import zlib from "node:zlib";
 import { CorruptArchiveError } from "./errors.ts";
 import { attachProducer, type StreamProducer } from "./producer.ts";
+import { SpentChunkHash } from "./spent_hash.ts";
 
 export { CorruptArchiveError };
 
@@ -655,6 +657,8 @@ interface Decoder {
   abort(): void;
   /** The consumer read the end of the output. */
   drained?(): void;
+  /** Hashes the output off this thread, for the reader (plain tar and gzip; see spent_hash.ts). */
+  readonly hash?: SpentChunkHash;
 }
 
 function corrupt(format: ArchiveFormat, detail: string, cause?: unknown): CorruptArchiveError {
@@ -664,24 +668,35 @@ function corrupt(format: ArchiveFormat, detail: string, cause?: unknown): Corrup
 /** Pass-through for uncompressed tar. */
 class TarDecoder implements Decoder {
   #q: ChunkQueue;
+  /** The archive's digest, hashed off this thread (see spent_hash.ts). */
+  readonly hash = new SpentChunkHash();
   constructor(q: ChunkQueue) {
     this.#q = q;
   }
   async write(chunk: Uint8Array): Promise<void> {
+    this.hash.emitted(chunk);
     this.#q.push(chunk);
     await this.#q.waitBelow(OUT_LIMIT);
+    await this.hash.waitBelow();
   }
   close(): Promise<void> {
     this.#q.end();
     return Promise.resolve();
   }
-  abort(): void {}
+  abort(): void {
+    this.hash.stop();
+  }
+  drained(): void {
+    this.hash.drained();
+  }
 }
 
 /** gzip through node:zlib (its errors arrive as stream errors; multi-member input is read whole). */
 class GzipDecoder implements Decoder {
   #q: ChunkQueue;
   #z = zlib.createGunzip({ chunkSize: 256 << 10 });
+  /** The archive's digest, hashed off this thread (see spent_hash.ts); zlib's buffers are copied. */
+  readonly hash = new SpentChunkHash({ transfer: false });
   #paused = false;
   #done: Promise<void>;
   constructor(q: ChunkQueue) {
@@ -696,7 +711,9 @@ class GzipDecoder implements Decoder {
     });
     this.#done.catch(() => {});
     this.#z.on("data", (c: Uint8Array) => {
-      q.push(new Uint8Array(c.buffer, c.byteOffset, c.byteLength));
+      const chunk = new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
+      this.hash.emitted(chunk);
+      q.push(chunk);
       if (q.bytes > OUT_LIMIT && !this.#paused) {
         this.#paused = true;
         this.#z.pause();
@@ -709,7 +726,8 @@ class GzipDecoder implements Decoder {
       }
     };
   }
-  write(chunk: Uint8Array): Promise<void> {
+  async write(chunk: Uint8Array): Promise<void> {
+    await this.hash.waitBelow();
     return new Promise<void>((resolve, reject) => {
       if (this.#q.failed) return reject(this.#q.error);
       this.#z.write(
@@ -725,6 +743,10 @@ class GzipDecoder implements Decoder {
   }
   abort(): void {
     this.#z.destroy();
+    this.hash.stop();
+  }
+  drained(): void {
+    this.hash.drained();
   }
 }
 
@@ -1227,7 +1249,7 @@ export function decompressStream(): {
       q.fail(cancelled);
     },
   }, { highWaterMark: 0 });
-  attachProducer(readable, () => (decoder instanceof SmallZstdDecoder ? decoder.worker : undefined));
+  attachProducer(readable, () => (decoder instanceof SmallZstdDecoder ? decoder.worker : decoder?.hash));
 
   return { stream: { writable, readable } as TransformStream<Uint8Array, Uint8Array>, format };
 }

@@ -9,10 +9,14 @@
  * handing them back once extracted spares it a fresh, zero-filled buffer
  * (page faults, in the thread that now also hashes) per MiB.
  *
+ * Plain tar and gzip output is hashed the same way by a worker of
+ * spent_hash.ts, fed the chunks once the reader spent them.
+ *
  * A producer registers a {@link StreamProducer} for the readable side it
  * hands out ({@link attachProducer}); the extractor looks it up for the
- * stream it was given ({@link producerOf}). No registration (plain tar, gzip,
- * a caller's own stream): the extractor hashes on its own thread, as before.
+ * stream it was given ({@link producerOf}). No registration (a small zstd
+ * archive decoded on the calling thread, a caller's own stream): the
+ * extractor hashes on its own thread.
  *
  * @module
  */

@@ -25,8 +25,9 @@
  *   through it, and the move into place never follows one.
  * - Integrity: the SHA-256 of the tar bytes before our trailer and its entry
  *   count must match; truncation or any parse error is a
- *   {@link CorruptArchiveError}. The digest is computed by the zstd decoder
- *   worker when the archive came through it (producer.ts), else here. Only
+ *   {@link CorruptArchiveError}. The digest is computed off this thread by
+ *   the stream's producer (producer.ts: the zstd decoder worker, or the
+ *   hashing worker of plain tar and gzip streams), else here. Only
  *   archives that begin with a PAX global header (ours open with one) are
  *   hashed; a trailer in any other archive is refused as unverifiable.
  *   After the trailer, exactly one repeat of the root directory's entry is
