@@ -5,7 +5,7 @@ import {
   decompressStream,
   detectFormat,
 } from "../lib/archive/compression.ts";
-import { bytes, collect, sh, streamOf, tempDir } from "./fixtures/archive/helpers.ts";
+import { bytes, collect, countingWorkers, sh, streamOf, tempDir } from "./fixtures/archive/helpers.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -81,23 +81,6 @@ Deno.test({
     }
   },
 });
-
-/** Runs `fn` counting the workers it starts. */
-async function countingWorkers<T>(fn: () => Promise<T>): Promise<{ result: T; started: number }> {
-  const real = globalThis.Worker;
-  let started = 0;
-  globalThis.Worker = class extends real {
-    constructor(...args: ConstructorParameters<typeof Worker>) {
-      super(...args);
-      started++;
-    }
-  };
-  try {
-    return { result: await fn(), started };
-  } finally {
-    globalThis.Worker = real;
-  }
-}
 
 Deno.test({
   ...opts,

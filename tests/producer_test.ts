@@ -10,21 +10,9 @@ import { createHash } from "node:crypto";
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { compressStream, CorruptArchiveError, decompressStream } from "../lib/archive/compression.ts";
 import { producerOf, type StreamProducer } from "../lib/archive/producer.ts";
-import { bytes, collect, streamOf } from "./fixtures/archive/helpers.ts";
+import { collect, sha256, streamOf, tarLike } from "./fixtures/archive/helpers.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
-
-function sha(data: Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
-}
-
-/** `size` bytes that start like one of our archives (a PAX global header block: typeflag 'g' at 156). */
-function tarLike(size: number, typeflag = 0x67): Uint8Array {
-  const data = bytes(size, 11);
-  for (let i = 0; i < data.length; i += 3) data[i] = 0; // compressible, not trivially so
-  data[156] = typeflag;
-  return data;
-}
 
 /**
  * Reads the decompressed stream of `zst` chunk by chunk; when the chunk
@@ -82,7 +70,7 @@ Deno.test({
     for (const at of offsets) {
       const { digest, out } = await digestAt(zst, at);
       assertEquals(out, data, "the output is intact");
-      assertEquals(digest, sha(data.subarray(0, at)), `digest before byte ${at}`);
+      assertEquals(digest, sha256(data.subarray(0, at)), `digest before byte ${at}`);
     }
   },
 });
@@ -156,7 +144,7 @@ Deno.test({
       if (chunk.byteLength === 0 && size > 0) recycled++;
     }
     assertEquals(total, data.length);
-    assertEquals(hash.digest("hex"), sha(data));
+    assertEquals(hash.digest("hex"), sha256(data));
     assert(recycled >= 6, `full-size output buffers went back to the decoder: ${recycled}`);
   },
 });

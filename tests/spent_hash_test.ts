@@ -7,24 +7,12 @@
  * are not ours are not hashed; a digest for an offset no longer held is
  * refused, not guessed; a cancelled stream stops the worker.
  */
-import { createHash } from "node:crypto";
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { CorruptArchiveError, decompressStream } from "../lib/archive/compression.ts";
 import { producerOf } from "../lib/archive/producer.ts";
-import { bytes } from "./fixtures/archive/helpers.ts";
+import { countingWorkers, sha256, tarLike } from "./fixtures/archive/helpers.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
-
-function sha(data: Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
-}
-
-/** `size` bytes that start like one of our archives (typeflag 'g' at 156), or like another tar. */
-function tarLike(size: number, typeflag = 0x67): Uint8Array {
-  const data = bytes(size, 7);
-  data[156] = typeflag;
-  return data;
-}
 
 /** `data` as a stream of `chunk`-byte pieces, each its own buffer (as fetch and the filesystem backend hand them). */
 function ownedChunks(data: Uint8Array, chunk: number): ReadableStream<Uint8Array> {
@@ -36,30 +24,6 @@ function ownedChunks(data: Uint8Array, chunk: number): ReadableStream<Uint8Array
       at += chunk;
     },
   });
-}
-
-/** Runs `fn` counting the workers it starts and terminates. */
-async function countingWorkers<T>(
-  fn: () => Promise<T>,
-): Promise<{ result: T; started: number; ended: number }> {
-  const real = globalThis.Worker;
-  const counts = { started: 0, ended: 0 };
-  globalThis.Worker = class extends real {
-    constructor(...args: ConstructorParameters<typeof Worker>) {
-      super(...args);
-      counts.started++;
-    }
-    override terminate() {
-      counts.ended++;
-      super.terminate();
-    }
-  };
-  try {
-    const result = await fn();
-    return { result, ...counts };
-  } finally {
-    globalThis.Worker = real;
-  }
 }
 
 /**
@@ -134,7 +98,7 @@ for (
           const { result, started, ended } = await countingWorkers(() =>
             digestAt(ownedChunks(data, chunk), at, spend)
           );
-          assertEquals(result.digest, sha(data.subarray(0, at)), `digest before ${at}, spent: ${spend}`);
+          assertEquals(result.digest, sha256(data.subarray(0, at)), `digest before ${at}, spent: ${spend}`);
           assertEquals(result.out, data, "the reader's bytes are untouched");
           // Spent chunks past 8 MiB go to the worker; chunks never spent are hashed here when the digest is asked.
           const worker = spend && at >= (10 << 20) ? 1 : 0;
@@ -154,7 +118,7 @@ Deno.test({
     const { result, started } = await countingWorkers(() =>
       digestAt(ownedChunks(data, 64 << 10), data.length - 512)
     );
-    assertEquals(result.digest, sha(data.subarray(0, data.length - 512)));
+    assertEquals(result.digest, sha256(data.subarray(0, data.length - 512)));
     assertEquals(started, 0);
   },
 });
@@ -178,7 +142,7 @@ Deno.test({
     });
     const { result, started } = await countingWorkers(() => digestAt(source, data.length - 1));
     assertEquals(result.out, data, "every chunk intact");
-    assertEquals(result.digest, sha(data.subarray(0, data.length - 1)));
+    assertEquals(result.digest, sha256(data.subarray(0, data.length - 1)));
     assertEquals(started, 1);
   },
 });
