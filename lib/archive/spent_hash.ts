@@ -205,7 +205,7 @@ export class SpentChunkHash implements StreamProducer {
       chunk.buffer.byteLength === chunk.length && !(chunk.buffer instanceof SharedArrayBuffer)
     ) {
       this.#ship();
-      this.#post(chunk as Uint8Array<ArrayBuffer>, chunk.length, false);
+      this.#post(chunk as Uint8Array<ArrayBuffer>, chunk.length);
       return;
     }
     this.#copy(chunk);
@@ -242,9 +242,9 @@ export class SpentChunkHash implements StreamProducer {
     this.#post(data, length);
   }
 
-  #post(data: Uint8Array<ArrayBuffer>, length: number, reuse = true): void {
+  #post(data: Uint8Array<ArrayBuffer>, length: number): void {
     this.#inFlight += length;
-    this.#worker!.postMessage({ type: "data", data, length, reuse }, [data.buffer]);
+    this.#worker!.postMessage({ type: "data", data, length }, [data.buffer]);
   }
 
   #start(): void {
